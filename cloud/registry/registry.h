@@ -1,0 +1,94 @@
+#ifndef FEDGE_CLOUD_REGISTRY_REGISTRY_H_
+#define FEDGE_CLOUD_REGISTRY_REGISTRY_H_
+
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/time/clock.h"
+#include "fedge/v1/admin.pb.h"
+#include "fedge/v1/model.pb.h"
+
+namespace fedge::cloud::registry {
+
+// The model registry and the coordinator's durable state: SQLite metadata (`registry.db`,
+// WAL, schema versioned by PRAGMA user_version with forward migrations) plus content-addressed
+// blobs (`blobs/<first two hex>/<sha256>`) under one data directory.
+//
+// Each logical change is one transaction. Blobs are written to a temporary name, fsynced and
+// renamed into place, so a crash never leaves a partial blob under its digest. Thread-safe.
+class Registry {
+ public:
+  struct Options {
+    std::string data_dir;
+    Clock* clock = Clock::Real();
+  };
+
+  // Creates the directory layout and the database if missing and migrates an older schema.
+  static absl::StatusOr<std::unique_ptr<Registry>> Open(Options options);
+  ~Registry();
+
+  // The schema version this build writes.
+  static int CurrentSchemaVersion();
+  int SchemaVersion() const;
+
+  // --- Blobs -------------------------------------------------------------------------------
+  // Stores bytes, returns their sha256. Idempotent.
+  absl::StatusOr<std::string> PutBlob(absl::string_view bytes);
+  // Moves a finished file (for instance a staged upload) into the store after checking that
+  // its content has the digest `sha256`. DATA_LOSS on a mismatch (the file is left alone).
+  absl::Status AdoptBlobFile(const std::string& path, const std::string& sha256);
+  absl::StatusOr<std::string> ReadBlob(const std::string& sha256) const;
+  bool HasBlob(const std::string& sha256) const;
+  // The file holding the blob (which may not exist).
+  std::string BlobPath(const std::string& sha256) const;
+  // A directory under data_dir for temporary and staged files; same filesystem as the blobs.
+  std::string StagingDir() const;
+
+  // --- Models and versions -----------------------------------------------------------------
+  // Adds a new version of `version.model()`, creating the model on first use (with
+  // `model_description`). Fills in the version number (latest + 1) and created time, unless
+  // created_unix_ms is already set. FAILED_PRECONDITION if the blob is missing; NOT_FOUND if
+  // parent_version is set but does not exist.
+  absl::StatusOr<v1::Version> AddVersion(v1::Version version,
+                                         const std::string& model_description = "");
+  // version 0 means the latest. NOT_FOUND names the model and version.
+  absl::StatusOr<v1::Version> GetVersion(const std::string& model, int64_t version) const;
+  absl::StatusOr<std::vector<v1::Model>> ListModels() const;
+  // Ascending by number. NOT_FOUND for an unknown model.
+  absl::StatusOr<std::vector<v1::Version>> ListVersions(const std::string& model) const;
+
+  // --- Jobs --------------------------------------------------------------------------------
+  // Inserts or replaces the job, with the digest of its current global model (the base
+  // version's blob before round 1, then each completed round's aggregate).
+  absl::Status PutJob(const v1::Job& job, const std::string& global_sha256);
+  // Marks the job succeeded with `version` as its result: adds the version and stores the job
+  // (result_version filled in) in one transaction.
+  absl::StatusOr<v1::Version> FinishJob(v1::Job job, v1::Version version);
+  struct JobRecord {
+    v1::Job job;
+    std::string global_sha256;
+  };
+  absl::StatusOr<JobRecord> GetJob(const std::string& id) const;
+  // Newest first.
+  absl::StatusOr<std::vector<JobRecord>> ListJobs() const;
+  // Jobs in JOB_PENDING or JOB_RUNNING, to resume after a restart.
+  absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() const;
+
+  // --- Deployment ----------------------------------------------------------------------------
+  absl::Status SetDesiredVersion(const std::string& node_id, const v1::VersionRef& version);
+  // Keyed by model name.
+  absl::StatusOr<std::vector<v1::VersionRef>> DesiredVersions(const std::string& node_id) const;
+
+ private:
+  struct Impl;
+  explicit Registry(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fedge::cloud::registry
+
+#endif  // FEDGE_CLOUD_REGISTRY_REGISTRY_H_
