@@ -1,0 +1,280 @@
+#include "cloud/api/fleet_service.h"
+
+#include "cloud/api/blob_stream.h"
+
+#include <fstream>
+#include <deque>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "common/metrics/metrics.h"
+#include "common/net/identity.h"
+#include "common/status/grpc_status.h"
+#include "common/sync/mutex.h"
+#include "common/tensor/sha256.h"
+#include "glog/logging.h"
+
+namespace fedge::cloud::api {
+namespace {
+
+class SessionReactor;
+
+// The outbound side of one Session: a queue that the fleet may push to from any thread. At
+// most one write is in flight; Finish waits for it (gRPC forbids Finish with a write pending).
+class Outbox : public fleet::SessionSink {
+ public:
+  explicit Outbox(grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* reactor)
+      : reactor_(reactor) {}
+
+  bool Send(const v1::CloudMessage& message) override {
+    MutexLock lock(&mu_);
+    if (reactor_ == nullptr || finishing_) return false;
+    queue_.push_back(message);
+    StartNextLocked();
+    return true;
+  }
+
+  void Close(const absl::Status& status) override {
+    MutexLock lock(&mu_);
+    if (reactor_ == nullptr || finishing_) return;
+    finishing_ = true;
+    finish_status_ = ToGrpcStatus(status);
+    queue_.clear();
+    if (!writing_) reactor_->Finish(finish_status_);
+  }
+
+  // Reactor side.
+  void OnWriteDone(bool ok) {
+    MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      // The stream is broken; nothing more can be written.
+      if (!finishing_) {
+        finishing_ = true;
+        finish_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream broken");
+      }
+      queue_.clear();
+    }
+    if (finishing_) {
+      if (reactor_ != nullptr) reactor_->Finish(finish_status_);
+      return;
+    }
+    StartNextLocked();
+  }
+
+  void Detach() {
+    MutexLock lock(&mu_);
+    reactor_ = nullptr;
+  }
+
+ private:
+  void StartNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || queue_.empty() || reactor_ == nullptr) return;
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    writing_ = true;
+    reactor_->StartWrite(&current_);
+  }
+
+  Mutex mu_;
+  grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* reactor_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::CloudMessage> queue_ ABSL_GUARDED_BY(mu_);
+  v1::CloudMessage current_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
+};
+
+class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage> {
+ public:
+  SessionReactor(grpc::CallbackServerContext* context, fleet::Fleet* fleet,
+                 jobs::JobManager* jobs, registry::Registry* registry)
+      : context_(context),
+        fleet_(fleet),
+        jobs_(jobs),
+        registry_(registry),
+        outbox_(std::make_shared<Outbox>(this)) {
+    auto id = net::CallerNodeId(*context);
+    if (!id.ok()) {
+      outbox_->Close(id.status());
+      return;
+    }
+    node_id_ = *id;
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The edge half-closed or went away.
+      outbox_->Close(absl::OkStatus());
+      return;
+    }
+    absl::Status st = Handle();
+    if (!st.ok()) {
+      LOG(WARNING) << "node=" << node_id_ << " session refused: " << st;
+      outbox_->Close(st);
+      return;
+    }
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override { outbox_->OnWriteDone(ok); }
+
+  void OnDone() override {
+    if (session_id_ != 0) fleet_->Disconnect(node_id_, session_id_);
+    outbox_->Detach();
+    delete this;
+  }
+
+ private:
+  absl::Status Handle() {
+    if (session_id_ == 0 && !in_.has_hello()) {
+      return absl::FailedPreconditionError("the first Session message must be a Hello");
+    }
+    switch (in_.kind_case()) {
+      case v1::EdgeMessage::kHello: {
+        if (session_id_ != 0) return absl::FailedPreconditionError("Hello sent twice");
+        if (in_.hello().node_id() != node_id_) {
+          return absl::PermissionDeniedError(absl::StrCat("Hello names node '",
+                                                          in_.hello().node_id(),
+                                                          "' but the call is from '", node_id_,
+                                                          "'"));
+        }
+        if (in_.hello().protocol_version() > 1) {
+          LOG(INFO) << "node=" << node_id_ << " speaks protocol v"
+                    << in_.hello().protocol_version() << "; this coordinator speaks v1";
+        }
+        session_id_ = fleet_->Connect(in_.hello(), context_->peer(), outbox_);
+        v1::CloudMessage ack;
+        ack.mutable_hello_ack()->set_cloud_time_unix_ms(absl::ToUnixMillis(absl::Now()));
+        ack.mutable_hello_ack()->set_heartbeat_interval_ms(
+            absl::ToInt64Milliseconds(fleet_->heartbeat_interval()));
+        outbox_->Send(ack);
+        ConvergeToDesired();
+        return absl::OkStatus();
+      }
+      case v1::EdgeMessage::kHeartbeat:
+        fleet_->Heartbeat(node_id_, in_.heartbeat());
+        return absl::OkStatus();
+      case v1::EdgeMessage::kTaskStatus:
+        jobs_->OnTaskStatus(node_id_, in_.task_status());
+        return absl::OkStatus();
+      case v1::EdgeMessage::kDeployStatus:
+        fleet_->ReportDeploy(node_id_, in_.deploy_status());
+        return absl::OkStatus();
+      case v1::EdgeMessage::kMetrics:
+        return absl::OkStatus();
+      case v1::EdgeMessage::KIND_NOT_SET:
+        return absl::InvalidArgumentError("empty Session message");
+    }
+    return absl::OkStatus();
+  }
+
+  // A node that was offline during a deploy gets its desired versions when it returns.
+  void ConvergeToDesired() {
+    auto desired = registry_->DesiredVersions(node_id_);
+    if (!desired.ok()) {
+      LOG(WARNING) << "node=" << node_id_ << " cannot read desired versions: " << desired.status();
+      return;
+    }
+    const auto& active = in_.hello().active_versions();
+    for (const v1::VersionRef& want : *desired) {
+      fleet_->SetDesired(node_id_, want);
+      auto it = active.find(want.model());
+      if (it != active.end() && it->second.sha256() == want.sha256()) continue;
+      v1::CloudMessage deploy;
+      *deploy.mutable_deploy()->mutable_version() = want;
+      outbox_->Send(deploy);
+      LOG(INFO) << "node=" << node_id_ << " converging to " << want.model() << " v"
+                << want.version();
+    }
+  }
+
+  grpc::CallbackServerContext* const context_;
+  fleet::Fleet* const fleet_;
+  jobs::JobManager* const jobs_;
+  registry::Registry* const registry_;
+  std::shared_ptr<Outbox> outbox_;
+  std::string node_id_;
+  uint64_t session_id_ = 0;
+  v1::EdgeMessage in_;
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* FleetService::Session(
+    grpc::CallbackServerContext* context) {
+  return new SessionReactor(context, options_.fleet, options_.jobs, options_.registry);
+}
+
+grpc::Status FleetService::DownloadModel(grpc::ServerContext* context,
+                                         const v1::DownloadRequest* request,
+                                         grpc::ServerWriter<v1::Chunk>* writer) {
+  auto node = net::CallerNodeId(*context);
+  if (!node.ok()) return ToGrpcStatus(node.status());
+  return StreamBlob(*options_.registry, request->sha256(), request->offset(), context, writer);
+}
+
+grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
+                                        grpc::ServerReader<v1::UploadRequest>* reader,
+                                        v1::UploadResponse* response) {
+  auto node = net::CallerNodeId(*context);
+  if (!node.ok()) return ToGrpcStatus(node.status());
+  v1::UploadRequest msg;
+  if (!reader->Read(&msg) || !msg.has_header()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "an upload must start with an UpdateHeader");
+  }
+  const v1::UpdateHeader header = msg.header();
+  // Refuse early, before any payload is staged.
+  absl::Status st = options_.jobs->CheckUpload(*node, header);
+  if (!st.ok()) return ToGrpcStatus(st);
+  if (!IsSha256Hex(header.sha256())) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the header's sha256 is malformed");
+  }
+  // Stage the payload as it streams in; CheckUpload bounded total_size by the model size.
+  std::string payload;
+  payload.reserve(static_cast<size_t>(header.total_size()));
+  Sha256 digest;
+  while (reader->Read(&msg)) {
+    if (!msg.has_chunk()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a second header in one upload");
+    }
+    const v1::Chunk& chunk = msg.chunk();
+    if (chunk.offset() != static_cast<int64_t>(payload.size())) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("chunk at offset ", chunk.offset(), ", expected ",
+                                       payload.size(), ": chunks must arrive in order"));
+    }
+    if (static_cast<int64_t>(chunk.data().size()) > kChunkBytes) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("chunk of ", chunk.data().size(),
+                                       " bytes exceeds the 1 MiB chunk limit"));
+    }
+    if (static_cast<int64_t>(payload.size() + chunk.data().size()) > header.total_size()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("upload exceeds its declared size of ",
+                                       header.total_size(), " bytes"));
+    }
+    digest.Update(chunk.data());
+    payload.append(chunk.data());
+  }
+  if (static_cast<int64_t>(payload.size()) != header.total_size()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("upload truncated: received ", payload.size(), " of ",
+                                     header.total_size(), " bytes"));
+  }
+  const std::string got = digest.HexDigest();
+  if (got != header.sha256()) {
+    return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                        absl::StrCat("upload corrupted: payload sha256 ", got.substr(0, 12),
+                                     " does not match the header's ",
+                                     header.sha256().substr(0, 12), "; send it again"));
+  }
+  st = options_.jobs->SubmitUpdate(*node, header, payload);
+  if (!st.ok()) return ToGrpcStatus(st);
+  response->set_received_bytes(static_cast<int64_t>(payload.size()));
+  return grpc::Status::OK;
+}
+
+}  // namespace fedge::cloud::api

@@ -1,0 +1,40 @@
+#ifndef FEDGE_CLOUD_API_FLEET_SERVICE_H_
+#define FEDGE_CLOUD_API_FLEET_SERVICE_H_
+
+#include <string>
+
+#include "cloud/fleet/fleet.h"
+#include "cloud/jobs/job_manager.h"
+#include "cloud/registry/registry.h"
+#include "fedge/v1/fleet.grpc.pb.h"
+
+namespace fedge::cloud::api {
+
+// The edge-facing gRPC adapter. Session uses the callback API, so thousands of idle streams
+// hold no threads; its reactions only queue messages and hand them to the core. The bulk RPCs
+// (DownloadModel, UploadUpdate) do disk I/O, so they use the synchronous API, whose bounded
+// thread pool also caps concurrent transfers.
+class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Fleet::Service> {
+ public:
+  struct Options {
+    fleet::Fleet* fleet = nullptr;
+    jobs::JobManager* jobs = nullptr;
+    registry::Registry* registry = nullptr;
+  };
+  explicit FleetService(Options options) : options_(options) {}
+
+  grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* Session(
+      grpc::CallbackServerContext* context) override;
+  grpc::Status DownloadModel(grpc::ServerContext* context, const v1::DownloadRequest* request,
+                             grpc::ServerWriter<v1::Chunk>* writer) override;
+  grpc::Status UploadUpdate(grpc::ServerContext* context,
+                            grpc::ServerReader<v1::UploadRequest>* reader,
+                            v1::UploadResponse* response) override;
+
+ private:
+  const Options options_;
+};
+
+}  // namespace fedge::cloud::api
+
+#endif  // FEDGE_CLOUD_API_FLEET_SERVICE_H_

@@ -1,0 +1,178 @@
+#include "cloud/fleet/fleet.h"
+
+#include <algorithm>
+
+#include "common/metrics/metrics.h"
+#include "glog/logging.h"
+
+namespace fedge::cloud::fleet {
+namespace {
+
+prometheus::Gauge& ConnectedGauge() {
+  static auto& g = metrics::GaugeFamily("fedge_cloud_connected_nodes",
+                                        "Edge nodes with an open Session stream.")
+                       .Add({});
+  return g;
+}
+
+prometheus::Counter& SessionsCounter() {
+  static auto& c = metrics::CounterFamily("fedge_cloud_sessions_total",
+                                          "Session streams opened by edge nodes.")
+                       .Add({});
+  return c;
+}
+
+}  // namespace
+
+Fleet::Fleet(Options options) : options_(options) {}
+
+uint64_t Fleet::Connect(const v1::Hello& hello, const std::string& peer,
+                        std::shared_ptr<SessionSink> sink) {
+  std::shared_ptr<SessionSink> replaced;
+  uint64_t id;
+  {
+    MutexLock lock(&mu_);
+    NodeState& node = nodes_[hello.node_id()];
+    if (node.sink != nullptr) replaced = std::move(node.sink);
+    id = next_session_id_++;
+    node.session_id = id;
+    node.sink = std::move(sink);
+    node.last_seen = options_.clock->Now();
+    v1::Node& info = node.info;
+    info.set_node_id(hello.node_id());
+    *info.mutable_labels() = hello.labels();
+    info.mutable_capabilities()->CopyFrom(hello.capabilities());
+    *info.mutable_active_versions() = hello.active_versions();
+    info.set_software_version(hello.software_version());
+    info.set_peer(peer);
+    info.set_connected(true);
+    ConnectedGauge().Set(ConnectedCountLocked());
+  }
+  SessionsCounter().Increment();
+  if (replaced) {
+    LOG(INFO) << "node=" << hello.node_id() << " reconnected; closing its previous session";
+    replaced->Close(absl::AbortedError("a newer session of this node replaced this one"));
+  }
+  LOG(INFO) << "node=" << hello.node_id() << " connected from " << peer;
+  return id;
+}
+
+void Fleet::Disconnect(const std::string& node_id, uint64_t session_id) {
+  MutexLock lock(&mu_);
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end() || it->second.session_id != session_id) return;
+  it->second.session_id = 0;
+  it->second.sink.reset();
+  it->second.info.set_connected(false);
+  ConnectedGauge().Set(ConnectedCountLocked());
+  LOG(INFO) << "node=" << node_id << " disconnected";
+}
+
+void Fleet::Heartbeat(const std::string& node_id, const v1::Heartbeat& heartbeat) {
+  MutexLock lock(&mu_);
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end()) return;
+  it->second.last_seen = options_.clock->Now();
+}
+
+void Fleet::ReportDeploy(const std::string& node_id, const v1::DeployStatus& status) {
+  MutexLock lock(&mu_);
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end()) return;
+  it->second.last_seen = options_.clock->Now();
+  if (status.ok()) {
+    (*it->second.info.mutable_active_versions())[status.version().model()] = status.version();
+  }
+}
+
+void Fleet::SetDesired(const std::string& node_id, const v1::VersionRef& version) {
+  MutexLock lock(&mu_);
+  NodeState& node = nodes_[node_id];
+  node.info.set_node_id(node_id);
+  (*node.info.mutable_desired_versions())[version.model()] = version;
+}
+
+bool Fleet::Send(const std::string& node_id, const v1::CloudMessage& message) {
+  std::shared_ptr<SessionSink> sink;
+  {
+    MutexLock lock(&mu_);
+    auto it = nodes_.find(node_id);
+    if (it == nodes_.end() || it->second.sink == nullptr) return false;
+    sink = it->second.sink;
+  }
+  return sink->Send(message);
+}
+
+bool Fleet::AliveLocked(const NodeState& node) const {
+  return node.sink != nullptr &&
+         options_.clock->Now() - node.last_seen <= options_.liveness_timeout;
+}
+
+int Fleet::ConnectedCountLocked() const {
+  int n = 0;
+  for (const auto& [id, node] : nodes_) n += node.sink != nullptr;
+  return n;
+}
+
+std::vector<std::string> Fleet::Eligible(const std::map<std::string, std::string>& selector,
+                                         const std::string& capability) const {
+  std::vector<std::string> out;
+  MutexLock lock(&mu_);
+  for (const auto& [id, node] : nodes_) {
+    if (!AliveLocked(node)) continue;
+    bool match = true;
+    for (const auto& [key, value] : selector) {
+      auto it = node.info.labels().find(key);
+      if (it == node.info.labels().end() || it->second != value) {
+        match = false;
+        break;
+      }
+    }
+    if (match && !capability.empty()) {
+      const auto& caps = node.info.capabilities();
+      match = std::find(caps.begin(), caps.end(), capability) != caps.end();
+    }
+    if (match) out.push_back(id);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool Fleet::IsConnected(const std::string& node_id) const {
+  MutexLock lock(&mu_);
+  auto it = nodes_.find(node_id);
+  return it != nodes_.end() && it->second.sink != nullptr;
+}
+
+std::vector<v1::Node> Fleet::List() const {
+  std::vector<v1::Node> out;
+  MutexLock lock(&mu_);
+  for (const auto& [id, node] : nodes_) {
+    v1::Node info = node.info;
+    info.set_alive(AliveLocked(node));
+    info.set_last_seen_unix_ms(node.last_seen == absl::Time() ? 0
+                                                               : absl::ToUnixMillis(node.last_seen));
+    out.push_back(std::move(info));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const v1::Node& a, const v1::Node& b) { return a.node_id() < b.node_id(); });
+  return out;
+}
+
+int Fleet::ConnectedCount() const {
+  MutexLock lock(&mu_);
+  return ConnectedCountLocked();
+}
+
+void Fleet::CloseAll(const absl::Status& status) {
+  std::vector<std::shared_ptr<SessionSink>> sinks;
+  {
+    MutexLock lock(&mu_);
+    for (auto& [id, node] : nodes_) {
+      if (node.sink) sinks.push_back(node.sink);
+    }
+  }
+  for (auto& sink : sinks) sink->Close(status);
+}
+
+}  // namespace fedge::cloud::fleet

@@ -1,0 +1,80 @@
+#ifndef FEDGE_CLOUD_JOBS_JOB_MANAGER_H_
+#define FEDGE_CLOUD_JOBS_JOB_MANAGER_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "cloud/fleet/fleet.h"
+#include "cloud/registry/registry.h"
+#include "common/sync/mutex.h"
+#include "common/time/clock.h"
+#include "fedge/v1/admin.pb.h"
+#include "fedge/v1/fleet.pb.h"
+
+namespace fedge::cloud::jobs {
+
+// Runs federated training jobs. Each job is a state machine on its own thread: for each round
+// it waits for enough eligible nodes, selects K of them, sends TrainTasks, folds the updates
+// that arrive (validated whole first) and, at the deadline or when all are in, aggregates if
+// the minimum arrived, else retries or fails the round with a reason. Every completed round is
+// persisted with its global model, so a restarted coordinator resumes a job from its last
+// completed round (ResumeUnfinished). The job's result is registered as a new version.
+//
+// Thread-safe. The Fleet service calls SubmitUpdate and OnTaskStatus from gRPC threads.
+class JobManager {
+ public:
+  struct Options {
+    registry::Registry* registry = nullptr;
+    fleet::Fleet* fleet = nullptr;
+    Clock* clock = Clock::Real();
+    // Upper bound on an update's L2 norm (a diverged or malicious update is refused).
+    double max_update_norm = 1e6;
+  };
+
+  explicit JobManager(Options options);
+  ~JobManager();
+
+  // Validates the spec (fills defaults), persists the job and starts it.
+  // NOT_FOUND for an unknown model or base version; INVALID_ARGUMENT for a bad field.
+  absl::StatusOr<v1::Job> Start(v1::JobSpec spec, const std::string& creator);
+  absl::StatusOr<v1::Job> Get(const std::string& id) const;
+  absl::StatusOr<std::vector<v1::Job>> List() const;
+  // Restarts the jobs a previous process left running.
+  absl::Status ResumeUnfinished();
+
+  // Checks an upload's header before its payload is staged: the job, round and task exist and
+  // belong to this node, the schema and encoding match. NOT_FOUND (unknown job),
+  // FAILED_PRECONDITION (stale or closed round), PERMISSION_DENIED (task not this node's),
+  // ALREADY_EXISTS (already received), INVALID_ARGUMENT (schema, encoding, sizes).
+  absl::Status CheckUpload(const std::string& node_id, const v1::UpdateHeader& header) const;
+  // Validates the whole payload (size, NaN/Inf, norm) and folds it into the round.
+  absl::Status SubmitUpdate(const std::string& node_id, const v1::UpdateHeader& header,
+                            absl::string_view payload);
+  void OnTaskStatus(const std::string& node_id, const v1::TaskStatus& status);
+
+  // Stops every job thread. Running jobs stay JOB_RUNNING in the registry to be resumed.
+  void Shutdown();
+
+ private:
+  struct Running;
+  void Launch(std::shared_ptr<Running> job);
+  void Run(std::shared_ptr<Running> job);
+  std::shared_ptr<Running> Find(const std::string& id) const;
+
+  const Options options_;
+  mutable Mutex mu_;
+  std::map<std::string, std::shared_ptr<Running>> running_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace fedge::cloud::jobs
+
+#endif  // FEDGE_CLOUD_JOBS_JOB_MANAGER_H_

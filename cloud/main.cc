@@ -1,0 +1,60 @@
+// fedge-cloud: the coordinator. Serves the edge-facing Fleet API, the operators' Admin API, and
+// /metrics and /healthz on a plaintext port.
+
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "cloud/server/cloud_server.h"
+#include "common/app/app.h"
+#include "glog/logging.h"
+
+ABSL_FLAG(std::string, data_dir, "",
+          "Directory for the registry (registry.db) and model blobs. Required. On Kubernetes, a "
+          "persistent volume.");
+ABSL_FLAG(std::string, fleet_address, "0.0.0.0:7070",
+          "host:port of the edge-facing Fleet gRPC API. Port 0 picks a free port.");
+ABSL_FLAG(std::string, admin_address, "0.0.0.0:7071",
+          "host:port of the operators' Admin gRPC API (used by fedgectl).");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9090",
+          "host:port of the plaintext HTTP listener for /metrics and /healthz.");
+ABSL_FLAG(std::string, ports_file, "",
+          "If set, write the bound ports here (lines fleet=N, admin=N, metrics=N) once serving; "
+          "for scripts that start the cloud on port 0.");
+ABSL_FLAG(int, heartbeat_interval_ms, 5000, "How often edges are asked to send heartbeats.");
+ABSL_FLAG(int, liveness_timeout_ms, 15000,
+          "A node whose last heartbeat is older than this is not selected for rounds.");
+ABSL_FLAG(double, max_update_norm, 1e6,
+          "Updates whose L2 norm exceeds this are refused as diverged or malicious.");
+
+int main(int argc, char** argv) {
+  fedge::app::Init(argc, argv,
+                   "fedge-cloud: the federated learning coordinator.\n"
+                   "  fedge-cloud --data_dir=/var/lib/fedge [--fleet_address=0.0.0.0:7070]");
+  fedge::cloud::CloudServer::Options options;
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.fleet_address = absl::GetFlag(FLAGS_fleet_address);
+  options.admin_address = absl::GetFlag(FLAGS_admin_address);
+  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  options.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
+  options.liveness_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_liveness_timeout_ms));
+  options.max_update_norm = absl::GetFlag(FLAGS_max_update_norm);
+  auto server = fedge::cloud::CloudServer::Start(options);
+  if (!server.ok()) {
+    std::cerr << "fedge-cloud: " << server.status().message() << "\n";
+    return 2;
+  }
+  const std::string ports_file = absl::GetFlag(FLAGS_ports_file);
+  if (!ports_file.empty() &&
+      !fedge::app::WriteFileAtomically(
+          ports_file, absl::StrCat("fleet=", (*server)->fleet_port(), "\nadmin=",
+                                   (*server)->admin_port(), "\nmetrics=",
+                                   (*server)->metrics_port(), "\n"))) {
+    std::cerr << "fedge-cloud: cannot write --ports_file " << ports_file << "\n";
+    return 2;
+  }
+  int sig = fedge::app::WaitForTermination();
+  LOG(INFO) << "signal " << sig << " received";
+  (*server)->Shutdown();
+  return 0;
+}

@@ -1,0 +1,150 @@
+#include "cloud/models/intake.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status/status.h"
+#include "common/torch/model.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace fedge::cloud::models {
+
+std::string ContractToJson(const v1::ModelContract& contract) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(contract, &json, options);
+  return json;
+}
+
+absl::StatusOr<v1::ModelContract> ContractFromJson(absl::string_view json) {
+  v1::ModelContract contract;
+  auto st = google::protobuf::util::JsonStringToMessage(std::string(json), &contract);
+  if (!st.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model contract is not valid JSON: ", st.message().as_string()));
+  }
+  return contract;
+}
+
+namespace {
+
+absl::Status CheckName(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 128;
+  for (size_t i = 0; ok && i < name.size(); ++i) {
+    char c = name[i];
+    ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (i > 0 && (c == '.' || c == '_' || c == '-'));
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model name '", name, "' is invalid: use 1-128 characters [A-Za-z0-9._-]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckContract(const v1::ModelContract& c) {
+  if (c.feature_names_size() == 0) {
+    return absl::InvalidArgumentError(
+        "the contract names no features: give the feature names in input order");
+  }
+  if (c.labels_size() < 2) {
+    return absl::InvalidArgumentError(
+        "the contract needs at least 2 labels (the class names in output order)");
+  }
+  const auto& n = c.normalization();
+  if (n.mean_size() != n.std_size() ||
+      (n.mean_size() != 0 && n.mean_size() != c.feature_names_size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "normalization has ", n.mean_size(), " means and ", n.std_size(), " stds for ",
+        c.feature_names_size(), " features"));
+  }
+  for (float s : n.std()) {
+    if (!(s > 0)) return absl::InvalidArgumentError("normalization std values must be > 0");
+  }
+  if (c.window() < 0 || (c.window() > 0 && c.feature_names_size() % c.window() != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("window ", c.window(), " does not divide ",
+                                                   c.feature_names_size(), " features"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Intake> BuildVersion(const v1::RegisterModelHeader& header,
+                                    absl::string_view user_archive) {
+  FEDGE_RETURN_IF_ERROR(CheckName(header.name()));
+  v1::ModelContract contract = header.contract();
+  if (contract.task().empty()) contract.set_task("classification");
+  if (contract.loss().empty()) contract.set_loss("cross_entropy");
+  if (contract.task() != "classification") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "task '", contract.task(), "' is not supported yet; fedge v1 trains classifiers"));
+  }
+  std::unique_ptr<torchlib::Model> model;
+  const bool builtin = !header.builtin().architecture().empty();
+  if (builtin && !user_archive.empty()) {
+    return absl::InvalidArgumentError("give either a built-in architecture or an archive, not both");
+  }
+  if (builtin) {
+    contract.set_architecture(header.builtin().architecture());
+    if (contract.architecture() == "conv1d" && contract.window() == 0) {
+      return absl::InvalidArgumentError("conv1d needs the contract's window (time steps)");
+    }
+    FEDGE_RETURN_IF_ERROR(CheckContract(contract));
+    torchlib::BuiltinOptions opt;
+    opt.architecture = contract.architecture();
+    opt.num_features = contract.feature_names_size();
+    opt.num_classes = contract.labels_size();
+    if (header.builtin().hidden_size() > 0) {
+      opt.hidden.assign(header.builtin().hidden().begin(), header.builtin().hidden().end());
+    } else if (opt.architecture == "conv1d") {
+      opt.hidden = {16, 32};
+    }
+    opt.window = contract.window();
+    opt.norm_mean.assign(contract.normalization().mean().begin(),
+                         contract.normalization().mean().end());
+    opt.norm_std.assign(contract.normalization().std().begin(),
+                        contract.normalization().std().end());
+    opt.seed = header.builtin().seed();
+    contract.mutable_normalization()->set_in_module(!opt.norm_mean.empty());
+    FEDGE_ASSIGN_OR_RETURN(model, torchlib::Model::Builtin(opt));
+  } else {
+    if (user_archive.empty()) {
+      return absl::InvalidArgumentError(
+          "no model given: name a built-in architecture or send a torch.jit.save archive");
+    }
+    if (contract.architecture().empty()) contract.set_architecture("user");
+    FEDGE_RETURN_IF_ERROR(CheckContract(contract));
+    FEDGE_ASSIGN_OR_RETURN(model, torchlib::Model::Load(user_archive));
+    if (contract.normalization().mean_size() > 0 && !contract.normalization().in_module()) {
+      FEDGE_RETURN_IF_ERROR(model->SetInputNormalization(
+          {contract.normalization().mean().begin(), contract.normalization().mean().end()},
+          {contract.normalization().std().begin(), contract.normalization().std().end()}));
+    }
+  }
+  // The module must map [1, features] to [1, labels].
+  std::vector<float> zeros(static_cast<size_t>(contract.feature_names_size()), 0.0f);
+  auto probe = model->Predict(zeros, contract.feature_names_size());
+  if (!probe.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the model does not accept ", contract.feature_names_size(),
+        " features as the contract says: ", probe.status().message()));
+  }
+  if (static_cast<int>((*probe)[0].scores.size()) != contract.labels_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the model outputs ", (*probe)[0].scores.size(), " scores but the contract has ",
+        contract.labels_size(), " labels"));
+  }
+  model->SetExtraFile(torchlib::kContractFile, ContractToJson(contract));
+  Intake out;
+  FEDGE_ASSIGN_OR_RETURN(out.archive, model->Serialize());
+  out.version.set_model(header.name());
+  *out.version.mutable_schema() = model->schema().ToProto();
+  out.version.set_schema_hash(model->schema().Hash());
+  *out.version.mutable_contract() = contract;
+  out.version.set_reason(header.reason().empty() ? "registered" : header.reason());
+  return out;
+}
+
+}  // namespace fedge::cloud::models

@@ -1,0 +1,33 @@
+#ifndef FEDGE_CLOUD_MODELS_INTAKE_H_
+#define FEDGE_CLOUD_MODELS_INTAKE_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "fedge/v1/admin.pb.h"
+#include "fedge/v1/model.pb.h"
+
+namespace fedge::cloud::models {
+
+// A checked model ready for the registry: its archive (with the contract inside as an extra
+// file) and the version metadata derived from it.
+struct Intake {
+  std::string archive;
+  v1::Version version;  // model, schema, schema_hash, contract, reason filled; no number yet
+};
+
+// Builds a version from a RegisterModel header: a built-in architecture compiled from
+// TorchScript source, or a user's torch.jit.save archive. Checks the contract (feature names,
+// labels, normalization sizes) and that the module maps [1, features] to [1, labels].
+// INVALID_ARGUMENT names what is wrong and how to fix it.
+absl::StatusOr<Intake> BuildVersion(const v1::RegisterModelHeader& header,
+                                    absl::string_view user_archive);
+
+// The contract as stored inside archives (protobuf JSON), and back.
+std::string ContractToJson(const v1::ModelContract& contract);
+absl::StatusOr<v1::ModelContract> ContractFromJson(absl::string_view json);
+
+}  // namespace fedge::cloud::models
+
+#endif  // FEDGE_CLOUD_MODELS_INTAKE_H_

@@ -1,0 +1,54 @@
+#ifndef FEDGE_CLOUD_SERVER_CLOUD_SERVER_H_
+#define FEDGE_CLOUD_SERVER_CLOUD_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/time/clock.h"
+
+namespace fedge::cloud {
+
+namespace registry {
+class Registry;
+}
+
+// The whole coordinator in one object: registry, fleet, jobs, the Fleet and Admin gRPC
+// servers on their own ports, and the plaintext HTTP port for /metrics and /healthz. The binary
+// and the in-process integration tests both use it.
+class CloudServer {
+ public:
+  struct Options {
+    std::string data_dir;
+    std::string fleet_address = "0.0.0.0:7070";
+    std::string admin_address = "0.0.0.0:7071";
+    std::string metrics_address = "0.0.0.0:9090";
+    absl::Duration heartbeat_interval = absl::Seconds(5);
+    absl::Duration liveness_timeout = absl::Seconds(15);
+    double max_update_norm = 1e6;
+    Clock* clock = Clock::Real();
+  };
+
+  // Opens the registry, resumes unfinished jobs and starts serving.
+  static absl::StatusOr<std::unique_ptr<CloudServer>> Start(Options options);
+  ~CloudServer();
+
+  int fleet_port() const;
+  int admin_port() const;
+  int metrics_port() const;
+  registry::Registry* registry();
+
+  // Pauses jobs (they stay resumable), ends every Session with UNAVAILABLE so edges reconnect,
+  // and stops the servers. Idempotent.
+  void Shutdown();
+
+ private:
+  struct Impl;
+  explicit CloudServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fedge::cloud
+
+#endif  // FEDGE_CLOUD_SERVER_CLOUD_SERVER_H_

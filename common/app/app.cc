@@ -1,0 +1,67 @@
+#include "common/app/app.h"
+
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "glog/logging.h"
+
+ABSL_FLAG(int, verbosity, 0, "Verbosity of debug logs (VLOG level); 0 logs INFO and above only.");
+ABSL_FLAG(bool, log_color, false, "Color log lines on a terminal.");
+
+namespace fedge::app {
+
+std::vector<char*> Init(int argc, char** argv, const std::string& usage) {
+  absl::FlagsUsageConfig config;
+  // Abseil 20220623 prints "No flags matched" for --help unless it is told which files
+  // hold the program's flags: every fedge source file.
+  config.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "fedge") || absl::StrContains(file, "main.cc") ||
+           absl::StrContains(file, "app.cc") || !absl::StrContains(file, "absl/");
+  };
+  config.contains_helpshort_flags = config.contains_help_flags;
+  absl::SetFlagsUsageConfig(config);
+  absl::SetProgramUsageMessage(usage);
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+
+  FLAGS_logtostderr = true;
+  FLAGS_colorlogtostderr = absl::GetFlag(FLAGS_log_color);
+  FLAGS_v = absl::GetFlag(FLAGS_verbosity);
+  google::InitGoogleLogging(argv[0]);
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return positional;
+}
+
+int WaitForTermination() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+bool WriteFileAtomically(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return false;
+    out << content;
+    if (!out.flush()) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+}  // namespace fedge::app

@@ -1,0 +1,23 @@
+#ifndef FEDGE_COMMON_APP_APP_H_
+#define FEDGE_COMMON_APP_APP_H_
+
+#include <string>
+#include <vector>
+
+namespace fedge::app {
+
+// Start-up shared by every fedge binary: sets --help to list fedge's flags, parses the
+// command line (absl flags), sends glog to stderr (a read-only root has no /tmp for log
+// files) at the verbosity of --v, and blocks SIGTERM and SIGINT in every thread so that
+// WaitForTermination() can receive them. Returns the positional arguments.
+std::vector<char*> Init(int argc, char** argv, const std::string& usage);
+
+// Blocks until SIGTERM or SIGINT arrives; returns the signal number.
+int WaitForTermination();
+
+// Writes `content` to path atomically (temporary file, then rename).
+bool WriteFileAtomically(const std::string& path, const std::string& content);
+
+}  // namespace fedge::app
+
+#endif  // FEDGE_COMMON_APP_APP_H_

@@ -1,0 +1,36 @@
+#ifndef FEDGE_COMMON_NET_IDENTITY_H_
+#define FEDGE_COMMON_NET_IDENTITY_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/server_context.h"
+
+namespace fedge::net {
+
+// The metadata entry that carries an edge's node id until enrollment and mTLS exist.
+inline constexpr char kNodeIdMetadata[] = "x-fedge-node-id";
+
+// INVALID_ARGUMENT unless id matches [A-Za-z0-9][A-Za-z0-9._-]{0,63}.
+absl::Status ValidateNodeId(absl::string_view id);
+
+// The identity of the node making this call. This is the one seam where credentials become a
+// node id: today the metadata entry, later the enrollment token or the mTLS certificate.
+// UNAUTHENTICATED if the call carries none; INVALID_ARGUMENT if it is malformed.
+absl::StatusOr<std::string> CallerNodeId(const grpc::ServerContextBase& context);
+
+// The operator behind an Admin call, recorded as creator in the registry. Today the CLI's user
+// name from the `x-fedge-principal` metadata entry ("anonymous" without one); later the subject
+// of a bearer token.
+inline constexpr char kPrincipalMetadata[] = "x-fedge-principal";
+std::string CallerPrincipal(const grpc::ServerContextBase& context);
+
+// Attaches a node's identity to an outgoing call.
+void SetCallerNodeId(grpc::ClientContext* context, const std::string& node_id);
+
+}  // namespace fedge::net
+
+#endif  // FEDGE_COMMON_NET_IDENTITY_H_

@@ -1,0 +1,98 @@
+#include "common/net/servers.h"
+
+#include <httplib.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/metrics/metrics.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
+#include "grpcpp/security/credentials.h"
+
+namespace fedge::net {
+
+absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& options) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  StartedGrpcServer started;
+  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &started.port);
+  for (grpc::Service* service : options.services) builder.RegisterService(service);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             kKeepaliveTimeMs / 2);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  grpc::ResourceQuota quota("fedge");
+  quota.SetMaxThreads(options.max_sync_threads);
+  builder.SetResourceQuota(quota);
+  started.server = builder.BuildAndStart();
+  if (started.server == nullptr || started.port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.address, " (in use, or not a local address?)"));
+  }
+  return started;
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Reconnect quickly after an outage; the agent adds its own jittered backoff on top.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+absl::Status ParseHostPort(const std::string& address, std::string* host, int* port) {
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address '", address, "' is not host:port (for example 127.0.0.1:9090)"));
+  }
+  *host = address.substr(0, colon);
+  if (!absl::SimpleAtoi(address.substr(colon + 1), port) || *port < 0 || *port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address '", address, "' has no valid port (0-65535)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& host, int port,
+                                                              std::function<bool()> healthy) {
+  std::unique_ptr<HttpServer> http(new HttpServer);
+  http->server_ = std::make_unique<httplib::Server>();
+  http->server_->Get("/metrics", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics::RenderText(), "text/plain; version=0.0.4");
+  });
+  http->server_->Get("/healthz", [healthy](const httplib::Request&, httplib::Response& res) {
+    const bool ok = healthy ? healthy() : true;
+    res.status = ok ? 200 : 503;
+    res.set_content(ok ? "ok\n" : "unhealthy\n", "text/plain");
+  });
+  if (port == 0) {
+    http->port_ = http->server_->bind_to_any_port(host);
+  } else {
+    http->port_ = http->server_->bind_to_port(host, port) ? port : -1;
+  }
+  if (http->port_ <= 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":", port));
+  }
+  httplib::Server* server = http->server_.get();
+  http->thread_ = std::thread([server] { server->listen_after_bind(); });
+  return http;
+}
+
+void HttpServer::Stop() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+}  // namespace fedge::net

@@ -1,0 +1,68 @@
+#ifndef FEDGE_COMMON_NET_SERVERS_H_
+#define FEDGE_COMMON_NET_SERVERS_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace fedge::net {
+
+// Keepalive settings shared by both sides, so that a dead peer is noticed within about
+// kKeepaliveTimeMs + kKeepaliveTimeoutMs.
+inline constexpr int kKeepaliveTimeMs = 20000;
+inline constexpr int kKeepaliveTimeoutMs = 10000;
+
+// "host:port" → a listening address; port 0 picks a free port.
+struct GrpcServerOptions {
+  std::string address = "127.0.0.1:0";
+  std::vector<grpc::Service*> services;
+  int max_sync_threads = 64;
+};
+
+// A started gRPC server with the health service and server reflection.
+struct StartedGrpcServer {
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+};
+
+// Builds and starts a server. UNAVAILABLE if the address cannot be bound.
+absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& options);
+
+// A client channel with matching keepalive.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target);
+
+// The plaintext HTTP listener for /metrics (Prometheus text) and /healthz. `healthy` decides
+// whether /healthz answers 200 or 503.
+class HttpServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& host, int port,
+                                                           std::function<bool()> healthy);
+  ~HttpServer();
+  int port() const { return port_; }
+  void Stop();
+
+ private:
+  HttpServer() = default;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+// Splits "host:port"; INVALID_ARGUMENT names the problem.
+absl::Status ParseHostPort(const std::string& address, std::string* host, int* port);
+
+}  // namespace fedge::net
+
+#endif  // FEDGE_COMMON_NET_SERVERS_H_

@@ -1,0 +1,362 @@
+#include "edge/agent/agent.h"
+
+#include <fstream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/metrics/metrics.h"
+#include "common/net/identity.h"
+#include "common/net/servers.h"
+#include "common/status/grpc_status.h"
+#include "common/status/status.h"
+#include "common/tensor/sha256.h"
+#include "glog/logging.h"
+
+namespace fedge::edge::agent {
+namespace {
+
+constexpr int64_t kChunkBytes = 1 << 20;
+
+prometheus::Counter& TasksCounter(const std::string& result) {
+  return metrics::CounterFamily("fedge_edge_tasks_total",
+                                "Training tasks finished by this edge, by result.")
+      .Add({{"result", result}});
+}
+
+prometheus::Gauge& ConnectedGauge() {
+  static auto& g = metrics::GaugeFamily("fedge_edge_connected",
+                                        "1 while the Session stream to the cloud is open.")
+                       .Add({});
+  return g;
+}
+
+prometheus::Counter& ReconnectsCounter() {
+  static auto& c = metrics::CounterFamily("fedge_edge_reconnects_total",
+                                          "Session streams that ended and were dialled again.")
+                       .Add({});
+  return c;
+}
+
+// Transient failures worth another try; the rest are the caller's fault and final.
+bool Retryable(const grpc::Status& st) {
+  return st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+         st.error_code() == grpc::StatusCode::ABORTED ||
+         st.error_code() == grpc::StatusCode::CANCELLED;
+}
+
+}  // namespace
+
+Agent::Agent(Options options)
+    : options_(std::move(options)),
+      channel_(net::MakeChannel(options_.cloud_address)),
+      stub_(v1::Fleet::NewStub(channel_)) {}
+
+Agent::~Agent() { Stop(); }
+
+void Agent::Start() {
+  started_ = true;
+  session_thread_ = std::thread([this] { SessionLoop(); });
+  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+  worker_thread_ = std::thread([this] { WorkerLoop(); });
+}
+
+void Agent::Stop() {
+  if (!started_) return;
+  {
+    MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    if (session_context_ != nullptr) session_context_->TryCancel();
+    cv_.SignalAll();
+  }
+  session_thread_.join();
+  heartbeat_thread_.join();
+  worker_thread_.join();
+}
+
+bool Agent::SendOnSession(const v1::EdgeMessage& message) {
+  MutexLock write_lock(&write_mu_);
+  Stream* stream;
+  {
+    MutexLock lock(&mu_);
+    stream = stream_;
+  }
+  return stream != nullptr && stream->Write(message);
+}
+
+void Agent::SessionLoop() {
+  std::mt19937_64 rng(options_.seed ^ std::hash<std::string>()(options_.node_id));
+  absl::Duration backoff = options_.initial_backoff;
+  bool first = true;
+  while (true) {
+    {
+      MutexLock lock(&mu_);
+      if (stopping_) break;
+    }
+    if (!first) ReconnectsCounter().Increment();
+    first = false;
+    grpc::ClientContext context;
+    net::SetCallerNodeId(&context, options_.node_id);
+    std::unique_ptr<Stream> stream;
+    {
+      MutexLock lock(&mu_);
+      if (stopping_) break;
+      session_context_ = &context;
+    }
+    stream = stub_->Session(&context);
+    v1::EdgeMessage hello_msg;
+    v1::Hello* hello = hello_msg.mutable_hello();
+    hello->set_node_id(options_.node_id);
+    for (const auto& [k, v] : options_.labels) (*hello->mutable_labels())[k] = v;
+    for (const auto& c : options_.capabilities) hello->add_capabilities(c);
+    for (const auto& [name, ref] : options_.runtime->ActiveVersions()) {
+      (*hello->mutable_active_versions())[name] = ref;
+    }
+    hello->set_software_version(options_.software_version);
+    hello->set_protocol_version(1);
+    if (options_.train_data != nullptr) hello->set_local_samples(options_.train_data->size());
+
+    bool ok = stream->Write(hello_msg);
+    if (ok) {
+      MutexLock write_lock(&write_mu_);
+      MutexLock lock(&mu_);
+      stream_ = stream.get();
+    }
+    v1::CloudMessage in;
+    while (ok && stream->Read(&in)) {
+      switch (in.kind_case()) {
+        case v1::CloudMessage::kHelloAck: {
+          connected_ = true;
+          ConnectedGauge().Set(1);
+          backoff = options_.initial_backoff;
+          MutexLock lock(&mu_);
+          if (in.hello_ack().heartbeat_interval_ms() > 0) {
+            heartbeat_interval_ = absl::Milliseconds(in.hello_ack().heartbeat_interval_ms());
+          }
+          LOG(INFO) << "node=" << options_.node_id << " connected to "
+                    << options_.cloud_address;
+          break;
+        }
+        case v1::CloudMessage::kTrainTask:
+        case v1::CloudMessage::kDeploy: {
+          MutexLock lock(&mu_);
+          work_.push_back(in);
+          cv_.SignalAll();
+          break;
+        }
+        default:
+          break;
+      }
+    }
+    {
+      MutexLock write_lock(&write_mu_);
+      MutexLock lock(&mu_);
+      stream_ = nullptr;
+    }
+    stream->WritesDone();
+    grpc::Status st = stream->Finish();
+    {
+      MutexLock lock(&mu_);
+      session_context_ = nullptr;
+    }
+    if (connected_) {
+      LOG(WARNING) << "node=" << options_.node_id << " session ended: "
+                   << (st.ok() ? "closed by cloud" : st.error_message());
+    } else {
+      VLOG(1) << "node=" << options_.node_id << " cannot reach " << options_.cloud_address
+              << ": " << st.error_message();
+    }
+    connected_ = false;
+    ConnectedGauge().Set(0);
+    // Exponential backoff with full jitter, so a thousand gateways do not return in step.
+    std::uniform_real_distribution<double> jitter(0.5, 1.0);
+    absl::Duration sleep = backoff * jitter(rng);
+    backoff = std::min(backoff * 2, options_.max_backoff);
+    MutexLock lock(&mu_);
+    if (!stopping_) cv_.WaitWithTimeout(&mu_, sleep);
+  }
+}
+
+void Agent::HeartbeatLoop() {
+  while (true) {
+    absl::Duration interval;
+    {
+      MutexLock lock(&mu_);
+      if (stopping_) return;
+      interval = heartbeat_interval_;
+      cv_.WaitWithTimeout(&mu_, interval);
+      if (stopping_) return;
+    }
+    v1::EdgeMessage msg;
+    msg.mutable_heartbeat()->set_sent_unix_ms(absl::ToUnixMillis(absl::Now()));
+    SendOnSession(msg);
+  }
+}
+
+void Agent::WorkerLoop() {
+  while (true) {
+    v1::CloudMessage work;
+    {
+      MutexLock lock(&mu_);
+      while (!stopping_ && work_.empty()) cv_.Wait(&mu_);
+      if (stopping_) return;
+      work = std::move(work_.front());
+      work_.pop_front();
+    }
+    if (work.has_train_task()) {
+      const v1::TrainTask& task = work.train_task();
+      absl::Status st = RunTask(task);
+      v1::EdgeMessage status;
+      status.mutable_task_status()->set_task_id(task.task_id());
+      if (st.ok()) {
+        status.mutable_task_status()->set_state(v1::TASK_UPLOADED);
+        TasksCounter("uploaded").Increment();
+        ++tasks_done_;
+      } else {
+        LOG(WARNING) << "node=" << options_.node_id << " job=" << task.job_id()
+                     << " round=" << task.round() << " task failed: " << st;
+        status.mutable_task_status()->set_state(v1::TASK_FAILED);
+        status.mutable_task_status()->set_message(std::string(st.message()));
+        TasksCounter("failed").Increment();
+      }
+      SendOnSession(status);
+    } else if (work.has_deploy()) {
+      absl::Status st = RunDeploy(work.deploy().version());
+      v1::EdgeMessage status;
+      *status.mutable_deploy_status()->mutable_version() = work.deploy().version();
+      status.mutable_deploy_status()->set_ok(st.ok());
+      status.mutable_deploy_status()->set_message(std::string(st.message()));
+      if (!st.ok()) {
+        LOG(WARNING) << "node=" << options_.node_id << " deploy of "
+                     << work.deploy().version().model() << " v"
+                     << work.deploy().version().version() << " failed: " << st;
+      }
+      SendOnSession(status);
+    }
+  }
+}
+
+absl::StatusOr<std::string> Agent::Fetch(const std::string& sha256, int64_t* downloaded) {
+  *downloaded = 0;
+  auto cached = options_.runtime->ReadCached(sha256);
+  if (cached.ok()) return cached;
+  // Download, resuming from the bytes already received after a broken stream.
+  std::string bytes;
+  int64_t total = -1;
+  absl::Duration backoff = options_.initial_backoff;
+  for (int attempt = 1; attempt <= 6; ++attempt) {
+    grpc::ClientContext context;
+    net::SetCallerNodeId(&context, options_.node_id);
+    context.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+    v1::DownloadRequest request;
+    request.set_sha256(sha256);
+    request.set_offset(static_cast<int64_t>(bytes.size()));
+    auto reader = stub_->DownloadModel(&context, request);
+    v1::Chunk chunk;
+    bool bad_chunk = false;
+    while (reader->Read(&chunk)) {
+      if (chunk.total_size() > 0) total = chunk.total_size();
+      if (chunk.offset() != static_cast<int64_t>(bytes.size())) {
+        bad_chunk = true;
+        context.TryCancel();
+        break;
+      }
+      bytes.append(chunk.data());
+      *downloaded += static_cast<int64_t>(chunk.data().size());
+    }
+    grpc::Status st = reader->Finish();
+    if (!bad_chunk && st.ok() && total >= 0 && static_cast<int64_t>(bytes.size()) == total) break;
+    if (!st.ok() && !Retryable(st)) return FromGrpcStatus(st);
+    LOG(WARNING) << "node=" << options_.node_id << " download of " << sha256.substr(0, 12)
+                 << " interrupted at " << bytes.size() << " bytes (" << st.error_message()
+                 << "); resuming";
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(5));
+  }
+  if (total < 0 || static_cast<int64_t>(bytes.size()) != total) {
+    return absl::UnavailableError(absl::StrCat("download of ", sha256.substr(0, 12),
+                                               " did not complete"));
+  }
+  if (Sha256Hex(bytes) != sha256) {
+    return absl::DataLossError(
+        absl::StrCat("downloaded artifact fails its sha256 check (", sha256.substr(0, 12), ")"));
+  }
+  FEDGE_RETURN_IF_ERROR(options_.runtime->WriteCached(sha256, bytes));
+  return bytes;
+}
+
+absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& payload) {
+  absl::Duration backoff = options_.initial_backoff;
+  grpc::Status st;
+  for (int attempt = 1; attempt <= 4; ++attempt) {
+    grpc::ClientContext context;
+    net::SetCallerNodeId(&context, options_.node_id);
+    context.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+    v1::UploadResponse response;
+    auto writer = stub_->UploadUpdate(&context, &response);
+    v1::UploadRequest msg;
+    *msg.mutable_header() = header;
+    bool ok = writer->Write(msg);
+    for (int64_t off = 0; ok && off < static_cast<int64_t>(payload.size()); off += kChunkBytes) {
+      v1::UploadRequest chunk;
+      chunk.mutable_chunk()->set_offset(off);
+      chunk.mutable_chunk()->set_data(payload.substr(static_cast<size_t>(off), kChunkBytes));
+      ok = writer->Write(chunk);
+    }
+    writer->WritesDone();
+    st = writer->Finish();
+    if (st.ok() || !Retryable(st)) break;
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(5));
+  }
+  return FromGrpcStatus(st);
+}
+
+absl::Status Agent::RunTask(const v1::TrainTask& task) {
+  if (options_.train_data == nullptr || options_.train_data->size() == 0) {
+    return absl::FailedPreconditionError("this node has no local training data");
+  }
+  if (task.deadline_unix_ms() > 0 && absl::ToUnixMillis(absl::Now()) > task.deadline_unix_ms()) {
+    return absl::DeadlineExceededError("the task's deadline passed before it started");
+  }
+  VLOG(1) << "node=" << options_.node_id << " job=" << task.job_id() << " round=" << task.round()
+          << " training";
+  int64_t downloaded = 0;
+  FEDGE_ASSIGN_OR_RETURN(std::string base, Fetch(task.base_sha256(), &downloaded));
+  static const data::Dataset kEmpty;
+  FEDGE_ASSIGN_OR_RETURN(
+      runtime::LocalUpdate update,
+      runtime::Runtime::Train(task, base, *options_.train_data,
+                              options_.holdout_data ? *options_.holdout_data : kEmpty));
+  v1::UpdateHeader header;
+  header.set_task_id(task.task_id());
+  header.set_job_id(task.job_id());
+  header.set_round(task.round());
+  header.set_schema_hash(update.schema_hash);
+  header.set_encoding(v1::F32);
+  header.set_num_samples(update.num_samples);
+  const std::string payload = EncodeF32(update.delta);
+  header.set_total_size(static_cast<int64_t>(payload.size()));
+  header.set_sha256(Sha256Hex(payload));
+  for (const auto& [k, v] : update.metrics) (*header.mutable_metrics())[k] = v;
+  (*header.mutable_metrics())["bytes_down"] = static_cast<double>(downloaded);
+  if (options_.on_update_sent) options_.on_update_sent(header, update.delta);
+  FEDGE_RETURN_IF_ERROR(Upload(header, payload));
+  LOG(INFO) << "node=" << options_.node_id << " job=" << task.job_id()
+            << " round=" << task.round() << " update sent: " << update.num_samples
+            << " samples, train_loss=" << update.metrics["train_loss"];
+  return absl::OkStatus();
+}
+
+absl::Status Agent::RunDeploy(const v1::VersionRef& version) {
+  int64_t downloaded = 0;
+  FEDGE_ASSIGN_OR_RETURN(std::string archive, Fetch(version.sha256(), &downloaded));
+  FEDGE_RETURN_IF_ERROR(options_.runtime->Activate(version, archive));
+  LOG(INFO) << "node=" << options_.node_id << " now serving " << version.model() << " v"
+            << version.version();
+  return absl::OkStatus();
+}
+
+}  // namespace fedge::edge::agent

@@ -1,0 +1,95 @@
+#ifndef FEDGE_EDGE_AGENT_AGENT_H_
+#define FEDGE_EDGE_AGENT_AGENT_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/data/dataset.h"
+#include "common/sync/mutex.h"
+#include "edge/runtime/runtime.h"
+#include "fedge/v1/fleet.grpc.pb.h"
+
+namespace fedge::edge::agent {
+
+// The edge's link to the cloud. It dials out (so it works behind NAT), holds one Session
+// stream, sends heartbeats, and reconnects with exponential backoff and jitter when the link
+// drops. Tasks and deploy commands run one at a time on a worker thread, so a long training
+// run never delays a heartbeat. Models are fetched by digest, cached, and resumed from their
+// offset after a broken download.
+class Agent {
+ public:
+  struct Options {
+    std::string node_id;
+    std::string cloud_address;  // host:port of the Fleet API
+    std::map<std::string, std::string> labels;
+    std::vector<std::string> capabilities = {"train", "predict"};
+    runtime::Runtime* runtime = nullptr;
+    const data::Dataset* train_data = nullptr;    // may be empty: the node cannot train
+    const data::Dataset* holdout_data = nullptr;  // local holdout for local metrics
+    absl::Duration initial_backoff = absl::Milliseconds(200);
+    absl::Duration max_backoff = absl::Seconds(30);
+    absl::Duration rpc_timeout = absl::Seconds(120);
+    uint64_t seed = 0;
+    std::string software_version = "0.1.0";
+    // Called with each update as it is sent (tests check aggregation against it).
+    std::function<void(const v1::UpdateHeader&, const FlatTensor& delta)> on_update_sent;
+  };
+
+  explicit Agent(Options options);
+  ~Agent();
+
+  void Start();
+  // Ends the session and joins the threads. Idempotent.
+  void Stop();
+
+  bool connected() const { return connected_.load(); }
+  int64_t tasks_done() const { return tasks_done_.load(); }
+
+ private:
+  using Stream = grpc::ClientReaderWriter<v1::EdgeMessage, v1::CloudMessage>;
+
+  void SessionLoop();
+  void HeartbeatLoop();
+  void WorkerLoop();
+  absl::Status RunTask(const v1::TrainTask& task);
+  absl::Status RunDeploy(const v1::VersionRef& version);
+  // Returns the artifact, from the cache or downloaded; *downloaded counts bytes fetched.
+  absl::StatusOr<std::string> Fetch(const std::string& sha256, int64_t* downloaded);
+  absl::Status Upload(const v1::UpdateHeader& header, const std::string& payload);
+  // Writes on the session stream if one is open.
+  bool SendOnSession(const v1::EdgeMessage& message);
+
+  const Options options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Fleet::Stub> stub_;
+  std::atomic<bool> connected_{false};
+  std::atomic<int64_t> tasks_done_{0};
+
+  Mutex mu_;
+  CondVar cv_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* session_context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  Stream* stream_ ABSL_GUARDED_BY(mu_) = nullptr;
+  absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(5);
+  std::deque<v1::CloudMessage> work_ ABSL_GUARDED_BY(mu_);
+
+  Mutex write_mu_;  // one writer at a time on the stream
+
+  std::thread session_thread_;
+  std::thread heartbeat_thread_;
+  std::thread worker_thread_;
+  bool started_ = false;
+};
+
+}  // namespace fedge::edge::agent
+
+#endif  // FEDGE_EDGE_AGENT_AGENT_H_

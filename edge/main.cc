@@ -1,0 +1,97 @@
+// fedge-edge: an edge node. Serves the local Inference API on its active model versions,
+// and trains on local data when the cloud asks.
+
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/app/app.h"
+#include "common/torch/model.h"
+#include "edge/server/edge_node.h"
+#include "glog/logging.h"
+
+ABSL_FLAG(std::string, node_id, "", "This node's id: 1-64 characters [A-Za-z0-9._-]. Required.");
+ABSL_FLAG(std::string, cloud, "127.0.0.1:7070",
+          "host:port of the cloud's Fleet API. Empty: serve only, never connect.");
+ABSL_FLAG(std::string, labels, "",
+          "Node labels for cohort selection, as key=value pairs separated by commas "
+          "(site=plant-3,line=a).");
+ABSL_FLAG(std::string, state_dir, "",
+          "Directory for the active versions and the model cache; the edge serves its last "
+          "active version from here at start-up, with no cloud. Required.");
+ABSL_FLAG(std::string, inference_address, "0.0.0.0:7080",
+          "host:port of the local Inference gRPC API. Port 0 picks a free port.");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091",
+          "host:port of the plaintext HTTP listener for /metrics and /healthz.");
+ABSL_FLAG(std::string, ports_file, "",
+          "If set, write the bound ports here (inference=N, metrics=N) once serving.");
+ABSL_FLAG(std::string, data_csv, "",
+          "Local training data: a CSV file with a header row, numeric feature columns in the "
+          "model's feature order, and a label column.");
+ABSL_FLAG(std::string, label_column, "label", "The CSV column that holds the label.");
+ABSL_FLAG(std::string, label_names, "",
+          "Comma-separated class names in class-index order, when the CSV's labels are text.");
+ABSL_FLAG(int, synthetic_site, -1,
+          "Use the built-in synthetic machine-health data of this site (0-based) instead of a "
+          "CSV.");
+ABSL_FLAG(int, synthetic_sites, 4, "Number of sites the synthetic fleet has.");
+ABSL_FLAG(uint64_t, synthetic_seed, 1, "Seed of the synthetic fleet (the same on every node).");
+ABSL_FLAG(int64_t, synthetic_samples, 2000, "Samples this site generates.");
+ABSL_FLAG(double, synthetic_drift, 0.0, "Covariate drift of the synthetic data (0 = none).");
+ABSL_FLAG(int, synthetic_window, 0, "> 0: raw sensor windows of this length (for conv1d).");
+ABSL_FLAG(double, holdout_fraction, 0.2, "Share of local data kept out of training.");
+ABSL_FLAG(int, threads, 1, "LibTorch intra-op threads.");
+ABSL_FLAG(int, max_backoff_ms, 30000, "Longest wait between reconnect attempts.");
+ABSL_FLAG(uint64_t, seed, 0, "Seed for local shuffling and reconnect jitter.");
+
+int main(int argc, char** argv) {
+  fedge::app::Init(argc, argv,
+                   "fedge-edge: an edge node of a fedge fleet.\n"
+                   "  fedge-edge --node_id=gw-1 --state_dir=/var/lib/fedge-edge "
+                   "--cloud=cloud:7070 --data_csv=local.csv");
+  fedge::torchlib::SetNumThreads(absl::GetFlag(FLAGS_threads));
+  fedge::edge::EdgeNode::Options o;
+  o.node_id = absl::GetFlag(FLAGS_node_id);
+  o.cloud_address = absl::GetFlag(FLAGS_cloud);
+  for (absl::string_view kv : absl::StrSplit(absl::GetFlag(FLAGS_labels), ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    if (p.first.empty() || p.second.empty()) {
+      std::cerr << "fedge-edge: --labels entry '" << kv << "' is not key=value\n";
+      return 2;
+    }
+    o.labels[p.first] = p.second;
+  }
+  o.state_dir = absl::GetFlag(FLAGS_state_dir);
+  o.inference_address = absl::GetFlag(FLAGS_inference_address);
+  o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  o.data_csv = absl::GetFlag(FLAGS_data_csv);
+  o.label_column = absl::GetFlag(FLAGS_label_column);
+  o.label_names = absl::StrSplit(absl::GetFlag(FLAGS_label_names), ',', absl::SkipEmpty());
+  o.synthetic_site = absl::GetFlag(FLAGS_synthetic_site);
+  o.synthetic_sites = absl::GetFlag(FLAGS_synthetic_sites);
+  o.synthetic_seed = absl::GetFlag(FLAGS_synthetic_seed);
+  o.synthetic_samples = absl::GetFlag(FLAGS_synthetic_samples);
+  o.synthetic_drift = absl::GetFlag(FLAGS_synthetic_drift);
+  o.synthetic_window = absl::GetFlag(FLAGS_synthetic_window);
+  o.holdout_fraction = absl::GetFlag(FLAGS_holdout_fraction);
+  o.max_backoff = absl::Milliseconds(absl::GetFlag(FLAGS_max_backoff_ms));
+  o.seed = absl::GetFlag(FLAGS_seed);
+  auto node = fedge::edge::EdgeNode::Start(o);
+  if (!node.ok()) {
+    std::cerr << "fedge-edge: " << node.status().message() << "\n";
+    return 2;
+  }
+  const std::string ports_file = absl::GetFlag(FLAGS_ports_file);
+  if (!ports_file.empty() &&
+      !fedge::app::WriteFileAtomically(
+          ports_file, absl::StrCat("inference=", (*node)->inference_port(),
+                                   "\nmetrics=", (*node)->metrics_port(), "\n"))) {
+    std::cerr << "fedge-edge: cannot write --ports_file " << ports_file << "\n";
+    return 2;
+  }
+  int sig = fedge::app::WaitForTermination();
+  LOG(INFO) << "signal " << sig << " received";
+  (*node)->Shutdown();
+  return 0;
+}

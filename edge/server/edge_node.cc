@@ -1,0 +1,109 @@
+#include "edge/server/edge_node.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/data/dataset.h"
+#include "common/data/synthetic.h"
+#include "common/net/identity.h"
+#include "common/net/servers.h"
+#include "common/status/status.h"
+#include "edge/agent/agent.h"
+#include "edge/runtime/runtime.h"
+#include "edge/serving/inference_service.h"
+#include "glog/logging.h"
+
+namespace fedge::edge {
+
+struct EdgeNode::Impl {
+  data::Dataset train;
+  data::Dataset holdout;
+  std::unique_ptr<runtime::Runtime> runtime;
+  std::unique_ptr<serving::InferenceService> inference;
+  net::StartedGrpcServer server;
+  std::unique_ptr<net::HttpServer> http;
+  std::unique_ptr<agent::Agent> agent;
+  bool shut_down = false;
+};
+
+absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
+  FEDGE_RETURN_IF_ERROR(net::ValidateNodeId(options.node_id));
+  if (options.state_dir.empty()) {
+    return absl::InvalidArgumentError("--state_dir is required: where the edge keeps its models");
+  }
+  if (!options.data_csv.empty() && options.synthetic_site >= 0) {
+    return absl::InvalidArgumentError("give --data_csv or --synthetic_site, not both");
+  }
+  auto impl = std::make_unique<Impl>();
+  data::Dataset all;
+  if (!options.data_csv.empty()) {
+    data::CsvOptions csv;
+    csv.label_column = options.label_column;
+    csv.label_names = options.label_names;
+    FEDGE_ASSIGN_OR_RETURN(all, data::ReadCsv(options.data_csv, csv));
+  } else if (options.synthetic_site >= 0) {
+    if (options.synthetic_site >= options.synthetic_sites) {
+      return absl::InvalidArgumentError(absl::StrCat("--synthetic_site=", options.synthetic_site,
+                                                     " must be below --synthetic_sites=",
+                                                     options.synthetic_sites));
+    }
+    data::SyntheticOptions syn;
+    syn.num_sites = options.synthetic_sites;
+    syn.seed = options.synthetic_seed;
+    syn.drift = options.synthetic_drift;
+    syn.window = options.synthetic_window;
+    all = data::GenerateSite(syn, options.synthetic_site, options.synthetic_samples);
+  }
+  if (all.size() > 0) {
+    data::Split(all, options.holdout_fraction, options.seed, &impl->train, &impl->holdout);
+  }
+  FEDGE_ASSIGN_OR_RETURN(impl->runtime, runtime::Runtime::Open({options.state_dir}));
+  impl->inference = std::make_unique<serving::InferenceService>(impl->runtime.get());
+  net::GrpcServerOptions grpc_opts;
+  grpc_opts.address = options.inference_address;
+  grpc_opts.services = {impl->inference.get()};
+  FEDGE_ASSIGN_OR_RETURN(impl->server, net::StartGrpcServer(grpc_opts));
+  std::string host;
+  int port = 0;
+  FEDGE_RETURN_IF_ERROR(net::ParseHostPort(options.metrics_address, &host, &port));
+  FEDGE_ASSIGN_OR_RETURN(impl->http, net::HttpServer::Start(host, port, nullptr));
+
+  agent::Agent::Options agent_opts;
+  agent_opts.node_id = options.node_id;
+  agent_opts.cloud_address = options.cloud_address;
+  agent_opts.labels = options.labels;
+  agent_opts.runtime = impl->runtime.get();
+  agent_opts.train_data = &impl->train;
+  agent_opts.holdout_data = &impl->holdout;
+  agent_opts.initial_backoff = options.initial_backoff;
+  agent_opts.max_backoff = options.max_backoff;
+  agent_opts.seed = options.seed;
+  agent_opts.on_update_sent = options.on_update_sent;
+  if (impl->train.size() == 0) agent_opts.capabilities = {"predict"};
+  impl->agent = std::make_unique<agent::Agent>(agent_opts);
+  if (!options.cloud_address.empty()) impl->agent->Start();
+  LOG(INFO) << "node=" << options.node_id << " fedge-edge serving Inference on port "
+            << impl->server.port << ", metrics on port " << impl->http->port() << "; "
+            << impl->train.size() << " training and " << impl->holdout.size()
+            << " holdout samples";
+  return std::unique_ptr<EdgeNode>(new EdgeNode(std::move(impl)));
+}
+
+EdgeNode::EdgeNode(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+EdgeNode::~EdgeNode() { Shutdown(); }
+
+int EdgeNode::inference_port() const { return impl_->server.port; }
+int EdgeNode::metrics_port() const { return impl_->http->port(); }
+bool EdgeNode::connected() const { return impl_->agent->connected(); }
+int64_t EdgeNode::train_samples() const { return impl_->train.size(); }
+std::map<std::string, v1::VersionRef> EdgeNode::ActiveVersions() const {
+  return impl_->runtime->ActiveVersions();
+}
+
+void EdgeNode::Shutdown() {
+  if (impl_->shut_down) return;
+  impl_->shut_down = true;
+  impl_->agent->Stop();
+  impl_->server.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  impl_->http->Stop();
+}
+
+}  // namespace fedge::edge

@@ -1,0 +1,71 @@
+#ifndef FEDGE_EDGE_SERVER_EDGE_NODE_H_
+#define FEDGE_EDGE_SERVER_EDGE_NODE_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/tensor/flat.h"
+#include "fedge/v1/fleet.pb.h"
+
+namespace fedge::edge {
+
+// A whole edge node: local data, the runtime with its persisted active versions, the agent
+// that talks to the cloud, the local Inference gRPC server and the plaintext /metrics port.
+// The binary and the in-process integration tests both use it.
+class EdgeNode {
+ public:
+  struct Options {
+    std::string node_id;
+    std::string cloud_address;
+    std::map<std::string, std::string> labels;
+    std::string state_dir;
+    std::string inference_address = "0.0.0.0:7080";
+    std::string metrics_address = "0.0.0.0:9091";
+
+    // Local data: a CSV file, or a site of the built-in synthetic generator, or none (the node
+    // then only serves).
+    std::string data_csv;
+    std::string label_column = "label";
+    std::vector<std::string> label_names;  // for text labels in the CSV
+    int synthetic_site = -1;
+    int synthetic_sites = 4;
+    uint64_t synthetic_seed = 1;
+    int64_t synthetic_samples = 2000;
+    double synthetic_drift = 0;
+    int synthetic_window = 0;
+    double holdout_fraction = 0.2;
+
+    absl::Duration initial_backoff = absl::Milliseconds(200);
+    absl::Duration max_backoff = absl::Seconds(30);
+    uint64_t seed = 0;
+    std::function<void(const v1::UpdateHeader&, const FlatTensor&)> on_update_sent;
+  };
+
+  // Loads the data (a malformed CSV fails here, naming line and column), restores the active
+  // versions, starts serving and dials the cloud.
+  static absl::StatusOr<std::unique_ptr<EdgeNode>> Start(Options options);
+  ~EdgeNode();
+
+  int inference_port() const;
+  int metrics_port() const;
+  bool connected() const;
+  int64_t train_samples() const;
+  // The model versions this node serves, by model name.
+  std::map<std::string, v1::VersionRef> ActiveVersions() const;
+
+  void Shutdown();
+
+ private:
+  struct Impl;
+  explicit EdgeNode(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fedge::edge
+
+#endif  // FEDGE_EDGE_SERVER_EDGE_NODE_H_

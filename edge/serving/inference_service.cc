@@ -1,0 +1,101 @@
+#include "edge/serving/inference_service.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/metrics/metrics.h"
+#include "common/status/grpc_status.h"
+
+namespace fedge::edge::serving {
+namespace {
+
+prometheus::Counter& PredictionsCounter(const std::string& result) {
+  return metrics::CounterFamily("fedge_edge_predictions_total",
+                                "Rows scored by the local Inference API, by result (ok, error).")
+      .Add({{"result", result}});
+}
+
+prometheus::Histogram& PredictSeconds() {
+  static auto& h = metrics::HistogramFamily("fedge_edge_predict_duration_seconds",
+                                            "Latency of Predict and PredictBatch calls.")
+                       .Add({}, metrics::LatencyBuckets());
+  return h;
+}
+
+}  // namespace
+
+grpc::Status InferenceService::Run(const std::string& model,
+                                   const google::protobuf::RepeatedPtrField<v1::Instance>& rows,
+                                   google::protobuf::RepeatedPtrField<v1::Prediction>* out,
+                                   v1::VersionRef* version) {
+  const auto start = std::chrono::steady_clock::now();
+  auto active = runtime_->Active(model);
+  if (!active.ok()) return ToGrpcStatus(active.status());
+  const runtime::LoadedModel& loaded = **active;
+  const int64_t width = loaded.contract.feature_names_size();
+  if (rows.empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no instances given");
+  if (rows.size() > kMaxBatch) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat(rows.size(), " instances exceed the batch limit of ",
+                                     kMaxBatch));
+  }
+  std::vector<float> flat;
+  flat.reserve(static_cast<size_t>(rows.size() * width));
+  for (int i = 0; i < rows.size(); ++i) {
+    if (rows[i].features_size() != width) {
+      PredictionsCounter("error").Increment();
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("instance ", i, " has ", rows[i].features_size(),
+                                       " features; ", loaded.ref.model(), " v",
+                                       loaded.ref.version(), " takes ", width));
+    }
+    for (float v : rows[i].features()) {
+      if (!std::isfinite(v)) {
+        PredictionsCounter("error").Increment();
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            absl::StrCat("instance ", i, " holds a non-finite feature"));
+      }
+      flat.push_back(v);
+    }
+  }
+  auto predictions = loaded.model->Predict(flat, width);
+  if (!predictions.ok()) {
+    PredictionsCounter("error").Increment();
+    return ToGrpcStatus(predictions.status());
+  }
+  for (const auto& p : *predictions) {
+    v1::Prediction* o = out->Add();
+    o->set_label(static_cast<int32_t>(p.label));
+    if (p.label >= 0 && p.label < loaded.contract.labels_size()) {
+      o->set_label_name(loaded.contract.labels(static_cast<int>(p.label)));
+    }
+    o->mutable_scores()->Add(p.scores.begin(), p.scores.end());
+    o->mutable_probabilities()->Add(p.probabilities.begin(), p.probabilities.end());
+    o->set_prediction_id(absl::StrCat(next_id_.fetch_add(1)));
+  }
+  *version = loaded.ref;
+  PredictionsCounter("ok").Increment(static_cast<double>(rows.size()));
+  PredictSeconds().Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return grpc::Status::OK;
+}
+
+grpc::Status InferenceService::Predict(grpc::ServerContext*, const v1::PredictRequest* request,
+                                       v1::PredictResponse* response) {
+  google::protobuf::RepeatedPtrField<v1::Instance> rows;
+  *rows.Add() = request->instance();
+  google::protobuf::RepeatedPtrField<v1::Prediction> out;
+  grpc::Status st = Run(request->model(), rows, &out, response->mutable_version());
+  if (st.ok()) *response->mutable_prediction() = out[0];
+  return st;
+}
+
+grpc::Status InferenceService::PredictBatch(grpc::ServerContext*,
+                                            const v1::PredictBatchRequest* request,
+                                            v1::PredictBatchResponse* response) {
+  return Run(request->model(), request->instances(), response->mutable_predictions(),
+             response->mutable_version());
+}
+
+}  // namespace fedge::edge::serving

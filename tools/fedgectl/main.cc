@@ -1,0 +1,577 @@
+// fedgectl: the operators' command line, a client of the cloud's Admin API.
+// Tables for people by default; --output=json for scripts.
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/data/dataset.h"
+#include "common/data/synthetic.h"
+#include "common/net/identity.h"
+#include "common/net/servers.h"
+#include "common/tensor/sha256.h"
+#include "fedge/v1/admin.grpc.pb.h"
+#include "fedge/v1/inference.grpc.pb.h"
+#include "google/protobuf/util/json_util.h"
+
+ABSL_FLAG(std::string, admin, "127.0.0.1:7071", "host:port of the cloud's Admin API.");
+ABSL_FLAG(std::string, output, "table", "table (for people) or json (for scripts).");
+ABSL_FLAG(int, timeout_s, 60, "Deadline of each call, in seconds.");
+// models register
+ABSL_FLAG(std::string, name, "", "Model name.");
+ABSL_FLAG(std::string, builtin, "", "Built-in architecture: mlp or conv1d.");
+ABSL_FLAG(std::string, archive, "", "A torch.jit.save file to register.");
+ABSL_FLAG(bool, synthetic, false,
+          "Take features, labels and normalization from the built-in synthetic task.");
+ABSL_FLAG(int, synthetic_window, 0, "Window length of the synthetic task (conv1d).");
+ABSL_FLAG(uint64_t, synthetic_seed, 1, "Seed of the synthetic fleet.");
+ABSL_FLAG(int, synthetic_sites, 4, "Sites of the synthetic fleet.");
+ABSL_FLAG(std::string, features, "", "Comma-separated feature names in input order.");
+ABSL_FLAG(std::string, labels, "", "Comma-separated class names in output order.");
+ABSL_FLAG(std::string, normalize_csv, "",
+          "A CSV sample of the data: feature names come from its header and normalization "
+          "statistics from its rows.");
+ABSL_FLAG(std::string, label_column, "label", "The label column of --normalize_csv.");
+ABSL_FLAG(std::string, hidden, "", "Hidden widths of a built-in, e.g. 64,32.");
+ABSL_FLAG(uint64_t, seed, 0, "Seed for a built-in's initial weights or a job's selection.");
+ABSL_FLAG(std::string, description, "", "Model description.");
+ABSL_FLAG(std::string, reason, "", "Why: recorded with the version or job.");
+// jobs
+ABSL_FLAG(std::string, model, "", "Model name for jobs, deploy and export.");
+ABSL_FLAG(int64_t, version, 0, "Model version (0 = latest).");
+ABSL_FLAG(int, rounds, 10, "Rounds of a training job.");
+ABSL_FLAG(int, clients_per_round, 0, "Nodes selected per round (K); 0 = every eligible node.");
+ABSL_FLAG(int, min_clients, 1, "Fewest updates a round may aggregate.");
+ABSL_FLAG(int64_t, round_timeout_ms, 120000, "Deadline of each round.");
+ABSL_FLAG(int64_t, wait_for_clients_ms, 60000, "How long a round waits for min_clients nodes.");
+ABSL_FLAG(int, max_round_retries, 1, "Retries of a round that misses its minimum.");
+ABSL_FLAG(double, lr, 0.05, "Local learning rate.");
+ABSL_FLAG(int, epochs, 1, "Local epochs per round.");
+ABSL_FLAG(int, batch_size, 32, "Local batch size.");
+ABSL_FLAG(std::string, optimizer, "sgd", "Local optimizer: sgd or adam.");
+ABSL_FLAG(std::string, holdout_csv, "", "Holdout CSV on the coordinator for per-round accuracy.");
+ABSL_FLAG(bool, holdout_synthetic, false, "Score rounds on the synthetic task's holdout.");
+ABSL_FLAG(std::string, selector, "", "Node label selector, key=value pairs separated by commas.");
+ABSL_FLAG(bool, watch, false, "Follow the job and print each round as it completes.");
+// export / predict
+ABSL_FLAG(std::string, out, "", "Output file for models export.");
+ABSL_FLAG(std::string, edge, "127.0.0.1:7080", "host:port of an edge's Inference API.");
+ABSL_FLAG(std::string, values, "", "Comma-separated feature values for predict.");
+
+namespace {
+
+using fedge::v1::Admin;
+
+constexpr char kUsage[] =
+    "fedgectl: operate a fedge cloud.\n\n"
+    "  fedgectl models register --name=N (--builtin=mlp|conv1d | --archive=FILE)\n"
+    "           [--synthetic | --normalize_csv=FILE | --features=.. --labels=..]\n"
+    "  fedgectl models list\n"
+    "  fedgectl models versions NAME\n"
+    "  fedgectl models show NAME [--version=V]\n"
+    "  fedgectl models export NAME [--version=V] --out=FILE\n"
+    "  fedgectl jobs start --model=N [--rounds=10 --clients_per_round=K ...] [--watch]\n"
+    "  fedgectl jobs status ID [--watch]\n"
+    "  fedgectl jobs list\n"
+    "  fedgectl nodes list\n"
+    "  fedgectl deploy create --model=N [--version=V] [--selector=k=v]\n"
+    "  fedgectl predict --edge=HOST:PORT --values=1.0,2.0,...\n";
+
+int Fail(const std::string& message) {
+  std::cerr << "fedgectl: " << message << "\n";
+  return 1;
+}
+
+int FailRpc(const std::string& what, const grpc::Status& st) {
+  std::string hint;
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    hint = absl::StrCat(" (is fedge-cloud running at ", absl::GetFlag(FLAGS_admin),
+                        "? set --admin=HOST:PORT)");
+  }
+  std::cerr << "fedgectl: " << what << " failed: " << st.error_message() << hint << " ["
+            << static_cast<int>(st.error_code()) << "]\n";
+  return 1;
+}
+
+bool Json() { return absl::GetFlag(FLAGS_output) == "json"; }
+
+void PrintJson(const google::protobuf::Message& m) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions opt;
+  opt.add_whitespace = true;
+  opt.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &json, opt);
+  std::cout << json;
+}
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s)));
+  const char* user = getenv("USER");
+  ctx->AddMetadata(fedge::net::kPrincipalMetadata, user != nullptr ? user : "cli");
+  return ctx;
+}
+
+std::unique_ptr<Admin::Stub> Stub() {
+  return Admin::NewStub(fedge::net::MakeChannel(absl::GetFlag(FLAGS_admin)));
+}
+
+std::vector<std::string> SplitList(const std::string& s) {
+  return absl::StrSplit(s, ',', absl::SkipEmpty());
+}
+
+bool ParseSelector(google::protobuf::Map<std::string, std::string>* out) {
+  for (const std::string& kv : SplitList(absl::GetFlag(FLAGS_selector))) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    if (p.first.empty() || p.second.empty()) return false;
+    (*out)[p.first] = p.second;
+  }
+  return true;
+}
+
+std::string Time(int64_t unix_ms) {
+  if (unix_ms == 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(unix_ms),
+                          absl::LocalTimeZone());
+}
+
+// --- models ---------------------------------------------------------------------------------
+
+int ModelsRegister() {
+  fedge::v1::RegisterModelHeader header;
+  header.set_name(absl::GetFlag(FLAGS_name));
+  if (header.name().empty()) return Fail("models register needs --name");
+  header.set_description(absl::GetFlag(FLAGS_description));
+  header.set_reason(absl::GetFlag(FLAGS_reason));
+  fedge::v1::ModelContract* contract = header.mutable_contract();
+  if (absl::GetFlag(FLAGS_synthetic)) {
+    fedge::data::SyntheticOptions syn;
+    syn.seed = absl::GetFlag(FLAGS_synthetic_seed);
+    syn.num_sites = absl::GetFlag(FLAGS_synthetic_sites);
+    syn.window = absl::GetFlag(FLAGS_synthetic_window);
+    for (const auto& f : fedge::data::SyntheticFeatureNames(syn)) contract->add_feature_names(f);
+    for (const auto& l : fedge::data::SyntheticLabels()) contract->add_labels(l);
+    contract->set_window(syn.window);
+    // Fleet-wide statistics: the holdout is drawn from every site equally.
+    auto stats = fedge::data::ComputeStats(fedge::data::GenerateHoldout(syn, 4000));
+    contract->mutable_normalization()->mutable_mean()->Add(stats.mean.begin(), stats.mean.end());
+    contract->mutable_normalization()->mutable_std()->Add(stats.std.begin(), stats.std.end());
+  } else if (!absl::GetFlag(FLAGS_normalize_csv).empty()) {
+    fedge::data::CsvOptions csv;
+    csv.label_column = absl::GetFlag(FLAGS_label_column);
+    csv.label_names = SplitList(absl::GetFlag(FLAGS_labels));
+    auto data = fedge::data::ReadCsv(absl::GetFlag(FLAGS_normalize_csv), csv);
+    if (!data.ok()) return Fail(std::string(data.status().message()));
+    for (const auto& f : data->feature_names) contract->add_feature_names(f);
+    auto stats = fedge::data::ComputeStats(*data);
+    contract->mutable_normalization()->mutable_mean()->Add(stats.mean.begin(), stats.mean.end());
+    contract->mutable_normalization()->mutable_std()->Add(stats.std.begin(), stats.std.end());
+    if (csv.label_names.empty()) {
+      int64_t max_label = 0;
+      for (int64_t l : data->labels) max_label = std::max(max_label, l);
+      for (int64_t l = 0; l <= max_label; ++l) contract->add_labels(absl::StrCat(l));
+    }
+  }
+  if (!absl::GetFlag(FLAGS_features).empty()) {
+    contract->clear_feature_names();
+    for (const auto& f : SplitList(absl::GetFlag(FLAGS_features))) contract->add_feature_names(f);
+  }
+  if (!absl::GetFlag(FLAGS_labels).empty()) {
+    contract->clear_labels();
+    for (const auto& l : SplitList(absl::GetFlag(FLAGS_labels))) contract->add_labels(l);
+  }
+  if (absl::GetFlag(FLAGS_synthetic_window) > 0) {
+    contract->set_window(absl::GetFlag(FLAGS_synthetic_window));
+  }
+  std::string archive;
+  if (!absl::GetFlag(FLAGS_builtin).empty()) {
+    header.mutable_builtin()->set_architecture(absl::GetFlag(FLAGS_builtin));
+    header.mutable_builtin()->set_seed(absl::GetFlag(FLAGS_seed));
+    for (const auto& h : SplitList(absl::GetFlag(FLAGS_hidden))) {
+      int v = 0;
+      if (!absl::SimpleAtoi(h, &v)) return Fail(absl::StrCat("--hidden entry '", h, "' is not a number"));
+      header.mutable_builtin()->add_hidden(v);
+    }
+  } else if (!absl::GetFlag(FLAGS_archive).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_archive), std::ios::binary);
+    if (!in) return Fail(absl::StrCat("cannot read --archive ", absl::GetFlag(FLAGS_archive)));
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    archive = ss.str();
+    header.set_archive_size(static_cast<int64_t>(archive.size()));
+    header.set_archive_sha256(fedge::Sha256Hex(archive));
+  } else {
+    return Fail("models register needs --builtin=mlp|conv1d or --archive=FILE");
+  }
+  auto stub = Stub();
+  auto ctx = Context();
+  fedge::v1::Version version;
+  auto writer = stub->RegisterModel(ctx.get(), &version);
+  fedge::v1::RegisterModelRequest req;
+  *req.mutable_header() = header;
+  bool ok = writer->Write(req);
+  for (size_t off = 0; ok && off < archive.size(); off += 1 << 20) {
+    fedge::v1::RegisterModelRequest chunk;
+    chunk.mutable_chunk()->set_offset(static_cast<int64_t>(off));
+    chunk.mutable_chunk()->set_data(archive.substr(off, 1 << 20));
+    ok = writer->Write(chunk);
+  }
+  writer->WritesDone();
+  grpc::Status st = writer->Finish();
+  if (!st.ok()) return FailRpc("models register", st);
+  if (Json()) {
+    PrintJson(version);
+  } else {
+    std::cout << "registered " << version.model() << " v" << version.version() << " ("
+              << version.contract().architecture() << ", " << version.size_bytes()
+              << " bytes, sha256 " << version.sha256().substr(0, 12) << ")\n";
+  }
+  return 0;
+}
+
+int ModelsList() {
+  auto stub = Stub();
+  auto ctx = Context();
+  fedge::v1::ListModelsResponse resp;
+  grpc::Status st = stub->ListModels(ctx.get(), {}, &resp);
+  if (!st.ok()) return FailRpc("models list", st);
+  if (Json()) return PrintJson(resp), 0;
+  absl::PrintF("%-24s %8s %-20s %s\n", "MODEL", "LATEST", "CREATED", "DESCRIPTION");
+  for (const auto& m : resp.models()) {
+    absl::PrintF("%-24s %8d %-20s %s\n", m.name(), m.latest_version(), Time(m.created_unix_ms()),
+                 m.description());
+  }
+  return 0;
+}
+
+int ModelsVersions(const std::string& model) {
+  auto stub = Stub();
+  auto ctx = Context();
+  fedge::v1::ListVersionsRequest req;
+  req.set_model(model);
+  fedge::v1::ListVersionsResponse resp;
+  grpc::Status st = stub->ListVersions(ctx.get(), req, &resp);
+  if (!st.ok()) return FailRpc("models versions", st);
+  if (Json()) return PrintJson(resp), 0;
+  absl::PrintF("%-8s %-7s %-14s %-26s %-8s %-20s %s\n", "VERSION", "PARENT", "SHA256", "JOB",
+               "VAL_ACC", "CREATED", "REASON");
+  for (const auto& v : resp.versions()) {
+    auto acc = v.metrics().find("val_accuracy");
+    absl::PrintF("%-8d %-7s %-14s %-26s %-8s %-20s %s\n", v.version(),
+                 v.parent_version() ? absl::StrCat(v.parent_version()) : "-",
+                 v.sha256().substr(0, 12), v.job_id().empty() ? "-" : v.job_id(),
+                 acc == v.metrics().end() ? "-" : absl::StrFormat("%.3f", acc->second),
+                 Time(v.created_unix_ms()), v.reason());
+  }
+  return 0;
+}
+
+int ModelsShow(const std::string& model) {
+  auto stub = Stub();
+  auto ctx = Context();
+  fedge::v1::GetVersionRequest req;
+  req.set_model(model);
+  req.set_version(absl::GetFlag(FLAGS_version));
+  fedge::v1::Version v;
+  grpc::Status st = stub->GetVersion(ctx.get(), req, &v);
+  if (!st.ok()) return FailRpc("models show", st);
+  if (Json()) return PrintJson(v), 0;
+  std::cout << v.model() << " v" << v.version() << "\n"
+            << "  sha256:       " << v.sha256() << " (" << v.size_bytes() << " bytes)\n"
+            << "  parent:       " << (v.parent_version() ? absl::StrCat("v", v.parent_version()) : "-") << "\n"
+            << "  architecture: " << v.contract().architecture() << ", "
+            << v.contract().feature_names_size() << " features -> "
+            << absl::StrJoin(v.contract().labels(), ",") << "\n"
+            << "  schema:       " << v.schema_hash().substr(0, 16) << " ("
+            << v.schema().tensors_size() << " tensors)\n"
+            << "  job:          " << (v.job_id().empty() ? "-" : v.job_id()) << " round "
+            << v.round() << " (" << (v.strategy().empty() ? "-" : v.strategy()) << ")\n"
+            << "  created:      " << Time(v.created_unix_ms()) << " by " << v.creator() << "\n"
+            << "  reason:       " << v.reason() << "\n";
+  for (const auto& p : v.participants()) {
+    std::cout << "  participant:  " << p.node_id() << " (" << p.num_samples() << " samples)\n";
+  }
+  for (const auto& [k, val] : v.metrics()) std::cout << "  metric:       " << k << " = " << val << "\n";
+  return 0;
+}
+
+int ModelsExport(const std::string& model) {
+  const std::string out_path = absl::GetFlag(FLAGS_out);
+  if (out_path.empty()) return Fail("models export needs --out=FILE");
+  auto stub = Stub();
+  std::string bytes;
+  std::string sha;
+  int64_t total = -1;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto ctx = Context();
+    fedge::v1::GetVersionRequest req;
+    req.set_model(model);
+    req.set_version(absl::GetFlag(FLAGS_version));
+    req.set_offset(static_cast<int64_t>(bytes.size()));
+    auto reader = stub->DownloadVersion(ctx.get(), req);
+    fedge::v1::Chunk chunk;
+    while (reader->Read(&chunk)) {
+      if (chunk.total_size() > 0) {
+        total = chunk.total_size();
+        sha = chunk.sha256();
+      }
+      bytes.append(chunk.data());
+    }
+    grpc::Status st = reader->Finish();
+    if (st.ok()) break;
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return FailRpc("models export", st);
+  }
+  if (static_cast<int64_t>(bytes.size()) != total || fedge::Sha256Hex(bytes) != sha) {
+    return Fail("download incomplete or corrupted; run the export again");
+  }
+  std::ofstream out(out_path, std::ios::binary | std::ios::trunc);
+  out << bytes;
+  if (!out.flush()) return Fail(absl::StrCat("cannot write ", out_path));
+  std::cout << "wrote " << out_path << " (" << bytes.size() << " bytes, sha256 "
+            << sha.substr(0, 12) << "); load it with torch.jit.load\n";
+  return 0;
+}
+
+// --- jobs -------------------------------------------------------------------------------------
+
+void PrintRoundHeader() {
+  absl::PrintF("%5s %5s %8s %10s %8s %8s %9s %7s\n", "round", "nodes", "samples", "train_loss",
+               "val_acc", "MB_up", "MB_down", "secs");
+}
+
+void PrintRound(const fedge::v1::RoundInfo& r) {
+  if (r.state() != "done") {
+    absl::PrintF("%5d %5d  %s (attempt %d): %s\n", r.round(), r.participants(), r.state(),
+                 r.attempt(), r.reason());
+  } else {
+    absl::PrintF("%5d %5d %8d %10.4f %8.4f %8.2f %9.2f %7.1f\n", r.round(), r.participants(),
+                 r.samples(), r.train_loss(), r.val_accuracy(), r.bytes_up() / 1e6,
+                 r.bytes_down() / 1e6, r.seconds());
+  }
+  std::fflush(stdout);
+}
+
+int Watch(Admin::Stub* stub, const std::string& id) {
+  size_t printed = 0;
+  bool header = false;
+  while (true) {
+    auto ctx = Context();
+    fedge::v1::GetJobRequest req;
+    req.set_id(id);
+    fedge::v1::Job job;
+    grpc::Status st = stub->GetJob(ctx.get(), req, &job);
+    if (!st.ok()) return FailRpc("jobs status", st);
+    if (!header && job.state() != fedge::v1::JOB_PENDING) {
+      PrintRoundHeader();
+      absl::PrintF("%5d %5s %8s %10s %8.4f %8s %9s %7s\n", 0, "-", "-", "-",
+                   job.initial_val_accuracy(), "-", "-", "-");
+      header = true;
+    }
+    // Rows print once their round is over (done, retrying, failed or interrupted).
+    while (printed < static_cast<size_t>(job.rounds_size()) &&
+           job.rounds(static_cast<int>(printed)).state() != "training") {
+      PrintRound(job.rounds(static_cast<int>(printed)));
+      ++printed;
+    }
+    if (job.state() == fedge::v1::JOB_SUCCEEDED) {
+      std::cout << "job " << id << " succeeded: " << job.spec().model() << " v"
+                << job.result_version() << "\n";
+      return 0;
+    }
+    if (job.state() == fedge::v1::JOB_FAILED) {
+      std::cout << "job " << id << " failed: " << job.error() << "\n";
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
+int JobsStart() {
+  fedge::v1::StartJobRequest req;
+  fedge::v1::JobSpec* s = req.mutable_spec();
+  s->set_model(absl::GetFlag(FLAGS_model));
+  if (s->model().empty()) return Fail("jobs start needs --model");
+  s->set_base_version(absl::GetFlag(FLAGS_version));
+  s->set_rounds(absl::GetFlag(FLAGS_rounds));
+  s->set_clients_per_round(absl::GetFlag(FLAGS_clients_per_round));
+  s->set_min_clients(absl::GetFlag(FLAGS_min_clients));
+  s->set_round_timeout_ms(absl::GetFlag(FLAGS_round_timeout_ms));
+  s->set_wait_for_clients_ms(absl::GetFlag(FLAGS_wait_for_clients_ms));
+  s->set_max_round_retries(absl::GetFlag(FLAGS_max_round_retries));
+  s->set_learning_rate(absl::GetFlag(FLAGS_lr));
+  s->set_local_epochs(absl::GetFlag(FLAGS_epochs));
+  s->set_batch_size(absl::GetFlag(FLAGS_batch_size));
+  s->set_optimizer(absl::GetFlag(FLAGS_optimizer));
+  s->set_seed(absl::GetFlag(FLAGS_seed));
+  s->set_reason(absl::GetFlag(FLAGS_reason));
+  if (!ParseSelector(s->mutable_selector())) return Fail("--selector must be key=value,...");
+  if (!absl::GetFlag(FLAGS_holdout_csv).empty()) {
+    s->mutable_holdout()->set_csv_path(absl::GetFlag(FLAGS_holdout_csv));
+    s->mutable_holdout()->set_label_column(absl::GetFlag(FLAGS_label_column));
+  } else if (absl::GetFlag(FLAGS_holdout_synthetic)) {
+    auto* syn = s->mutable_holdout()->mutable_synthetic();
+    syn->set_seed(absl::GetFlag(FLAGS_synthetic_seed));
+    syn->set_num_sites(absl::GetFlag(FLAGS_synthetic_sites));
+    syn->set_window(absl::GetFlag(FLAGS_synthetic_window));
+  }
+  auto stub = Stub();
+  auto ctx = Context();
+  fedge::v1::Job job;
+  grpc::Status st = stub->StartJob(ctx.get(), req, &job);
+  if (!st.ok()) return FailRpc("jobs start", st);
+  if (Json()) {
+    PrintJson(job);
+  } else {
+    std::cout << "started " << job.id() << " (" << job.spec().rounds() << " rounds of "
+              << job.spec().model() << " v" << job.spec().base_version() << ")\n";
+  }
+  if (absl::GetFlag(FLAGS_watch)) return Watch(stub.get(), job.id());
+  return 0;
+}
+
+int JobsStatus(const std::string& id) {
+  auto stub = Stub();
+  if (absl::GetFlag(FLAGS_watch)) return Watch(stub.get(), id);
+  auto ctx = Context();
+  fedge::v1::GetJobRequest req;
+  req.set_id(id);
+  fedge::v1::Job job;
+  grpc::Status st = stub->GetJob(ctx.get(), req, &job);
+  if (!st.ok()) return FailRpc("jobs status", st);
+  if (Json()) return PrintJson(job), 0;
+  std::cout << job.id() << ": " << fedge::v1::JobState_Name(job.state()) << ", "
+            << job.completed_rounds() << "/" << job.spec().rounds() << " rounds"
+            << (job.error().empty() ? "" : ", error: " + job.error()) << "\n";
+  PrintRoundHeader();
+  for (const auto& r : job.rounds()) PrintRound(r);
+  return 0;
+}
+
+int JobsList() {
+  auto stub = Stub();
+  auto ctx = Context();
+  fedge::v1::ListJobsResponse resp;
+  grpc::Status st = stub->ListJobs(ctx.get(), {}, &resp);
+  if (!st.ok()) return FailRpc("jobs list", st);
+  if (Json()) return PrintJson(resp), 0;
+  absl::PrintF("%-26s %-16s %-14s %-9s %-20s\n", "JOB", "MODEL", "STATE", "ROUNDS", "CREATED");
+  for (const auto& j : resp.jobs()) {
+    absl::PrintF("%-26s %-16s %-14s %-9s %-20s\n", j.id(), j.spec().model(),
+                 fedge::v1::JobState_Name(j.state()),
+                 absl::StrCat(j.completed_rounds(), "/", j.spec().rounds()),
+                 Time(j.created_unix_ms()));
+  }
+  return 0;
+}
+
+// --- nodes, deploy, predict -------------------------------------------------------------------
+
+int NodesList() {
+  auto stub = Stub();
+  auto ctx = Context();
+  fedge::v1::ListNodesResponse resp;
+  grpc::Status st = stub->ListNodes(ctx.get(), {}, &resp);
+  if (!st.ok()) return FailRpc("nodes list", st);
+  if (Json()) return PrintJson(resp), 0;
+  absl::PrintF("%-16s %-10s %-6s %-20s %-24s %s\n", "NODE", "CONNECTED", "ALIVE", "LAST_SEEN",
+               "ACTIVE", "LABELS");
+  for (const auto& n : resp.nodes()) {
+    std::vector<std::string> active, labels;
+    for (const auto& [m, ref] : n.active_versions()) active.push_back(absl::StrCat(m, ":v", ref.version()));
+    for (const auto& [k, v] : n.labels()) labels.push_back(absl::StrCat(k, "=", v));
+    absl::PrintF("%-16s %-10s %-6s %-20s %-24s %s\n", n.node_id(), n.connected() ? "yes" : "no",
+                 n.alive() ? "yes" : "no", Time(n.last_seen_unix_ms()),
+                 active.empty() ? "-" : absl::StrJoin(active, ","), absl::StrJoin(labels, ","));
+  }
+  return 0;
+}
+
+int DeployCreate() {
+  fedge::v1::DeployRequest req;
+  req.set_model(absl::GetFlag(FLAGS_model));
+  if (req.model().empty()) return Fail("deploy create needs --model");
+  req.set_version(absl::GetFlag(FLAGS_version));
+  req.set_reason(absl::GetFlag(FLAGS_reason));
+  if (!ParseSelector(req.mutable_selector())) return Fail("--selector must be key=value,...");
+  auto stub = Stub();
+  auto ctx = Context();
+  fedge::v1::DeployResponse resp;
+  grpc::Status st = stub->Deploy(ctx.get(), req, &resp);
+  if (!st.ok()) return FailRpc("deploy create", st);
+  if (Json()) return PrintJson(resp), 0;
+  std::cout << "deploying " << req.model() << " to " << resp.node_ids_size() << " node(s): "
+            << absl::StrJoin(resp.node_ids(), ", ") << "\n";
+  return 0;
+}
+
+int Predict() {
+  fedge::v1::PredictRequest req;
+  req.set_model(absl::GetFlag(FLAGS_model));
+  for (const auto& v : SplitList(absl::GetFlag(FLAGS_values))) {
+    float f = 0;
+    if (!absl::SimpleAtof(v, &f)) return Fail(absl::StrCat("--values entry '", v, "' is not a number"));
+    req.mutable_instance()->add_features(f);
+  }
+  auto stub = fedge::v1::Inference::NewStub(fedge::net::MakeChannel(absl::GetFlag(FLAGS_edge)));
+  auto ctx = Context();
+  fedge::v1::PredictResponse resp;
+  grpc::Status st = stub->Predict(ctx.get(), req, &resp);
+  if (!st.ok()) return FailRpc("predict", st);
+  if (Json()) return PrintJson(resp), 0;
+  const auto& p = resp.prediction();
+  float best = 0;
+  for (float prob : p.probabilities()) best = std::max(best, prob);
+  std::cout << "prediction: " << p.label_name() << " (class " << p.label() << ", p=" << best
+            << ") by " << resp.version().model() << " v" << resp.version().version() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::FlagsUsageConfig config;
+  config.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
+  config.contains_helpshort_flags = config.contains_help_flags;
+  absl::SetFlagsUsageConfig(config);
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> a(args.begin() + 1, args.end());
+  auto is = [&](std::initializer_list<const char*> words) {
+    if (a.size() < words.size()) return false;
+    size_t i = 0;
+    for (const char* w : words) {
+      if (a[i++] != w) return false;
+    }
+    return true;
+  };
+  if (is({"models", "register"})) return ModelsRegister();
+  if (is({"models", "list"})) return ModelsList();
+  if (is({"models", "versions"}) && a.size() == 3) return ModelsVersions(a[2]);
+  if (is({"models", "show"}) && a.size() == 3) return ModelsShow(a[2]);
+  if (is({"models", "export"}) && a.size() == 3) return ModelsExport(a[2]);
+  if (is({"jobs", "start"})) return JobsStart();
+  if (is({"jobs", "status"}) && a.size() == 3) return JobsStatus(a[2]);
+  if (is({"jobs", "list"})) return JobsList();
+  if (is({"nodes", "list"})) return NodesList();
+  if (is({"deploy", "create"})) return DeployCreate();
+  if (is({"predict"})) return Predict();
+  std::cerr << kUsage << "\nRun fedgectl --help for every flag.\n";
+  return a.empty() ? 0 : 2;
+}
