@@ -221,8 +221,21 @@ absl::Status JobManager::ResumeUnfinished() {
 void JobManager::Launch(std::shared_ptr<Running> job) {
   MutexLock lock(&mu_);
   if (shutdown_) return;
+  // Reap the threads of jobs that have ended.
+  for (auto it = threads_.begin(); it != threads_.end();) {
+    if (running_.count(it->first) == 0) {
+      it->second.join();
+      it = threads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   running_[job->id] = job;
-  threads_.emplace_back([this, job] { Run(job); });
+  threads_[job->id] = std::thread([this, job] {
+    Run(job);
+    MutexLock lock(&mu_);
+    running_.erase(job->id);
+  });
 }
 
 std::shared_ptr<JobManager::Running> JobManager::Find(const std::string& id) const {
@@ -232,7 +245,7 @@ std::shared_ptr<JobManager::Running> JobManager::Find(const std::string& id) con
 }
 
 void JobManager::Shutdown() {
-  std::vector<std::thread> threads;
+  std::map<std::string, std::thread> threads;
   {
     MutexLock lock(&mu_);
     shutdown_ = true;
@@ -243,15 +256,20 @@ void JobManager::Shutdown() {
     }
     threads.swap(threads_);
   }
-  for (auto& t : threads) t.join();
+  for (auto& [id, t] : threads) t.join();
 }
 
 absl::Status JobManager::CheckUpload(const std::string& node_id,
                                      const v1::UpdateHeader& header) const {
   std::shared_ptr<Running> job = Find(header.job_id());
   if (job == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat("job '", header.job_id(), "' is not running on this coordinator"));
+    auto record = options_.registry->GetJob(header.job_id());
+    if (record.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job '", header.job_id(), "' is ",
+                       v1::JobState_Name(record->job.state()), " and takes no more updates"));
+    }
+    return absl::NotFoundError(absl::StrCat("job '", header.job_id(), "' does not exist"));
   }
   MutexLock lock(&job->mu);
   if (header.round() != job->round || !job->accepting) {

@@ -71,7 +71,7 @@ class JobManager {
   const Options options_;
   mutable Mutex mu_;
   std::map<std::string, std::shared_ptr<Running>> running_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::thread> threads_ ABSL_GUARDED_BY(mu_);  // by job id
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };
 

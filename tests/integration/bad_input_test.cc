@@ -1,0 +1,341 @@
+// Bad input at the coordinator's gRPC surface gets the right status code, never crashes it, and
+// never damages the round or the registry: after every refusal a good update still completes
+// the round, and the registered version is exactly base + delta.
+
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "cloud/server/cloud_server.h"
+#include "common/net/servers.h"
+#include "common/tensor/flat.h"
+#include "common/tensor/sha256.h"
+#include "common/torch/model.h"
+#include "fedge/v1/admin.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fixtures.h"
+
+namespace fedge {
+namespace {
+
+class BadInputTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cloud::CloudServer::Options o;
+    o.data_dir = dir_.path();
+    o.fleet_address = "127.0.0.1:0";
+    o.admin_address = "127.0.0.1:0";
+    o.metrics_address = "127.0.0.1:0";
+    auto cloud = cloud::CloudServer::Start(o);
+    ASSERT_TRUE(cloud.ok()) << cloud.status();
+    cloud_ = std::move(*cloud);
+    channel_ = net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_->fleet_port()));
+    admin_ = v1::Admin::NewStub(
+        net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_->admin_port())));
+    auto base = testing::Register(admin_.get(), testing::SyntheticModelHeader("m"));
+    ASSERT_TRUE(base.ok()) << base.status();
+    base_ = *base;
+  }
+
+  void TearDown() override {
+    if (edge_) edge_->Close();
+    if (cloud_) cloud_->Shutdown();
+  }
+
+  // Connects a fake edge, starts a one-node job and returns the task it receives.
+  v1::TrainTask StartRound(int rounds = 1) {
+    edge_ = std::make_unique<testing::FakeEdge>(channel_, "fake-1");
+    v1::StartJobRequest req;
+    req.mutable_spec()->set_model("m");
+    req.mutable_spec()->set_rounds(rounds);
+    req.mutable_spec()->set_clients_per_round(1);
+    req.mutable_spec()->set_round_timeout_ms(60000);
+    req.mutable_spec()->set_wait_for_clients_ms(10000);
+    auto ctx = testing::Context();
+    grpc::Status st = admin_->StartJob(ctx.get(), req, &job_);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    auto task = edge_->NextTask();
+    EXPECT_TRUE(task.ok()) << task.status();
+    return task.ok() ? *task : v1::TrainTask();
+  }
+
+  int64_t NumElements() const { return Schema::FromProto(base_.schema()).NumElements(); }
+
+  v1::UpdateHeader HeaderFor(const v1::TrainTask& task, const std::string& payload) {
+    v1::UpdateHeader h;
+    h.set_task_id(task.task_id());
+    h.set_job_id(task.job_id());
+    h.set_round(task.round());
+    h.set_schema_hash(task.schema_hash());
+    h.set_encoding(v1::F32);
+    h.set_num_samples(100);
+    h.set_total_size(static_cast<int64_t>(payload.size()));
+    h.set_sha256(Sha256Hex(payload));
+    return h;
+  }
+
+  // Sends a header and the payload in chunks of `chunk` bytes as `node`.
+  grpc::Status Upload(const v1::UpdateHeader& header, const std::string& payload,
+                      const std::string& node = "fake-1", size_t chunk = 1000,
+                      bool reorder = false) {
+    auto stub = v1::Fleet::NewStub(channel_);
+    auto ctx = testing::Context(node);
+    v1::UploadResponse resp;
+    auto writer = stub->UploadUpdate(ctx.get(), &resp);
+    v1::UploadRequest req;
+    *req.mutable_header() = header;
+    writer->Write(req);
+    std::vector<size_t> offsets;
+    for (size_t off = 0; off < payload.size(); off += chunk) offsets.push_back(off);
+    if (reorder && offsets.size() > 2) std::swap(offsets[1], offsets[2]);
+    for (size_t off : offsets) {
+      v1::UploadRequest c;
+      c.mutable_chunk()->set_offset(static_cast<int64_t>(off));
+      c.mutable_chunk()->set_data(payload.substr(off, chunk));
+      if (!writer->Write(c)) break;
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+  std::string Payload(float value) {
+    return EncodeF32(FlatTensor(static_cast<size_t>(NumElements()), value));
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<cloud::CloudServer> cloud_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+  std::unique_ptr<testing::FakeEdge> edge_;
+  v1::Version base_;
+  v1::Job job_;
+};
+
+TEST_F(BadInputTest, EveryBadUpdateIsRefusedAndTheRoundStillCompletesCleanly) {
+  const v1::TrainTask task = StartRound();
+  const std::string good = Payload(0.01f);
+
+  // Wrong schema.
+  v1::UpdateHeader h = HeaderFor(task, good);
+  h.set_schema_hash(std::string(64, 'a'));
+  EXPECT_EQ(Upload(h, good).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Wrong shape: one value short.
+  const std::string short_payload = good.substr(0, good.size() - 4);
+  EXPECT_EQ(Upload(HeaderFor(task, short_payload), short_payload).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // NaN and Inf.
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    FlatTensor v(static_cast<size_t>(NumElements()), 0.01f);
+    v[v.size() / 2] = bad;
+    const std::string p = EncodeF32(v);
+    grpc::Status st = Upload(HeaderFor(task, p), p);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+    EXPECT_NE(st.error_message().find("non-finite"), std::string::npos) << st.error_message();
+  }
+
+  // A norm far beyond the bound.
+  const std::string huge = Payload(1e5f);
+  EXPECT_EQ(Upload(HeaderFor(task, huge), huge).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Stale and future rounds.
+  h = HeaderFor(task, good);
+  h.set_round(task.round() + 1);
+  EXPECT_EQ(Upload(h, good).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  h.set_round(0);
+  EXPECT_EQ(Upload(h, good).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+
+  // An unknown job; a task that is not this node's; no identity at all.
+  h = HeaderFor(task, good);
+  h.set_job_id("job-nope");
+  EXPECT_EQ(Upload(h, good).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Upload(HeaderFor(task, good), good, "intruder").error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  {
+    auto stub = v1::Fleet::NewStub(channel_);
+    auto ctx = testing::Context();  // no node id
+    v1::UploadResponse resp;
+    auto writer = stub->UploadUpdate(ctx.get(), &resp);
+    writer->WritesDone();
+    EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+
+  // Truncated: the stream ends early.
+  {
+    v1::UpdateHeader th = HeaderFor(task, good);
+    grpc::Status st = Upload(th, good.substr(0, good.size() / 2));
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(st.error_message().find("truncated"), std::string::npos) << st.error_message();
+  }
+  // Corrupted: a byte flipped after the digest was taken.
+  {
+    std::string corrupt = good;
+    corrupt[corrupt.size() / 3] ^= 0x40;
+    EXPECT_EQ(Upload(HeaderFor(task, good), corrupt).error_code(), grpc::StatusCode::DATA_LOSS);
+  }
+  // Out of order chunks.
+  EXPECT_EQ(Upload(HeaderFor(task, good), good, "fake-1", 1000, /*reorder=*/true).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // An unsupported encoding.
+  h = HeaderFor(task, good);
+  h.set_encoding(v1::ENCODING_UNSPECIFIED);
+  EXPECT_EQ(Upload(h, good).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // The good update is accepted once, and only once.
+  grpc::Status ok = Upload(HeaderFor(task, good), good);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  auto job = testing::WaitForJob(admin_.get(), job_.id(), absl::Seconds(30));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->state(), v1::JOB_SUCCEEDED) << job->error();
+  EXPECT_EQ(Upload(HeaderFor(task, good), good).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);  // the job is over
+
+  // Nothing bad was folded: the new version is exactly base + 0.01 everywhere.
+  auto base_archive = testing::DownloadVersion(admin_.get(), "m", 1);
+  auto new_archive = testing::DownloadVersion(admin_.get(), "m", 2);
+  ASSERT_TRUE(base_archive.ok() && new_archive.ok());
+  auto base_model = torchlib::Model::Load(*base_archive);
+  auto new_model = torchlib::Model::Load(*new_archive);
+  ASSERT_TRUE(base_model.ok() && new_model.ok());
+  FlatTensor b = (*base_model)->Flat(), n = (*new_model)->Flat();
+  ASSERT_EQ(b.size(), n.size());
+  for (size_t i = 0; i < b.size(); ++i) ASSERT_FLOAT_EQ(n[i], b[i] + 0.01f) << i;
+}
+
+TEST_F(BadInputTest, DuplicateUpdateIsAlreadyExists) {
+  const v1::TrainTask task = StartRound(/*rounds=*/2);
+  // Keep the round open: a second node is selected too, so one update does not close it.
+  const std::string good = Payload(0.0f);
+  ASSERT_TRUE(Upload(HeaderFor(task, good), good).ok());
+  grpc::Status again = Upload(HeaderFor(task, good), good);
+  // Either the round is still open (duplicate) or it has already closed (stale): never OK.
+  EXPECT_TRUE(again.error_code() == grpc::StatusCode::ALREADY_EXISTS ||
+              again.error_code() == grpc::StatusCode::FAILED_PRECONDITION)
+      << again.error_message();
+}
+
+TEST_F(BadInputTest, SessionMustStartWithHelloFromTheCallingNode) {
+  auto stub = v1::Fleet::NewStub(channel_);
+  {
+    auto ctx = testing::Context("node-a");
+    auto stream = stub->Session(ctx.get());
+    v1::EdgeMessage msg;
+    msg.mutable_heartbeat()->set_sent_unix_ms(1);
+    stream->Write(msg);
+    stream->WritesDone();
+    v1::CloudMessage in;
+    while (stream->Read(&in)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  {
+    auto ctx = testing::Context("node-a");
+    auto stream = stub->Session(ctx.get());
+    v1::EdgeMessage msg;
+    msg.mutable_hello()->set_node_id("node-b");
+    stream->Write(msg);
+    stream->WritesDone();
+    v1::CloudMessage in;
+    while (stream->Read(&in)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    auto ctx = testing::Context("bad id with spaces");
+    auto stream = stub->Session(ctx.get());
+    v1::CloudMessage in;
+    while (stream->Read(&in)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+}
+
+TEST_F(BadInputTest, UnknownVersionsModelsAndDigestsAreNotFound) {
+  v1::GetVersionRequest req;
+  req.set_model("m");
+  req.set_version(99);
+  v1::Version v;
+  auto ctx = testing::Context();
+  grpc::Status st = admin_->GetVersion(ctx.get(), req, &v);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(st.error_message().find("99"), std::string::npos) << st.error_message();
+
+  EXPECT_EQ(testing::DownloadVersion(admin_.get(), "nope", 0).status().code(),
+            absl::StatusCode::kNotFound);
+
+  v1::StartJobRequest job;
+  job.mutable_spec()->set_model("nope");
+  v1::Job out;
+  auto jctx = testing::Context();
+  EXPECT_EQ(admin_->StartJob(jctx.get(), job, &out).error_code(), grpc::StatusCode::NOT_FOUND);
+  job.mutable_spec()->set_model("m");
+  job.mutable_spec()->set_base_version(7);
+  auto jctx2 = testing::Context();
+  EXPECT_EQ(admin_->StartJob(jctx2.get(), job, &out).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  auto stub = v1::Fleet::NewStub(channel_);
+  for (const std::string& sha : {std::string(64, 'b'), std::string("not-a-digest")}) {
+    auto dctx = testing::Context("fake-1");
+    v1::DownloadRequest dreq;
+    dreq.set_sha256(sha);
+    auto reader = stub->DownloadModel(dctx.get(), dreq);
+    v1::Chunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), sha.size() == 64 ? grpc::StatusCode::NOT_FOUND
+                                                              : grpc::StatusCode::INVALID_ARGUMENT);
+  }
+}
+
+TEST_F(BadInputTest, BadJobSpecsAreInvalidArgument) {
+  auto start = [&](auto mutate) {
+    v1::StartJobRequest req;
+    req.mutable_spec()->set_model("m");
+    mutate(req.mutable_spec());
+    v1::Job out;
+    auto ctx = testing::Context();
+    return admin_->StartJob(ctx.get(), req, &out).error_code();
+  };
+  EXPECT_EQ(start([](v1::JobSpec* s) { s->set_rounds(-1); }), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(start([](v1::JobSpec* s) { s->set_learning_rate(-0.1); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(start([](v1::JobSpec* s) { s->set_optimizer("rmsprop"); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(start([](v1::JobSpec* s) {
+              s->set_clients_per_round(2);
+              s->set_min_clients(3);
+            }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(start([](v1::JobSpec* s) { s->mutable_holdout()->set_csv_path("/nonexistent.csv"); }),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(BadInputTest, BadModelsAreRefusedAtRegistration) {
+  // Garbage instead of a TorchScript archive.
+  v1::RegisterModelHeader h = testing::SyntheticModelHeader("user");
+  h.clear_builtin();
+  auto garbage = testing::Register(admin_.get(), h, std::string(5000, 'x'));
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument) << garbage.status();
+  // A contract whose label count does not match the module's output width.
+  auto base_archive = testing::DownloadVersion(admin_.get(), "m", 1);
+  ASSERT_TRUE(base_archive.ok());
+  h.mutable_contract()->add_labels("extra");
+  auto mismatch = testing::Register(admin_.get(), h, *base_archive);
+  EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kInvalidArgument) << mismatch.status();
+  // An unknown architecture and a bad name.
+  v1::RegisterModelHeader b = testing::SyntheticModelHeader("x", "transformer");
+  EXPECT_EQ(testing::Register(admin_.get(), b).status().code(), absl::StatusCode::kInvalidArgument);
+  b = testing::SyntheticModelHeader("../etc");
+  EXPECT_EQ(testing::Register(admin_.get(), b).status().code(), absl::StatusCode::kInvalidArgument);
+  // The registry still holds exactly the one good version.
+  v1::ListVersionsRequest lreq;
+  lreq.set_model("m");
+  v1::ListVersionsResponse lresp;
+  auto ctx = testing::Context();
+  ASSERT_TRUE(admin_->ListVersions(ctx.get(), lreq, &lresp).ok());
+  EXPECT_EQ(lresp.versions_size(), 1);
+}
+
+}  // namespace
+}  // namespace fedge

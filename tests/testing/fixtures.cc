@@ -1,0 +1,154 @@
+#include "tests/testing/fixtures.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/data/dataset.h"
+#include "common/data/synthetic.h"
+#include "common/net/identity.h"
+#include "common/status/grpc_status.h"
+#include "common/tensor/sha256.h"
+#include "gtest/gtest.h"
+
+namespace fedge::testing {
+
+TempDir::TempDir() {
+  static std::atomic<int> counter{0};
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  path_ = absl::StrCat(::testing::TempDir(), "/fedge_", info ? info->name() : "test", "_",
+                       ::getpid(), "_", counter++);
+  std::filesystem::remove_all(path_);
+  std::filesystem::create_directories(path_);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::unique_ptr<grpc::ClientContext> Context(const std::string& node_id,
+                                             absl::Duration timeout) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  if (!node_id.empty()) net::SetCallerNodeId(ctx.get(), node_id);
+  ctx->AddMetadata(net::kPrincipalMetadata, "test");
+  return ctx;
+}
+
+v1::RegisterModelHeader SyntheticModelHeader(const std::string& name,
+                                             const std::string& architecture) {
+  v1::RegisterModelHeader header;
+  header.set_name(name);
+  header.mutable_builtin()->set_architecture(architecture);
+  header.mutable_builtin()->set_seed(7);
+  data::SyntheticOptions syn;
+  if (architecture == "conv1d") syn.window = 16;
+  auto* c = header.mutable_contract();
+  for (const auto& f : data::SyntheticFeatureNames(syn)) c->add_feature_names(f);
+  for (const auto& l : data::SyntheticLabels()) c->add_labels(l);
+  c->set_window(syn.window);
+  auto stats = data::ComputeStats(data::GenerateHoldout(syn, 1000));
+  c->mutable_normalization()->mutable_mean()->Add(stats.mean.begin(), stats.mean.end());
+  c->mutable_normalization()->mutable_std()->Add(stats.std.begin(), stats.std.end());
+  return header;
+}
+
+absl::StatusOr<v1::Version> Register(v1::Admin::Stub* admin, const v1::RegisterModelHeader& h,
+                                     const std::string& archive) {
+  auto ctx = Context();
+  v1::Version version;
+  auto writer = admin->RegisterModel(ctx.get(), &version);
+  v1::RegisterModelRequest req;
+  *req.mutable_header() = h;
+  if (!archive.empty()) {
+    req.mutable_header()->set_archive_size(static_cast<int64_t>(archive.size()));
+    req.mutable_header()->set_archive_sha256(Sha256Hex(archive));
+  }
+  writer->Write(req);
+  for (size_t off = 0; off < archive.size(); off += 1 << 20) {
+    v1::RegisterModelRequest chunk;
+    chunk.mutable_chunk()->set_offset(static_cast<int64_t>(off));
+    chunk.mutable_chunk()->set_data(archive.substr(off, 1 << 20));
+    writer->Write(chunk);
+  }
+  writer->WritesDone();
+  grpc::Status st = writer->Finish();
+  if (!st.ok()) return FromGrpcStatus(st);
+  return version;
+}
+
+absl::StatusOr<v1::Job> WaitForJob(v1::Admin::Stub* admin, const std::string& id,
+                                   absl::Duration timeout) {
+  const absl::Time until = absl::Now() + timeout;
+  while (true) {
+    auto ctx = Context();
+    v1::GetJobRequest req;
+    req.set_id(id);
+    v1::Job job;
+    grpc::Status st = admin->GetJob(ctx.get(), req, &job);
+    if (!st.ok()) return FromGrpcStatus(st);
+    if (job.state() == v1::JOB_SUCCEEDED || job.state() == v1::JOB_FAILED) return job;
+    if (absl::Now() > until) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("job ", id, " still running after ", absl::FormatDuration(timeout)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+absl::StatusOr<std::string> DownloadVersion(v1::Admin::Stub* admin, const std::string& model,
+                                            int64_t version) {
+  auto ctx = Context();
+  v1::GetVersionRequest req;
+  req.set_model(model);
+  req.set_version(version);
+  auto reader = admin->DownloadVersion(ctx.get(), req);
+  std::string bytes;
+  v1::Chunk chunk;
+  while (reader->Read(&chunk)) bytes.append(chunk.data());
+  grpc::Status st = reader->Finish();
+  if (!st.ok()) return FromGrpcStatus(st);
+  return bytes;
+}
+
+FakeEdge::FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& node_id)
+    : node_id_(node_id), stub_(v1::Fleet::NewStub(channel)) {
+  net::SetCallerNodeId(&context_, node_id);
+  stream_ = stub_->Session(&context_);
+  v1::EdgeMessage hello;
+  hello.mutable_hello()->set_node_id(node_id);
+  hello.mutable_hello()->add_capabilities("train");
+  hello.mutable_hello()->add_capabilities("predict");
+  hello.mutable_hello()->set_protocol_version(1);
+  stream_->Write(hello);
+}
+
+FakeEdge::~FakeEdge() { Close(); }
+
+bool FakeEdge::Next(v1::CloudMessage* message) { return stream_->Read(message); }
+
+absl::StatusOr<v1::TrainTask> FakeEdge::NextTask() {
+  v1::CloudMessage msg;
+  while (stream_->Read(&msg)) {
+    if (msg.has_train_task()) return msg.train_task();
+  }
+  return absl::UnavailableError("session ended before a task arrived");
+}
+
+grpc::Status FakeEdge::Close() {
+  if (closed_) return grpc::Status::OK;
+  closed_ = true;
+  stream_->WritesDone();
+  context_.TryCancel();
+  v1::CloudMessage drain;
+  while (stream_->Read(&drain)) {
+  }
+  return stream_->Finish();
+}
+
+}  // namespace fedge::testing

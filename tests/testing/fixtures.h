@@ -1,0 +1,72 @@
+#ifndef FEDGE_TESTS_TESTING_FIXTURES_H_
+#define FEDGE_TESTS_TESTING_FIXTURES_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "fedge/v1/admin.grpc.pb.h"
+#include "fedge/v1/fleet.grpc.pb.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+
+namespace fedge::testing {
+
+// A fresh directory under the test's temp dir, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A client context with a deadline, and the node identity if given.
+std::unique_ptr<grpc::ClientContext> Context(const std::string& node_id = "",
+                                             absl::Duration timeout = absl::Seconds(30));
+
+// The built-in synthetic task's header for RegisterModel (mlp unless told otherwise).
+v1::RegisterModelHeader SyntheticModelHeader(const std::string& name,
+                                             const std::string& architecture = "mlp");
+
+// Registers a model from a header (and an optional archive) over Admin.
+absl::StatusOr<v1::Version> Register(v1::Admin::Stub* admin, const v1::RegisterModelHeader& header,
+                                     const std::string& archive = "");
+
+// Polls GetJob until the job has finished or the timeout passes.
+absl::StatusOr<v1::Job> WaitForJob(v1::Admin::Stub* admin, const std::string& id,
+                                   absl::Duration timeout);
+
+// Downloads a version's archive over Admin.
+absl::StatusOr<std::string> DownloadVersion(v1::Admin::Stub* admin, const std::string& model,
+                                            int64_t version);
+
+// A hand-driven edge: opens a Session as `node_id`, says hello, and hands over the cloud's
+// messages one at a time. Tests use it to send what no well-behaved edge would.
+class FakeEdge {
+ public:
+  FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& node_id);
+  ~FakeEdge();
+  // Waits for the next message of the cloud; false at end of stream.
+  bool Next(v1::CloudMessage* message);
+  // Waits for the next TrainTask, skipping other messages.
+  absl::StatusOr<v1::TrainTask> NextTask();
+  v1::Fleet::Stub* stub() { return stub_.get(); }
+  const std::string& node_id() const { return node_id_; }
+  // Ends the session and returns the cloud's final status.
+  grpc::Status Close();
+
+ private:
+  std::string node_id_;
+  std::unique_ptr<v1::Fleet::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::EdgeMessage, v1::CloudMessage>> stream_;
+  bool closed_ = false;
+};
+
+}  // namespace fedge::testing
+
+#endif  // FEDGE_TESTS_TESTING_FIXTURES_H_
