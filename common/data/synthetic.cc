@@ -49,8 +49,9 @@ constexpr std::array<SiteProfile, 4> kArchetypes = {{
     {33.0, 415.0, 50.0, 3.0, 75.0, {0.30, 0.00, 0.00, 0.35, 0.35}},
     {18.0, 460.0, 60.0, 6.5, 35.0, {0.30, 0.35, 0.00, 0.00, 0.35}},
 }};
-// Every state appears at every site now and then: a site never sees "never", only "rarely".
-constexpr double kLeak = 0.01;
+// Every state can occur at every site, but a plant sees its two uncommon faults about once per
+// thousand samples: too few to learn them alone, which is why federation matters.
+constexpr double kLeak = 0.001;
 
 constexpr double kPi = 3.14159265358979323846;
 

@@ -1,6 +1,7 @@
 // fedgectl: the operators' command line, a client of the cloud's Admin API.
 // Tables for people by default; --output=json for scripts.
 
+#include <pwd.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -73,6 +74,9 @@ ABSL_FLAG(bool, watch, false, "Follow the job and print each round as it complet
 ABSL_FLAG(std::string, out, "", "Output file for models export.");
 ABSL_FLAG(std::string, edge, "127.0.0.1:7080", "host:port of an edge's Inference API.");
 ABSL_FLAG(std::string, values, "", "Comma-separated feature values for predict.");
+ABSL_FLAG(int, synthetic_sample, -1,
+          "predict: score row N of the synthetic task's fleet-wide holdout instead of --values, "
+          "and show its true label.");
 
 namespace {
 
@@ -120,12 +124,19 @@ void PrintJson(const google::protobuf::Message& m) {
   std::cout << json;
 }
 
+// The operator's user name, recorded by the cloud as the creator of what this call makes.
+std::string UserName() {
+  const char* user = getenv("USER");
+  if (user != nullptr && *user != '\0') return user;
+  struct passwd* pw = getpwuid(getuid());
+  return pw != nullptr ? pw->pw_name : "unknown";
+}
+
 std::unique_ptr<grpc::ClientContext> Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() +
                     std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s)));
-  const char* user = getenv("USER");
-  ctx->AddMetadata(fedge::net::kPrincipalMetadata, user != nullptr ? user : "cli");
+  ctx->AddMetadata(fedge::net::kPrincipalMetadata, UserName());
   return ctx;
 }
 
@@ -524,6 +535,27 @@ int DeployCreate() {
 int Predict() {
   fedge::v1::PredictRequest req;
   req.set_model(absl::GetFlag(FLAGS_model));
+  std::string truth;
+  if (absl::GetFlag(FLAGS_synthetic_sample) >= 0) {
+    fedge::data::SyntheticOptions syn;
+    syn.seed = absl::GetFlag(FLAGS_synthetic_seed);
+    syn.num_sites = absl::GetFlag(FLAGS_synthetic_sites);
+    syn.window = absl::GetFlag(FLAGS_synthetic_window);
+    const int64_t row = absl::GetFlag(FLAGS_synthetic_sample);
+    auto holdout = fedge::data::GenerateHoldout(syn, row + 1);
+    const int64_t f = holdout.num_features();
+    req.mutable_instance()->mutable_features()->Add(holdout.features.begin() + row * f,
+                                                    holdout.features.begin() + (row + 1) * f);
+    truth = fedge::data::SyntheticLabels()[static_cast<size_t>(holdout.labels[row])];
+    if (!Json()) {
+      std::vector<std::string> shown;
+      for (int i = 0; i < f; ++i) {
+        shown.push_back(absl::StrFormat("%s=%.2f", holdout.feature_names[i],
+                                        req.instance().features(i)));
+      }
+      std::cout << "input: " << absl::StrJoin(shown, " ") << "\n";
+    }
+  }
   for (const auto& v : SplitList(absl::GetFlag(FLAGS_values))) {
     float f = 0;
     if (!absl::SimpleAtof(v, &f)) return Fail(absl::StrCat("--values entry '", v, "' is not a number"));
@@ -539,7 +571,8 @@ int Predict() {
   float best = 0;
   for (float prob : p.probabilities()) best = std::max(best, prob);
   std::cout << "prediction: " << p.label_name() << " (class " << p.label() << ", p=" << best
-            << ") by " << resp.version().model() << " v" << resp.version().version() << "\n";
+            << ") by " << resp.version().model() << " v" << resp.version().version()
+            << (truth.empty() ? "" : absl::StrCat("; true label: ", truth)) << "\n";
   return 0;
 }
 
