@@ -12,7 +12,7 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # tools
-  python3-torch python3-numpy prometheus clang libclang-rt-14-dev ccache unzip dpkg-dev
+  python3-torch python3-numpy python3-grpcio prometheus clang libclang-rt-14-dev ccache unzip dpkg-dev
 )
 # npm fetches the helm binary. Debian's npm conflicts with a Node.js installed from elsewhere,
 # so it is installed only when no npm is on PATH.
