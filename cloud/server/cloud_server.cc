@@ -42,11 +42,11 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
 
   net::GrpcServerOptions fleet_opts;
   fleet_opts.address = options.fleet_address;
-  fleet_opts.services = {impl->fleet_service.get()};
+  fleet_opts.services = {{impl->fleet_service.get(), v1::Fleet::service_full_name()}};
   FEDGE_ASSIGN_OR_RETURN(impl->fleet_server, net::StartGrpcServer(fleet_opts));
   net::GrpcServerOptions admin_opts;
   admin_opts.address = options.admin_address;
-  admin_opts.services = {impl->admin_service.get()};
+  admin_opts.services = {{impl->admin_service.get(), v1::Admin::service_full_name()}};
   admin_opts.max_sync_threads = 16;
   FEDGE_ASSIGN_OR_RETURN(impl->admin_server, net::StartGrpcServer(admin_opts));
   std::string host;
@@ -76,9 +76,8 @@ void CloudServer::Shutdown() {
   LOG(INFO) << "fedge-cloud shutting down";
   impl_->jobs->Shutdown();
   impl_->fleet->CloseAll(absl::UnavailableError("the coordinator is shutting down; reconnect"));
-  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
-  impl_->fleet_server.server->Shutdown(deadline);
-  impl_->admin_server.server->Shutdown(deadline);
+  net::StopGrpcServer(&impl_->fleet_server, std::chrono::seconds(5));
+  net::StopGrpcServer(&impl_->admin_server, std::chrono::seconds(5));
   impl_->http->Stop();
 }
 

@@ -19,7 +19,7 @@ absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& optio
   grpc::ServerBuilder builder;
   StartedGrpcServer started;
   builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &started.port);
-  for (grpc::Service* service : options.services) builder.RegisterService(service);
+  for (const NamedService& s : options.services) builder.RegisterService(s.service);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
@@ -34,7 +34,16 @@ absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& optio
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.address, " (in use, or not a local address?)"));
   }
+  if (auto* health = started.server->GetHealthCheckService()) {
+    for (const NamedService& s : options.services) health->SetServingStatus(s.name, true);
+  }
   return started;
+}
+
+void StopGrpcServer(StartedGrpcServer* server, std::chrono::milliseconds grace) {
+  if (server->server == nullptr) return;
+  if (auto* health = server->server->GetHealthCheckService()) health->Shutdown();
+  server->server->Shutdown(std::chrono::system_clock::now() + grace);
 }
 
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {

@@ -1,6 +1,7 @@
 #ifndef FEDGE_COMMON_NET_SERVERS_H_
 #define FEDGE_COMMON_NET_SERVERS_H_
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -24,10 +25,16 @@ namespace fedge::net {
 inline constexpr int kKeepaliveTimeMs = 20000;
 inline constexpr int kKeepaliveTimeoutMs = 10000;
 
-// "host:port" → a listening address; port 0 picks a free port.
+// A service and its full name (Service::service_full_name()), which the health service reports.
+struct NamedService {
+  grpc::Service* service;
+  std::string name;
+};
+
+// "host:port" is the listening address; port 0 picks a free port.
 struct GrpcServerOptions {
   std::string address = "127.0.0.1:0";
-  std::vector<grpc::Service*> services;
+  std::vector<NamedService> services;
   int max_sync_threads = 64;
 };
 
@@ -37,8 +44,13 @@ struct StartedGrpcServer {
   int port = 0;
 };
 
-// Builds and starts a server. UNAVAILABLE if the address cannot be bound.
+// Builds and starts a server; each service reports SERVING to health checks. UNAVAILABLE if
+// the address cannot be bound.
 absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& options);
+
+// Marks every service NOT_SERVING (so probes stop routing here), then stops the server,
+// letting calls in flight finish for up to `grace`.
+void StopGrpcServer(StartedGrpcServer* server, std::chrono::milliseconds grace);
 
 // A client channel with matching keepalive.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target);

@@ -59,7 +59,7 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   impl->inference = std::make_unique<serving::InferenceService>(impl->runtime.get());
   net::GrpcServerOptions grpc_opts;
   grpc_opts.address = options.inference_address;
-  grpc_opts.services = {impl->inference.get()};
+  grpc_opts.services = {{impl->inference.get(), v1::Inference::service_full_name()}};
   FEDGE_ASSIGN_OR_RETURN(impl->server, net::StartGrpcServer(grpc_opts));
   std::string host;
   int port = 0;
@@ -102,7 +102,7 @@ void EdgeNode::Shutdown() {
   if (impl_->shut_down) return;
   impl_->shut_down = true;
   impl_->agent->Stop();
-  impl_->server.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  net::StopGrpcServer(&impl_->server, std::chrono::seconds(5));
   impl_->http->Stop();
 }
 

@@ -1,0 +1,135 @@
+"""What an independent client sees: gRPC reflection lists fedge's services and the health
+service on every server, health checks answer SERVING, /metrics serves fedge metrics, and
+--help on every binary explains its flags. The gRPC calls are encoded by hand here, so the
+check depends on nothing fedge generated."""
+
+import os
+import subprocess
+import sys
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fedge_e2e
+
+import grpc
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def fields(buf):
+    """Yields (field number, wire type, value) of a protobuf message."""
+    i = 0
+    while i < len(buf):
+        key, shift = 0, 0
+        while True:
+            b = buf[i]; i += 1
+            key |= (b & 0x7F) << shift; shift += 7
+            if not b & 0x80:
+                break
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, shift = 0, 0
+            while True:
+                b = buf[i]; i += 1
+                v |= (b & 0x7F) << shift; shift += 7
+                if not b & 0x80:
+                    break
+            yield num, wt, v
+        elif wt == 2:
+            n, shift = 0, 0
+            while True:
+                b = buf[i]; i += 1
+                n |= (b & 0x7F) << shift; shift += 7
+                if not b & 0x80:
+                    break
+            yield num, wt, buf[i:i + n]; i += n
+        else:
+            raise ValueError("unexpected wire type %d" % wt)
+
+
+def list_services(port):
+    channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+    call = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    # ServerReflectionRequest { string list_services = 7; }
+    request = b"\x3a" + varint(1) + b"*"
+    names = []
+    for response in call(iter([request]), timeout=10):
+        for num, _, value in fields(response):
+            if num == 6:  # list_services_response
+                for _, _, service in fields(value):
+                    for n, _, name in fields(service):
+                        if n == 1:
+                            names.append(name.decode())
+    channel.close()
+    return names
+
+
+def health(port, service=""):
+    channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+    check = channel.unary_unary("/grpc.health.v1.Health/Check")
+    request = (b"\x0a" + varint(len(service)) + service.encode()) if service else b""
+    response = check(request, timeout=10)
+    channel.close()
+    status = dict((n, v) for n, _, v in fields(response)).get(1, 0)
+    return status  # 1 = SERVING
+
+
+def test(fleet):
+    cloud = fleet.start_cloud()
+    edge = fleet.start_edge("edge-0", ["--synthetic_site=0"])
+
+    fleet_services = list_services(cloud["fleet"])
+    admin_services = list_services(cloud["admin"])
+    edge_services = list_services(edge["inference"])
+    assert "fedge.v1.Fleet" in fleet_services, fleet_services
+    assert "fedge.v1.Admin" in admin_services, admin_services
+    assert "fedge.v1.Inference" in edge_services, edge_services
+    for services in (fleet_services, admin_services, edge_services):
+        assert "grpc.health.v1.Health" in services, services
+        assert "grpc.reflection.v1alpha.ServerReflection" in services, services
+    assert "fedge.v1.Admin" not in fleet_services  # the ports stay apart
+    for port in (cloud["fleet"], cloud["admin"], edge["inference"]):
+        assert health(port) == 1
+    assert health(cloud["fleet"], "fedge.v1.Fleet") == 1
+
+    fleet.wait_nodes(1)
+    for port, metric in ((cloud["metrics"], "fedge_cloud_connected_nodes 1"),
+                         (edge["metrics"], "fedge_edge_connected 1")):
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
+        assert metric in text, text[:2000]
+        assert urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=10).status == 200
+
+    binaries = {
+        "cloud/fedge-cloud": ["--data_dir", "--fleet_address", "--admin_address",
+                              "--metrics_address", "--ports_file", "--verbosity"],
+        "edge/fedge-edge": ["--node_id", "--cloud", "--state_dir", "--data_csv",
+                            "--label_column", "--synthetic_site", "--inference_address"],
+        "tools/fedgectl/fedgectl": ["--admin", "--output", "--rounds", "--selector"],
+        "tools/baseline/fedge-baseline": ["--archive", "--epochs"],
+    }
+    for path, flags in binaries.items():
+        res = subprocess.run([os.path.join(fleet.build, path), "--help"], capture_output=True,
+                             text=True, timeout=30)
+        text = res.stdout + res.stderr
+        assert "No flags matched" not in text, (path, text[:500])
+        for flag in flags:
+            assert flag in text, (path, flag, text[:3000])
+
+    # Bad flags get a message naming the problem, not a crash.
+    res = subprocess.run([os.path.join(fleet.build, "edge/fedge-edge"), "--node_id=x",
+                          "--state_dir=" + os.path.join(fleet.work, "s"),
+                          "--data_csv=/nonexistent.csv"], capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 2 and "nonexistent.csv" in res.stderr, res.stderr
+
+
+if __name__ == "__main__":
+    fedge_e2e.run(test)
