@@ -1,0 +1,68 @@
+#include <httplib.h>
+
+#include "common/metrics/metrics.h"
+#include "common/net/identity.h"
+#include "common/net/servers.h"
+#include "gtest/gtest.h"
+
+namespace fedge {
+namespace {
+
+using metrics::Kind;
+
+TEST(MetricsTest, NamingRulesFollowPrometheusConventions) {
+  EXPECT_TRUE(metrics::CheckName("fedge_cloud_updates_total", Kind::kCounter).ok());
+  EXPECT_FALSE(metrics::CheckName("fedge_cloud_updates", Kind::kCounter).ok());
+  EXPECT_FALSE(metrics::CheckName("cloud_updates_total", Kind::kCounter).ok());
+  EXPECT_FALSE(metrics::CheckName("fedge_Cloud_total", Kind::kCounter).ok());
+  EXPECT_TRUE(metrics::CheckName("fedge_round_duration_seconds", Kind::kHistogram).ok());
+  EXPECT_TRUE(metrics::CheckName("fedge_upload_size_bytes", Kind::kHistogram).ok());
+  EXPECT_FALSE(metrics::CheckName("fedge_round_duration_ms", Kind::kHistogram).ok());
+  EXPECT_TRUE(metrics::CheckName("fedge_connected_nodes", Kind::kGauge).ok());
+  EXPECT_FALSE(metrics::CheckName("fedge_connected_total", Kind::kGauge).ok());
+}
+
+TEST(MetricsTest, FamiliesAreSharedByNameAndRendered) {
+  auto& a = metrics::CounterFamily("fedge_test_events_total", "Events seen by this test.");
+  auto& b = metrics::CounterFamily("fedge_test_events_total", "Events seen by this test.");
+  EXPECT_EQ(&a, &b);
+  a.Add({{"kind", "x"}}).Increment(3);
+  const std::string text = metrics::RenderText();
+  EXPECT_NE(text.find("fedge_test_events_total{kind=\"x\"} 3"), std::string::npos) << text;
+}
+
+TEST(HttpServerTest, ServesMetricsAndHealthOnAnEphemeralPort) {
+  metrics::GaugeFamily("fedge_test_level", "A level set by this test.").Add({}).Set(42);
+  bool healthy = true;
+  auto server = net::HttpServer::Start("127.0.0.1", 0, [&healthy] { return healthy; });
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_GT((*server)->port(), 0);
+  httplib::Client client("127.0.0.1", (*server)->port());
+  auto res = client.Get("/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_NE(res->body.find("fedge_test_level 42"), std::string::npos);
+  EXPECT_EQ(client.Get("/healthz")->status, 200);
+  healthy = false;
+  EXPECT_EQ(client.Get("/healthz")->status, 503);
+  (*server)->Stop();
+}
+
+TEST(NetTest, NodeIdsAndAddressesAreValidated) {
+  EXPECT_TRUE(net::ValidateNodeId("plant-3.gw_1").ok());
+  EXPECT_FALSE(net::ValidateNodeId("").ok());
+  EXPECT_FALSE(net::ValidateNodeId("-lead").ok());
+  EXPECT_FALSE(net::ValidateNodeId("has space").ok());
+  EXPECT_FALSE(net::ValidateNodeId(std::string(65, 'a')).ok());
+  std::string host;
+  int port = -1;
+  ASSERT_TRUE(net::ParseHostPort("127.0.0.1:0", &host, &port).ok());
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 0);
+  EXPECT_FALSE(net::ParseHostPort("localhost", &host, &port).ok());
+  EXPECT_FALSE(net::ParseHostPort("h:99999", &host, &port).ok());
+  EXPECT_FALSE(net::ParseHostPort("h:x", &host, &port).ok());
+}
+
+}  // namespace
+}  // namespace fedge

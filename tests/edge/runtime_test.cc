@@ -1,0 +1,170 @@
+#include "edge/runtime/runtime.h"
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/data/synthetic.h"
+#include "common/tensor/sha256.h"
+#include "common/torch/model.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fixtures.h"
+
+namespace fedge::edge::runtime {
+namespace {
+
+constexpr int kFeatures = 12;
+
+// A built-in archive with a contract, as the registry would store it.
+std::string Archive(uint64_t seed, bool with_contract = true) {
+  torchlib::BuiltinOptions opt;
+  opt.num_features = kFeatures;
+  opt.num_classes = 5;
+  opt.hidden = {8};
+  opt.seed = seed;
+  auto model = torchlib::Model::Builtin(opt);
+  EXPECT_TRUE(model.ok());
+  if (with_contract) {
+    v1::ModelContract c;
+    for (const auto& f : data::SyntheticFeatureNames({})) c.add_feature_names(f);
+    for (const auto& l : data::SyntheticLabels()) c.add_labels(l);
+    std::string json;
+    (void)google::protobuf::util::MessageToJsonString(c, &json);
+    (*model)->SetExtraFile(torchlib::kContractFile, json);
+  }
+  return *(*model)->Serialize();
+}
+
+v1::VersionRef Ref(const std::string& archive, int64_t version) {
+  v1::VersionRef ref;
+  ref.set_model("m");
+  ref.set_version(version);
+  ref.set_sha256(Sha256Hex(archive));
+  return ref;
+}
+
+TEST(RuntimeTest, ServesTheLastActiveVersionAfterARestartWithoutTheCloud) {
+  testing::TempDir dir;
+  const std::string v1 = Archive(1);
+  {
+    auto rt = Runtime::Open({dir.path()});
+    ASSERT_TRUE(rt.ok());
+    EXPECT_EQ((*rt)->Active("m").status().code(), absl::StatusCode::kNotFound);
+    ASSERT_TRUE((*rt)->Activate(Ref(v1, 1), v1).ok());
+  }
+  auto rt = Runtime::Open({dir.path()});
+  ASSERT_TRUE(rt.ok());
+  auto active = (*rt)->Active("m");
+  ASSERT_TRUE(active.ok()) << active.status();
+  EXPECT_EQ((*active)->ref.version(), 1);
+  EXPECT_EQ((*active)->ref.sha256(), Sha256Hex(v1));
+  std::vector<float> row(kFeatures, 0.5f);
+  EXPECT_TRUE((*active)->model->Predict(row, kFeatures).ok());
+}
+
+TEST(RuntimeTest, RefusesArchivesThatFailTheirDigestOrHaveNoContract) {
+  testing::TempDir dir;
+  auto rt = Runtime::Open({dir.path()});
+  ASSERT_TRUE(rt.ok());
+  const std::string v1 = Archive(1), v2 = Archive(2);
+  ASSERT_TRUE((*rt)->Activate(Ref(v1, 1), v1).ok());
+  EXPECT_EQ((*rt)->Activate(Ref(v1, 2), v2).code(), absl::StatusCode::kInvalidArgument);
+  const std::string bare = Archive(3, /*with_contract=*/false);
+  EXPECT_EQ((*rt)->Activate(Ref(bare, 3), bare).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*(*rt)->Active("m"))->ref.version(), 1);  // unchanged
+}
+
+TEST(RuntimeTest, RollbackReturnsToThePreviousVersion) {
+  testing::TempDir dir;
+  auto rt = Runtime::Open({dir.path()});
+  ASSERT_TRUE(rt.ok());
+  EXPECT_EQ((*rt)->Rollback("m").code(), absl::StatusCode::kFailedPrecondition);
+  const std::string v1 = Archive(1), v2 = Archive(2);
+  ASSERT_TRUE((*rt)->Activate(Ref(v1, 1), v1).ok());
+  ASSERT_TRUE((*rt)->Activate(Ref(v2, 2), v2).ok());
+  EXPECT_EQ((*(*rt)->Active("m"))->ref.version(), 2);
+  ASSERT_TRUE((*rt)->Rollback("m").ok());
+  EXPECT_EQ((*(*rt)->Active("m"))->ref.version(), 1);
+}
+
+TEST(RuntimeTest, NoPredictFailsWhileVersionsSwapUnderLoad) {
+  testing::TempDir dir;
+  auto rt = Runtime::Open({dir.path()});
+  ASSERT_TRUE(rt.ok());
+  std::vector<std::string> archives;
+  for (int i = 0; i < 6; ++i) archives.push_back(Archive(10 + i));
+  ASSERT_TRUE((*rt)->Activate(Ref(archives[0], 1), archives[0]).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, calls{0};
+  std::vector<std::thread> load;
+  for (int t = 0; t < 3; ++t) {
+    load.emplace_back([&] {
+      std::vector<float> row(kFeatures, 0.25f);
+      while (!stop) {
+        auto active = (*rt)->Active("m");
+        if (!active.ok() || !(*active)->model->Predict(row, kFeatures).ok()) ++failures;
+        ++calls;
+      }
+    });
+  }
+  for (int i = 1; i < 6; ++i) {
+    ASSERT_TRUE((*rt)->Activate(Ref(archives[i], i + 1), archives[i]).ok());
+  }
+  stop = true;
+  for (auto& t : load) t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_GT(calls, 0);
+  EXPECT_EQ((*(*rt)->Active("m"))->ref.version(), 6);
+}
+
+TEST(RuntimeTest, CorruptedCacheIsDetectedAndRemoved) {
+  testing::TempDir dir;
+  auto rt = Runtime::Open({dir.path()});
+  ASSERT_TRUE(rt.ok());
+  const std::string v1 = Archive(1);
+  ASSERT_TRUE((*rt)->Activate(Ref(v1, 1), v1).ok());
+  const std::string path = (*rt)->CachePath(Sha256Hex(v1));
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x7f');
+  }
+  EXPECT_EQ((*rt)->ReadCached(Sha256Hex(v1)).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  // A restart with its active version's file gone starts empty instead of crashing.
+  auto again = Runtime::Open({dir.path()});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->Active("m").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(RuntimeTest, TrainRefusesAnotherSchemaOrFeatureCountAndReturnsTheDelta) {
+  const std::string base = Archive(1);
+  auto model = torchlib::Model::Load(base);
+  ASSERT_TRUE(model.ok());
+  data::Dataset local = data::GenerateSite({}, 0, 200);
+  v1::TrainTask task;
+  task.set_schema_hash((*model)->schema().Hash());
+  task.set_learning_rate(0.05);
+  task.set_epochs(1);
+  task.set_batch_size(32);
+  auto update = Runtime::Train(task, base, local, local);
+  ASSERT_TRUE(update.ok()) << update.status();
+  EXPECT_EQ(static_cast<int64_t>(update->delta.size()), (*model)->schema().NumElements());
+  EXPECT_EQ(update->num_samples, 200);
+  EXPECT_GT(L2Norm(update->delta), 0.0);
+  EXPECT_EQ(update->metrics.count("local_accuracy"), 1u);
+
+  v1::TrainTask other = task;
+  other.set_schema_hash(std::string(64, '0'));
+  EXPECT_EQ(Runtime::Train(other, base, local, local).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  data::Dataset narrow = local;
+  narrow.feature_names.pop_back();
+  EXPECT_EQ(Runtime::Train(task, base, narrow, narrow).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace fedge::edge::runtime
