@@ -204,15 +204,27 @@ TEST_F(BadInputTest, EveryBadUpdateIsRefusedAndTheRoundStillCompletesCleanly) {
 }
 
 TEST_F(BadInputTest, DuplicateUpdateIsAlreadyExists) {
-  const v1::TrainTask task = StartRound(/*rounds=*/2);
-  // Keep the round open: a second node is selected too, so one update does not close it.
+  // A second, silent node keeps the round open after the first node's update.
+  testing::FakeEdge silent(channel_, "fake-2");
+  v1::CloudMessage ack;
+  ASSERT_TRUE(silent.Next(&ack));
+  edge_ = std::make_unique<testing::FakeEdge>(channel_, "fake-1");
+  ASSERT_TRUE(edge_->Next(&ack));
+  v1::StartJobRequest req;
+  req.mutable_spec()->set_model("m");
+  req.mutable_spec()->set_rounds(1);
+  req.mutable_spec()->set_clients_per_round(2);
+  req.mutable_spec()->set_min_clients(2);
+  req.mutable_spec()->set_round_timeout_ms(60000);
+  auto ctx = testing::Context();
+  ASSERT_TRUE(admin_->StartJob(ctx.get(), req, &job_).ok());
+  auto task = edge_->NextTask();
+  ASSERT_TRUE(task.ok()) << task.status();
   const std::string good = Payload(0.0f);
-  ASSERT_TRUE(Upload(HeaderFor(task, good), good).ok());
-  grpc::Status again = Upload(HeaderFor(task, good), good);
-  // Either the round is still open (duplicate) or it has already closed (stale): never OK.
-  EXPECT_TRUE(again.error_code() == grpc::StatusCode::ALREADY_EXISTS ||
-              again.error_code() == grpc::StatusCode::FAILED_PRECONDITION)
-      << again.error_message();
+  ASSERT_TRUE(Upload(HeaderFor(*task, good), good).ok());
+  grpc::Status again = Upload(HeaderFor(*task, good), good);
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::ALREADY_EXISTS) << again.error_message();
+  silent.Close();
 }
 
 TEST_F(BadInputTest, SessionMustStartWithHelloFromTheCallingNode) {

@@ -12,6 +12,7 @@
 #include "common/data/synthetic.h"
 #include "common/net/identity.h"
 #include "common/status/grpc_status.h"
+#include "common/tensor/flat.h"
 #include "common/tensor/sha256.h"
 #include "gtest/gtest.h"
 
@@ -116,6 +117,34 @@ absl::StatusOr<std::string> DownloadVersion(v1::Admin::Stub* admin, const std::s
   return bytes;
 }
 
+grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
+                        const v1::TrainTask& task, const std::vector<float>& delta,
+                        int64_t num_samples) {
+  const std::string payload = EncodeF32(delta);
+  auto ctx = Context(node_id);
+  v1::UploadResponse resp;
+  auto writer = stub->UploadUpdate(ctx.get(), &resp);
+  v1::UploadRequest req;
+  v1::UpdateHeader* h = req.mutable_header();
+  h->set_task_id(task.task_id());
+  h->set_job_id(task.job_id());
+  h->set_round(task.round());
+  h->set_schema_hash(task.schema_hash());
+  h->set_encoding(v1::F32);
+  h->set_num_samples(num_samples);
+  h->set_total_size(static_cast<int64_t>(payload.size()));
+  h->set_sha256(Sha256Hex(payload));
+  writer->Write(req);
+  for (size_t off = 0; off < payload.size(); off += 1 << 20) {
+    v1::UploadRequest chunk;
+    chunk.mutable_chunk()->set_offset(static_cast<int64_t>(off));
+    chunk.mutable_chunk()->set_data(payload.substr(off, 1 << 20));
+    if (!writer->Write(chunk)) break;
+  }
+  writer->WritesDone();
+  return writer->Finish();
+}
+
 FakeEdge::FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& node_id)
     : node_id_(node_id), stub_(v1::Fleet::NewStub(channel)) {
   net::SetCallerNodeId(&context_, node_id);
@@ -130,25 +159,32 @@ FakeEdge::FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& no
 
 FakeEdge::~FakeEdge() { Close(); }
 
-bool FakeEdge::Next(v1::CloudMessage* message) { return stream_->Read(message); }
+bool FakeEdge::Next(v1::CloudMessage* message) {
+  if (ended_) return false;
+  ended_ = !stream_->Read(message);
+  return !ended_;
+}
 
 absl::StatusOr<v1::TrainTask> FakeEdge::NextTask() {
   v1::CloudMessage msg;
-  while (stream_->Read(&msg)) {
+  while (Next(&msg)) {
     if (msg.has_train_task()) return msg.train_task();
   }
   return absl::UnavailableError("session ended before a task arrived");
 }
 
 grpc::Status FakeEdge::Close() {
-  if (closed_) return grpc::Status::OK;
+  if (closed_) return final_status_;
   closed_ = true;
-  stream_->WritesDone();
-  context_.TryCancel();
-  v1::CloudMessage drain;
-  while (stream_->Read(&drain)) {
+  if (!ended_) {
+    stream_->WritesDone();
+    context_.TryCancel();
+    v1::CloudMessage drain;
+    while (stream_->Read(&drain)) {
+    }
   }
-  return stream_->Finish();
+  final_status_ = stream_->Finish();
+  return final_status_;
 }
 
 }  // namespace fedge::testing

@@ -44,6 +44,11 @@ absl::StatusOr<v1::Job> WaitForJob(v1::Admin::Stub* admin, const std::string& id
 absl::StatusOr<std::string> DownloadVersion(v1::Admin::Stub* admin, const std::string& model,
                                             int64_t version);
 
+// Uploads delta (F32) as the update for `task`, as node `node_id`.
+grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
+                        const v1::TrainTask& task, const std::vector<float>& delta,
+                        int64_t num_samples);
+
 // A hand-driven edge: opens a Session as `node_id`, says hello, and hands over the cloud's
 // messages one at a time. Tests use it to send what no well-behaved edge would.
 class FakeEdge {
@@ -56,7 +61,10 @@ class FakeEdge {
   absl::StatusOr<v1::TrainTask> NextTask();
   v1::Fleet::Stub* stub() { return stub_.get(); }
   const std::string& node_id() const { return node_id_; }
-  // Ends the session and returns the cloud's final status.
+  // Cancels the session; a thread blocked in Next() returns false. Call Close() afterwards.
+  void Cancel() { context_.TryCancel(); }
+  // Ends the session (cancelling it unless the cloud already ended it) and returns the final
+  // status. Must not run while another thread is in Next().
   grpc::Status Close();
 
  private:
@@ -65,6 +73,8 @@ class FakeEdge {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::EdgeMessage, v1::CloudMessage>> stream_;
   bool closed_ = false;
+  bool ended_ = false;  // the cloud's side of the stream is over
+  grpc::Status final_status_;
 };
 
 }  // namespace fedge::testing

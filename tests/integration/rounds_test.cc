@@ -1,0 +1,179 @@
+// Round handling against hand-driven edges: selection of K nodes, stragglers at the deadline,
+// retries with a reason, and a clean end of every Session with UNAVAILABLE at shutdown.
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "cloud/server/cloud_server.h"
+#include "common/net/servers.h"
+#include "common/tensor/flat.h"
+#include "fedge/v1/admin.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fixtures.h"
+
+namespace fedge {
+namespace {
+
+class RoundsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cloud::CloudServer::Options o;
+    o.data_dir = dir_.path();
+    o.fleet_address = "127.0.0.1:0";
+    o.admin_address = "127.0.0.1:0";
+    o.metrics_address = "127.0.0.1:0";
+    auto cloud = cloud::CloudServer::Start(o);
+    ASSERT_TRUE(cloud.ok()) << cloud.status();
+    cloud_ = std::move(*cloud);
+    channel_ = net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_->fleet_port()));
+    admin_ = v1::Admin::NewStub(
+        net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_->admin_port())));
+    auto base = testing::Register(admin_.get(), testing::SyntheticModelHeader("m"));
+    ASSERT_TRUE(base.ok()) << base.status();
+    num_elements_ = Schema::FromProto(base->schema()).NumElements();
+  }
+  void TearDown() override {
+    for (auto& e : edges_) e->Cancel();
+    for (auto& t : threads_) t.join();
+    for (auto& e : edges_) e->Close();
+    if (cloud_) cloud_->Shutdown();
+  }
+
+  // Connects n fake edges; each answers every task it gets with a zero update unless it is
+  // listed as silent. Counts the tasks each receives.
+  void ConnectEdges(int n, std::set<int> silent = {}) {
+    tasks_ = std::vector<std::atomic<int>>(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      edges_.push_back(std::make_unique<testing::FakeEdge>(channel_, absl::StrCat("e", i)));
+    }
+    for (int i = 0; i < n; ++i) {
+      testing::FakeEdge* edge = edges_[static_cast<size_t>(i)].get();
+      const bool answer = silent.count(i) == 0;
+      threads_.emplace_back([this, edge, answer, i] {
+        while (true) {
+          auto task = edge->NextTask();
+          if (!task.ok()) return;
+          ++tasks_[static_cast<size_t>(i)];
+          if (answer) {
+            testing::SendUpdate(edge->stub(), edge->node_id(), *task,
+                                std::vector<float>(static_cast<size_t>(num_elements_), 0.0f), 10);
+          }
+        }
+      });
+    }
+    // Wait until the fleet sees them all.
+    for (int i = 0; i < 200; ++i) {
+      v1::ListNodesResponse nodes;
+      auto ctx = testing::Context();
+      admin_->ListNodes(ctx.get(), {}, &nodes);
+      if (nodes.nodes_size() == n) break;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  }
+
+  v1::Job RunJob(v1::JobSpec spec) {
+    spec.set_model("m");
+    v1::StartJobRequest req;
+    *req.mutable_spec() = spec;
+    v1::Job job;
+    auto ctx = testing::Context();
+    grpc::Status st = admin_->StartJob(ctx.get(), req, &job);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    auto done = testing::WaitForJob(admin_.get(), job.id(), absl::Seconds(60));
+    EXPECT_TRUE(done.ok()) << done.status();
+    return done.ok() ? *done : v1::Job();
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<cloud::CloudServer> cloud_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+  int64_t num_elements_ = 0;
+  std::vector<std::unique_ptr<testing::FakeEdge>> edges_;
+  std::vector<std::thread> threads_;
+  std::vector<std::atomic<int>> tasks_;
+};
+
+TEST_F(RoundsTest, EachRoundSelectsKOfTheConnectedNodes) {
+  ConnectEdges(3);
+  v1::JobSpec spec;
+  spec.set_rounds(4);
+  spec.set_clients_per_round(2);
+  spec.set_min_clients(2);
+  spec.set_seed(5);
+  v1::Job job = RunJob(spec);
+  ASSERT_EQ(job.state(), v1::JOB_SUCCEEDED) << job.error();
+  int total = 0;
+  for (auto& t : tasks_) total += t;
+  EXPECT_EQ(total, 4 * 2);  // exactly K tasks per round
+  for (const auto& r : job.rounds()) EXPECT_EQ(r.participants(), 2);
+}
+
+TEST_F(RoundsTest, AtTheDeadlineARoundAggregatesIfTheMinimumArrived) {
+  ConnectEdges(2, /*silent=*/{1});
+  v1::JobSpec spec;
+  spec.set_rounds(1);
+  spec.set_clients_per_round(2);
+  spec.set_min_clients(1);
+  spec.set_round_timeout_ms(500);
+  v1::Job job = RunJob(spec);
+  ASSERT_EQ(job.state(), v1::JOB_SUCCEEDED) << job.error();
+  ASSERT_EQ(job.rounds_size(), 1);
+  EXPECT_EQ(job.rounds(0).state(), "done");
+  EXPECT_EQ(job.rounds(0).participants(), 1);  // the straggler is left out
+  EXPECT_GE(job.rounds(0).seconds(), 0.5);     // it waited for the deadline
+}
+
+TEST_F(RoundsTest, ARoundShortOfItsMinimumIsRetriedThenFailsWithTheReason) {
+  ConnectEdges(2, /*silent=*/{1});
+  v1::JobSpec spec;
+  spec.set_rounds(3);
+  spec.set_clients_per_round(2);
+  spec.set_min_clients(2);
+  spec.set_round_timeout_ms(300);
+  spec.set_max_round_retries(1);
+  v1::Job job = RunJob(spec);
+  ASSERT_EQ(job.state(), v1::JOB_FAILED);
+  EXPECT_NE(job.error().find("only 1 of the minimum 2"), std::string::npos) << job.error();
+  ASSERT_EQ(job.rounds_size(), 2);
+  EXPECT_EQ(job.rounds(0).state(), "retrying");
+  EXPECT_EQ(job.rounds(0).attempt(), 1);
+  EXPECT_EQ(job.rounds(1).state(), "failed");
+  EXPECT_EQ(job.rounds(1).attempt(), 2);
+  EXPECT_EQ(job.completed_rounds(), 0);
+  // No version was registered for a failed job.
+  v1::ListVersionsRequest req;
+  req.set_model("m");
+  v1::ListVersionsResponse resp;
+  auto ctx = testing::Context();
+  ASSERT_TRUE(admin_->ListVersions(ctx.get(), req, &resp).ok());
+  EXPECT_EQ(resp.versions_size(), 1);
+}
+
+TEST_F(RoundsTest, TooFewNodesConnectedFailsTheRoundWithTheReason) {
+  v1::JobSpec spec;
+  spec.set_rounds(1);
+  spec.set_min_clients(2);
+  spec.set_wait_for_clients_ms(200);
+  v1::Job job = RunJob(spec);
+  ASSERT_EQ(job.state(), v1::JOB_FAILED);
+  EXPECT_NE(job.error().find("eligible node"), std::string::npos) << job.error();
+}
+
+TEST_F(RoundsTest, ShutdownEndsSessionsWithUnavailable) {
+  testing::FakeEdge edge(channel_, "e-shutdown");
+  v1::CloudMessage ack;
+  ASSERT_TRUE(edge.Next(&ack));
+  EXPECT_TRUE(ack.has_hello_ack());
+  EXPECT_GT(ack.hello_ack().cloud_time_unix_ms(), 0);
+  cloud_->Shutdown();
+  v1::CloudMessage msg;
+  while (edge.Next(&msg)) {
+  }
+  EXPECT_EQ(edge.Close().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+}  // namespace
+}  // namespace fedge
