@@ -414,7 +414,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
     job.set_state(v1::JOB_FAILED);
     job.set_error(std::string(why.message()));
     LOG(ERROR) << "job=" << id << " failed: " << why;
-    persist(global_sha);
+    persist(global_sha).IgnoreError();  // logged; the next persist retries
     RunningJobsGauge().Decrement();
   };
   auto stopping = [&] {
@@ -452,7 +452,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
     if (eval.ok()) job.set_initial_val_accuracy(eval->accuracy);
   }
   job.set_state(v1::JOB_RUNNING);
-  persist(global_sha);
+  persist(global_sha).IgnoreError();  // logged; the next persist retries
 
   std::map<std::string, int64_t> participants;  // over the whole job: node -> samples
   for (int round = job.completed_rounds() + 1; round <= spec.rounds(); ++round) {
@@ -486,7 +486,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
         LOG(WARNING) << "job=" << id << " round=" << round << " attempt " << attempt << ": "
                      << reason;
         RoundsCounter(attempt <= spec.max_round_retries() ? "retried" : "failed").Increment();
-        persist(global_sha);
+        persist(global_sha).IgnoreError();  // logged; the next persist retries
         continue;
       }
       // 2. Select K (seeded, so a rerun selects the same nodes).
@@ -535,7 +535,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
       }
       info->set_state("training");
       info->set_participants(static_cast<int32_t>(eligible.size()));
-      persist(global_sha);
+      persist(global_sha).IgnoreError();  // logged; the next persist retries
       LOG(INFO) << "job=" << id << " round=" << round << " started with " << eligible.size()
                 << " node(s)";
       for (auto& [node, msg] : sends) {
@@ -621,7 +621,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
       RoundsCounter(attempt <= spec.max_round_retries() ? "retried" : "failed").Increment();
       LOG(WARNING) << "job=" << id << " round=" << round << " attempt " << attempt << ": "
                    << reason;
-      persist(global_sha);
+      persist(global_sha).IgnoreError();  // logged; the next persist retries
     }
     if (stopping()) {
       LOG(INFO) << "job=" << id << " paused at shutdown after round " << job.completed_rounds();
