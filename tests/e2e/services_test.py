@@ -24,33 +24,31 @@ def varint(n):
             return bytes(out)
 
 
+def read_varint(buf, i):
+    """Returns (value, next index) of the varint at buf[i]."""
+    value, shift = 0, 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+
+
 def fields(buf):
     """Yields (field number, wire type, value) of a protobuf message."""
     i = 0
     while i < len(buf):
-        key, shift = 0, 0
-        while True:
-            b = buf[i]; i += 1
-            key |= (b & 0x7F) << shift; shift += 7
-            if not b & 0x80:
-                break
+        key, i = read_varint(buf, i)
         num, wt = key >> 3, key & 7
         if wt == 0:
-            v, shift = 0, 0
-            while True:
-                b = buf[i]; i += 1
-                v |= (b & 0x7F) << shift; shift += 7
-                if not b & 0x80:
-                    break
-            yield num, wt, v
+            value, i = read_varint(buf, i)
+            yield num, wt, value
         elif wt == 2:
-            n, shift = 0, 0
-            while True:
-                b = buf[i]; i += 1
-                n |= (b & 0x7F) << shift; shift += 7
-                if not b & 0x80:
-                    break
-            yield num, wt, buf[i:i + n]; i += n
+            n, i = read_varint(buf, i)
+            yield num, wt, buf[i:i + n]
+            i += n
         else:
             raise ValueError("unexpected wire type %d" % wt)
 

@@ -19,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/test_cloud.h"
 
 namespace fedge {
 namespace {
@@ -49,13 +50,7 @@ struct Captured {
 TEST(FederatedLoopTest, RegisteredVersionEqualsSampleWeightedMeanOfCapturedUpdates) {
   torchlib::SetNumThreads(1);
   testing::TempDir dir;
-  cloud::CloudServer::Options cloud_opts;
-  cloud_opts.data_dir = dir.path() + "/cloud";
-  cloud_opts.fleet_address = "127.0.0.1:0";
-  cloud_opts.admin_address = "127.0.0.1:0";
-  cloud_opts.metrics_address = "127.0.0.1:0";
-  cloud_opts.heartbeat_interval = absl::Milliseconds(200);
-  auto cloud = cloud::CloudServer::Start(cloud_opts);
+  auto cloud = testing::TestCloud::Start(dir.path() + "/cloud", absl::Milliseconds(200));
   ASSERT_TRUE(cloud.ok()) << cloud.status();
 
   Mutex mu;
@@ -64,7 +59,7 @@ TEST(FederatedLoopTest, RegisteredVersionEqualsSampleWeightedMeanOfCapturedUpdat
   for (int i = 0; i < 3; ++i) {
     edge::EdgeNode::Options o;
     o.node_id = absl::StrCat("edge-", i);
-    o.cloud_address = absl::StrCat("127.0.0.1:", (*cloud)->fleet_port());
+    o.cloud_address = cloud->fleet_address();
     o.state_dir = absl::StrCat(dir.path(), "/edge", i);
     o.inference_address = "127.0.0.1:0";
     o.metrics_address = "127.0.0.1:0";
@@ -80,9 +75,8 @@ TEST(FederatedLoopTest, RegisteredVersionEqualsSampleWeightedMeanOfCapturedUpdat
     edges.push_back(std::move(*node));
   }
 
-  auto admin = v1::Admin::NewStub(
-      net::MakeChannel(absl::StrCat("127.0.0.1:", (*cloud)->admin_port())));
-  auto base = testing::Register(admin.get(), testing::SyntheticModelHeader("loop"));
+  v1::Admin::Stub* admin = cloud->admin.get();
+  auto base = testing::Register(admin, testing::SyntheticModelHeader("loop"));
   ASSERT_TRUE(base.ok()) << base.status();
 
   v1::StartJobRequest req;
@@ -97,14 +91,14 @@ TEST(FederatedLoopTest, RegisteredVersionEqualsSampleWeightedMeanOfCapturedUpdat
   v1::Job job;
   auto ctx = testing::Context();
   ASSERT_TRUE(admin->StartJob(ctx.get(), req, &job).ok());
-  auto done = testing::WaitForJob(admin.get(), job.id(), absl::Seconds(90));
+  auto done = testing::WaitForJob(admin, job.id(), absl::Seconds(90));
   ASSERT_TRUE(done.ok()) << done.status();
   ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->error();
   EXPECT_EQ(done->completed_rounds(), 3);
   EXPECT_EQ(done->result_version(), 2);
 
   // The expected global model, computed here in float64.
-  auto base_archive = testing::DownloadVersion(admin.get(), "loop", 1);
+  auto base_archive = testing::DownloadVersion(admin, "loop", 1);
   ASSERT_TRUE(base_archive.ok());
   std::vector<double> expected = TorchFlat(*base_archive);
   {
@@ -122,7 +116,7 @@ TEST(FederatedLoopTest, RegisteredVersionEqualsSampleWeightedMeanOfCapturedUpdat
       for (size_t i = 0; i < sum.size(); ++i) expected[i] += sum[i] / total;
     }
   }
-  auto result_archive = testing::DownloadVersion(admin.get(), "loop", 2);
+  auto result_archive = testing::DownloadVersion(admin, "loop", 2);
   ASSERT_TRUE(result_archive.ok());
   std::vector<double> got = TorchFlat(*result_archive);
   ASSERT_EQ(got.size(), expected.size());
@@ -173,7 +167,7 @@ TEST(FederatedLoopTest, RegisteredVersionEqualsSampleWeightedMeanOfCapturedUpdat
   EXPECT_NEAR(psum, 1.0, 1e-5);
 
   for (auto& e : edges) e->Shutdown();
-  (*cloud)->Shutdown();
+  cloud->server->Shutdown();
 }
 
 }  // namespace

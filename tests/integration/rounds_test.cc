@@ -12,6 +12,7 @@
 #include "fedge/v1/admin.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/test_cloud.h"
 
 namespace fedge {
 namespace {
@@ -19,17 +20,11 @@ namespace {
 class RoundsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    cloud::CloudServer::Options o;
-    o.data_dir = dir_.path();
-    o.fleet_address = "127.0.0.1:0";
-    o.admin_address = "127.0.0.1:0";
-    o.metrics_address = "127.0.0.1:0";
-    auto cloud = cloud::CloudServer::Start(o);
+    auto cloud = testing::TestCloud::Start(dir_.path());
     ASSERT_TRUE(cloud.ok()) << cloud.status();
-    cloud_ = std::move(*cloud);
-    channel_ = net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_->fleet_port()));
-    admin_ = v1::Admin::NewStub(
-        net::MakeChannel(absl::StrCat("127.0.0.1:", cloud_->admin_port())));
+    cloud_ = std::move(cloud->server);
+    channel_ = cloud->fleet_channel;
+    admin_ = std::move(cloud->admin);
     auto base = testing::Register(admin_.get(), testing::SyntheticModelHeader("m"));
     ASSERT_TRUE(base.ok()) << base.status();
     num_elements_ = Schema::FromProto(base->schema()).NumElements();

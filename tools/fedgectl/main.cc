@@ -144,6 +144,22 @@ std::unique_ptr<Admin::Stub> Stub() {
   return Admin::NewStub(fedge::net::MakeChannel(absl::GetFlag(FLAGS_admin)));
 }
 
+// One unary Admin call; on failure prints why (with a hint) and returns false.
+template <typename Request, typename Response>
+bool CallAdmin(const char* what,
+               grpc::Status (Admin::Stub::*method)(grpc::ClientContext*, const Request&,
+                                                   Response*),
+               const Request& request, Response* response) {
+  auto stub = Stub();
+  auto ctx = Context();
+  grpc::Status st = (stub.get()->*method)(ctx.get(), request, response);
+  if (!st.ok()) {
+    FailRpc(what, st);
+    return false;
+  }
+  return true;
+}
+
 std::vector<std::string> SplitList(const std::string& s) {
   return absl::StrSplit(s, ',', absl::SkipEmpty());
 }
@@ -258,11 +274,8 @@ int ModelsRegister() {
 }
 
 int ModelsList() {
-  auto stub = Stub();
-  auto ctx = Context();
   fedge::v1::ListModelsResponse resp;
-  grpc::Status st = stub->ListModels(ctx.get(), {}, &resp);
-  if (!st.ok()) return FailRpc("models list", st);
+  if (!CallAdmin("models list", &Admin::Stub::ListModels, fedge::v1::ListModelsRequest(), &resp)) return 1;
   if (Json()) return PrintJson(resp), 0;
   absl::PrintF("%-24s %8s %-20s %s\n", "MODEL", "LATEST", "CREATED", "DESCRIPTION");
   for (const auto& m : resp.models()) {
@@ -273,13 +286,10 @@ int ModelsList() {
 }
 
 int ModelsVersions(const std::string& model) {
-  auto stub = Stub();
-  auto ctx = Context();
   fedge::v1::ListVersionsRequest req;
   req.set_model(model);
   fedge::v1::ListVersionsResponse resp;
-  grpc::Status st = stub->ListVersions(ctx.get(), req, &resp);
-  if (!st.ok()) return FailRpc("models versions", st);
+  if (!CallAdmin("models versions", &Admin::Stub::ListVersions, req, &resp)) return 1;
   if (Json()) return PrintJson(resp), 0;
   absl::PrintF("%-8s %-7s %-14s %-26s %-8s %-20s %s\n", "VERSION", "PARENT", "SHA256", "JOB",
                "VAL_ACC", "CREATED", "REASON");
@@ -295,14 +305,11 @@ int ModelsVersions(const std::string& model) {
 }
 
 int ModelsShow(const std::string& model) {
-  auto stub = Stub();
-  auto ctx = Context();
   fedge::v1::GetVersionRequest req;
   req.set_model(model);
   req.set_version(absl::GetFlag(FLAGS_version));
   fedge::v1::Version v;
-  grpc::Status st = stub->GetVersion(ctx.get(), req, &v);
-  if (!st.ok()) return FailRpc("models show", st);
+  if (!CallAdmin("models show", &Admin::Stub::GetVersion, req, &v)) return 1;
   if (Json()) return PrintJson(v), 0;
   std::cout << v.model() << " v" << v.version() << "\n"
             << "  sha256:       " << v.sha256() << " (" << v.size_bytes() << " bytes)\n"
@@ -442,30 +449,24 @@ int JobsStart() {
     syn->set_num_sites(absl::GetFlag(FLAGS_synthetic_sites));
     syn->set_window(absl::GetFlag(FLAGS_synthetic_window));
   }
-  auto stub = Stub();
-  auto ctx = Context();
   fedge::v1::Job job;
-  grpc::Status st = stub->StartJob(ctx.get(), req, &job);
-  if (!st.ok()) return FailRpc("jobs start", st);
+  if (!CallAdmin("jobs start", &Admin::Stub::StartJob, req, &job)) return 1;
   if (Json()) {
     PrintJson(job);
   } else {
     std::cout << "started " << job.id() << " (" << job.spec().rounds() << " rounds of "
               << job.spec().model() << " v" << job.spec().base_version() << ")\n";
   }
-  if (absl::GetFlag(FLAGS_watch)) return Watch(stub.get(), job.id());
+  if (absl::GetFlag(FLAGS_watch)) return Watch(Stub().get(), job.id());
   return 0;
 }
 
 int JobsStatus(const std::string& id) {
-  auto stub = Stub();
-  if (absl::GetFlag(FLAGS_watch)) return Watch(stub.get(), id);
-  auto ctx = Context();
+  if (absl::GetFlag(FLAGS_watch)) return Watch(Stub().get(), id);
   fedge::v1::GetJobRequest req;
   req.set_id(id);
   fedge::v1::Job job;
-  grpc::Status st = stub->GetJob(ctx.get(), req, &job);
-  if (!st.ok()) return FailRpc("jobs status", st);
+  if (!CallAdmin("jobs status", &Admin::Stub::GetJob, req, &job)) return 1;
   if (Json()) return PrintJson(job), 0;
   std::cout << job.id() << ": " << fedge::v1::JobState_Name(job.state()) << ", "
             << job.completed_rounds() << "/" << job.spec().rounds() << " rounds"
@@ -476,11 +477,8 @@ int JobsStatus(const std::string& id) {
 }
 
 int JobsList() {
-  auto stub = Stub();
-  auto ctx = Context();
   fedge::v1::ListJobsResponse resp;
-  grpc::Status st = stub->ListJobs(ctx.get(), {}, &resp);
-  if (!st.ok()) return FailRpc("jobs list", st);
+  if (!CallAdmin("jobs list", &Admin::Stub::ListJobs, fedge::v1::ListJobsRequest(), &resp)) return 1;
   if (Json()) return PrintJson(resp), 0;
   absl::PrintF("%-26s %-16s %-14s %-9s %-20s\n", "JOB", "MODEL", "STATE", "ROUNDS", "CREATED");
   for (const auto& j : resp.jobs()) {
@@ -495,11 +493,8 @@ int JobsList() {
 // --- nodes, deploy, predict -------------------------------------------------------------------
 
 int NodesList() {
-  auto stub = Stub();
-  auto ctx = Context();
   fedge::v1::ListNodesResponse resp;
-  grpc::Status st = stub->ListNodes(ctx.get(), {}, &resp);
-  if (!st.ok()) return FailRpc("nodes list", st);
+  if (!CallAdmin("nodes list", &Admin::Stub::ListNodes, fedge::v1::ListNodesRequest(), &resp)) return 1;
   if (Json()) return PrintJson(resp), 0;
   absl::PrintF("%-16s %-10s %-6s %-20s %-24s %s\n", "NODE", "CONNECTED", "ALIVE", "LAST_SEEN",
                "ACTIVE", "LABELS");
@@ -521,11 +516,8 @@ int DeployCreate() {
   req.set_version(absl::GetFlag(FLAGS_version));
   req.set_reason(absl::GetFlag(FLAGS_reason));
   if (!ParseSelector(req.mutable_selector())) return Fail("--selector must be key=value,...");
-  auto stub = Stub();
-  auto ctx = Context();
   fedge::v1::DeployResponse resp;
-  grpc::Status st = stub->Deploy(ctx.get(), req, &resp);
-  if (!st.ok()) return FailRpc("deploy create", st);
+  if (!CallAdmin("deploy create", &Admin::Stub::Deploy, req, &resp)) return 1;
   if (Json()) return PrintJson(resp), 0;
   std::cout << "deploying " << req.model() << " to " << resp.node_ids_size() << " node(s): "
             << absl::StrJoin(resp.node_ids(), ", ") << "\n";
