@@ -346,3 +346,54 @@ TEST_F(BadInputTest, BadModelsAreRefusedAtRegistration) {
 
 }  // namespace
 }  // namespace fedge
+
+namespace fedge {
+namespace {
+
+std::vector<v1::Chunk> Download(v1::Fleet::Stub* stub, const std::string& sha, int64_t offset,
+                                grpc::Status* status) {
+  auto ctx = testing::Context("fake-1");
+  v1::DownloadRequest req;
+  req.set_sha256(sha);
+  req.set_offset(offset);
+  auto reader = stub->DownloadModel(ctx.get(), req);
+  std::vector<v1::Chunk> chunks;
+  v1::Chunk chunk;
+  while (reader->Read(&chunk)) chunks.push_back(chunk);
+  *status = reader->Finish();
+  return chunks;
+}
+
+TEST_F(BadInputTest, DownloadsResumeFromAnOffsetAndCarryTheirDigest) {
+  auto stub = v1::Fleet::NewStub(channel_);
+  grpc::Status st;
+  std::vector<v1::Chunk> whole = Download(stub.get(), base_.sha256(), 0, &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_FALSE(whole.empty());
+  EXPECT_EQ(whole[0].sha256(), base_.sha256());
+  EXPECT_EQ(whole[0].total_size(), base_.size_bytes());
+  std::string bytes;
+  for (const auto& c : whole) {
+    EXPECT_EQ(c.offset(), static_cast<int64_t>(bytes.size()));
+    EXPECT_LE(c.data().size(), size_t{1} << 20);
+    bytes += c.data();
+  }
+  EXPECT_EQ(Sha256Hex(bytes), base_.sha256());
+
+  // Resume after 1000 bytes: the rest, and nothing else.
+  std::vector<v1::Chunk> tail = Download(stub.get(), base_.sha256(), 1000, &st);
+  ASSERT_TRUE(st.ok());
+  ASSERT_FALSE(tail.empty());
+  EXPECT_EQ(tail[0].offset(), 1000);
+  std::string rest;
+  for (const auto& c : tail) rest += c.data();
+  EXPECT_EQ(bytes.substr(0, 1000) + rest, bytes);
+
+  Download(stub.get(), base_.sha256(), base_.size_bytes() + 1, &st);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  Download(stub.get(), base_.sha256(), -5, &st);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+}
+
+}  // namespace
+}  // namespace fedge
