@@ -1,7 +1,10 @@
 #ifndef FEDGE_CLOUD_REGISTRY_REGISTRY_H_
 #define FEDGE_CLOUD_REGISTRY_REGISTRY_H_
 
+#include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include "absl/strings/string_view.h"
 #include <vector>
@@ -82,6 +85,63 @@ class Registry {
   absl::Status SetDesiredVersion(const std::string& node_id, const v1::VersionRef& version);
   // Keyed by model name.
   absl::StatusOr<std::vector<v1::VersionRef>> DesiredVersions(const std::string& node_id) const;
+
+  // --- Governance (schema version 2) ---------------------------------------------------------
+  // Who did a transition, and why. Every governance change below appends an audit entry built
+  // from it in the same transaction as the change itself.
+  struct Audit {
+    std::string principal;
+    std::string reason;
+  };
+
+  absl::StatusOr<v1::Model> GetModel(const std::string& name) const;
+  // Changes only what is set. INVALID_ARGUMENT for keep_versions < 0 or a policy threshold out
+  // of range (accuracies in [0, 1], losses and regressions >= 0). Audit action "update_model".
+  absl::StatusOr<v1::Model> UpdateModel(const std::string& name,
+                                        const std::optional<std::string>& description,
+                                        const std::optional<v1::GatePolicy>& policy,
+                                        const std::optional<int32_t>& keep_versions,
+                                        const Audit& audit);
+  // Points `alias` at a version, moving it if it exists. Alias names follow the model name rule.
+  // NOT_FOUND for an unknown or archived version. Audit action "alias" (or `action` if given,
+  // e.g. "promote", "promote_forced"), detail "alias=<name> from=<old version or none>".
+  absl::StatusOr<v1::Version> SetAlias(const std::string& model, const std::string& alias,
+                                       int64_t version, const Audit& audit,
+                                       const std::string& action = "alias");
+  // NOT_FOUND if the alias does not exist. Audit action "unalias".
+  absl::StatusOr<v1::Model> DeleteAlias(const std::string& model, const std::string& alias,
+                                        const Audit& audit);
+  // The version an alias points at; NOT_FOUND names the model and alias.
+  absl::StatusOr<int64_t> ResolveAlias(const std::string& model, const std::string& alias) const;
+  // Merges tags into the version's; an empty value deletes that tag. Audit action "tags".
+  absl::StatusOr<v1::Version> SetTags(const std::string& model, int64_t version,
+                                      const std::map<std::string, std::string>& tags,
+                                      const Audit& audit);
+  // Stores a gate result on the version. Audit action "validate", detail "passed"/"failed: why".
+  absl::StatusOr<v1::Version> SetValidation(const std::string& model, int64_t version,
+                                            const v1::Validation& validation, const Audit& audit);
+  // The version, its ancestors (parent first) and the job that produced it (if any).
+  absl::StatusOr<v1::Lineage> GetLineage(const std::string& model, int64_t version) const;
+  // Archives every version of `model` except the newest `keep` ones, the aliased ones and those
+  // in `protect` (deployed somewhere). Archiving keeps the metadata and deletes the artifact
+  // unless another live version or a job still references its digest. One audit entry per
+  // archived version (action "archive"). Returns the versions archived, ascending.
+  absl::StatusOr<std::vector<int64_t>> ApplyRetention(const std::string& model, int keep,
+                                                      const std::set<int64_t>& protect,
+                                                      const Audit& audit);
+  // Appends a free-form audit entry (job and deployment transitions use this).
+  absl::Status AppendAudit(v1::AuditEntry entry);
+  // Newest first. model / deployment_id filter when not empty; limit 0 means 100.
+  absl::StatusOr<std::vector<v1::AuditEntry>> ListAudit(const std::string& model,
+                                                        const std::string& deployment_id,
+                                                        int limit) const;
+
+  // Deployments are stored whole; `audit`, when set, is appended in the same transaction.
+  absl::Status PutDeployment(const v1::Deployment& deployment,
+                             const std::optional<v1::AuditEntry>& audit = std::nullopt);
+  absl::StatusOr<v1::Deployment> GetDeployment(const std::string& id) const;
+  // Newest first.
+  absl::StatusOr<std::vector<v1::Deployment>> ListDeployments() const;
 
  private:
   struct Impl;

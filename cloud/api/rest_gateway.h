@@ -1,0 +1,46 @@
+#ifndef FEDGE_CLOUD_API_REST_GATEWAY_H_
+#define FEDGE_CLOUD_API_REST_GATEWAY_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/channel.h"
+
+namespace fedge::cloud::api {
+
+// REST/JSON for the Admin API, routed by convention (Debian ships no grpc-gateway):
+//
+//   POST /v1/admin/{Method}   body: the request message as protobuf JSON (unknown fields are
+//                             refused); answer: the response message as JSON.
+//   GET  /v1/admin            the list of methods.
+//
+// Every request is dispatched through the Admin server's in-process channel, so validation,
+// authentication and metrics apply exactly as on gRPC. gRPC codes map to HTTP statuses
+// (INVALID_ARGUMENT 400, NOT_FOUND 404, ...) and errors answer
+// {"code": <grpc code number>, "status": "<NAME>", "message": "..."}. Server-streaming methods
+// (WatchEvents, DownloadVersion) answer newline-delimited JSON, one message a line. The
+// X-Fedge-Principal header becomes the call's principal.
+class RestGateway {
+ public:
+  struct Options {
+    std::string host = "0.0.0.0";
+    int port = 7072;  // 0 picks a free port
+    std::shared_ptr<grpc::Channel> admin_channel;
+    int timeout_seconds = 60;  // deadline of each dispatched call
+  };
+
+  static absl::StatusOr<std::unique_ptr<RestGateway>> Start(Options options);
+  ~RestGateway();
+  int port() const;
+  void Stop();
+
+ private:
+  struct Impl;
+  explicit RestGateway(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fedge::cloud::api
+
+#endif  // FEDGE_CLOUD_API_REST_GATEWAY_H_
