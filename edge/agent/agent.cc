@@ -51,7 +51,9 @@ bool Retryable(const grpc::Status& st) {
 Agent::Agent(Options options)
     : options_(std::move(options)),
       channel_(net::MakeChannel(options_.cloud_address)),
-      stub_(v1::Fleet::NewStub(channel_)) {}
+      stub_(v1::Fleet::NewStub(channel_)),
+      downloader_(Downloader::Options{stub_.get(), options_.node_id, options_.runtime,
+                                      options_.rpc_timeout}) {}
 
 Agent::~Agent() { Stop(); }
 
@@ -192,6 +194,13 @@ void Agent::HeartbeatLoop() {
     v1::EdgeMessage msg;
     msg.mutable_heartbeat()->set_sent_unix_ms(absl::ToUnixMillis(absl::Now()));
     SendOnSession(msg);
+    if (options_.health_reports) {
+      for (auto& report : options_.health_reports()) {
+        v1::EdgeMessage health;
+        *health.mutable_health() = std::move(report);
+        SendOnSession(health);
+      }
+    }
   }
 }
 
@@ -223,7 +232,7 @@ void Agent::WorkerLoop() {
       }
       SendOnSession(status);
     } else if (work.has_deploy()) {
-      absl::Status st = RunDeploy(work.deploy().version());
+      absl::Status st = RunDeploy(work.deploy().version(), work.deploy().schema_hash());
       v1::EdgeMessage status;
       *status.mutable_deploy_status()->mutable_version() = work.deploy().version();
       status.mutable_deploy_status()->set_ok(st.ok());
@@ -239,52 +248,7 @@ void Agent::WorkerLoop() {
 }
 
 absl::StatusOr<std::string> Agent::Fetch(const std::string& sha256, int64_t* downloaded) {
-  *downloaded = 0;
-  auto cached = options_.runtime->ReadCached(sha256);
-  if (cached.ok()) return cached;
-  // Download, resuming from the bytes already received after a broken stream.
-  std::string bytes;
-  int64_t total = -1;
-  absl::Duration backoff = options_.initial_backoff;
-  for (int attempt = 1; attempt <= 6; ++attempt) {
-    grpc::ClientContext context;
-    net::SetCallerNodeId(&context, options_.node_id);
-    context.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
-    v1::DownloadRequest request;
-    request.set_sha256(sha256);
-    request.set_offset(static_cast<int64_t>(bytes.size()));
-    auto reader = stub_->DownloadModel(&context, request);
-    v1::Chunk chunk;
-    bool bad_chunk = false;
-    while (reader->Read(&chunk)) {
-      if (chunk.total_size() > 0) total = chunk.total_size();
-      if (chunk.offset() != static_cast<int64_t>(bytes.size())) {
-        bad_chunk = true;
-        context.TryCancel();
-        break;
-      }
-      bytes.append(chunk.data());
-      *downloaded += static_cast<int64_t>(chunk.data().size());
-    }
-    grpc::Status st = reader->Finish();
-    if (!bad_chunk && st.ok() && total >= 0 && static_cast<int64_t>(bytes.size()) == total) break;
-    if (!st.ok() && !Retryable(st)) return FromGrpcStatus(st);
-    LOG(WARNING) << "node=" << options_.node_id << " download of " << sha256.substr(0, 12)
-                 << " interrupted at " << bytes.size() << " bytes (" << st.error_message()
-                 << "); resuming";
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(5));
-  }
-  if (total < 0 || static_cast<int64_t>(bytes.size()) != total) {
-    return absl::UnavailableError(absl::StrCat("download of ", sha256.substr(0, 12),
-                                               " did not complete"));
-  }
-  if (Sha256Hex(bytes) != sha256) {
-    return absl::DataLossError(
-        absl::StrCat("downloaded artifact fails its sha256 check (", sha256.substr(0, 12), ")"));
-  }
-  FEDGE_RETURN_IF_ERROR(options_.runtime->WriteCached(sha256, bytes));
-  return bytes;
+  return downloader_.Fetch(sha256, downloaded);
 }
 
 absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& payload) {
@@ -350,10 +314,10 @@ absl::Status Agent::RunTask(const v1::TrainTask& task) {
   return absl::OkStatus();
 }
 
-absl::Status Agent::RunDeploy(const v1::VersionRef& version) {
+absl::Status Agent::RunDeploy(const v1::VersionRef& version, const std::string& schema_hash) {
   int64_t downloaded = 0;
   FEDGE_ASSIGN_OR_RETURN(std::string archive, Fetch(version.sha256(), &downloaded));
-  FEDGE_RETURN_IF_ERROR(options_.runtime->Activate(version, archive));
+  FEDGE_RETURN_IF_ERROR(options_.runtime->Activate(version, archive, schema_hash));
   LOG(INFO) << "node=" << options_.node_id << " now serving " << version.model() << " v"
             << version.version();
   return absl::OkStatus();

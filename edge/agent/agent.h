@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/data/dataset.h"
 #include "common/sync/mutex.h"
+#include "edge/agent/downloader.h"
 #include "edge/runtime/runtime.h"
 #include "fedge/v1/fleet.grpc.pb.h"
 
@@ -40,6 +41,8 @@ class Agent {
     absl::Duration rpc_timeout = absl::Seconds(120);
     uint64_t seed = 0;
     std::string software_version = "0.1.0";
+    // Health reports of the active versions, sent with every heartbeat.
+    std::function<std::vector<v1::HealthReport>()> health_reports;
     // Called with each update as it is sent (tests check aggregation against it).
     std::function<void(const v1::UpdateHeader&, const FlatTensor& delta)> on_update_sent;
   };
@@ -61,8 +64,8 @@ class Agent {
   void HeartbeatLoop();
   void WorkerLoop();
   absl::Status RunTask(const v1::TrainTask& task);
-  absl::Status RunDeploy(const v1::VersionRef& version);
-  // Returns the artifact, from the cache or downloaded; *downloaded counts bytes fetched.
+  absl::Status RunDeploy(const v1::VersionRef& version, const std::string& schema_hash);
+  // The artifact, from the cache or downloaded; *downloaded counts bytes fetched.
   absl::StatusOr<std::string> Fetch(const std::string& sha256, int64_t* downloaded);
   absl::Status Upload(const v1::UpdateHeader& header, const std::string& payload);
   // Writes on the session stream if one is open.
@@ -71,6 +74,7 @@ class Agent {
   const Options options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Fleet::Stub> stub_;
+  Downloader downloader_;
   std::atomic<bool> connected_{false};
   std::atomic<int64_t> tasks_done_{0};
 

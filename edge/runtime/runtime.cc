@@ -86,8 +86,9 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Open(Options options) {
   return rt;
 }
 
-absl::StatusOr<std::shared_ptr<const LoadedModel>> Runtime::Load(const v1::VersionRef& ref,
-                                                                 absl::string_view archive) const {
+absl::StatusOr<std::shared_ptr<const LoadedModel>> Runtime::Load(
+    const v1::VersionRef& ref, absl::string_view archive,
+    const std::string& expected_schema_hash) const {
   if (!ref.sha256().empty() && Sha256Hex(archive) != ref.sha256()) {
     return absl::InvalidArgumentError(absl::StrCat("archive for ", ref.model(), " v",
                                                    ref.version(), " fails its sha256 check"));
@@ -95,6 +96,12 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> Runtime::Load(const v1::Versi
   auto loaded = std::make_shared<LoadedModel>();
   loaded->ref = ref;
   FEDGE_ASSIGN_OR_RETURN(loaded->model, torchlib::Model::Load(archive));
+  if (!expected_schema_hash.empty() && loaded->model->schema().Hash() != expected_schema_hash) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        ref.model(), " v", ref.version(), " has schema ",
+        loaded->model->schema().Hash().substr(0, 12), ", not the deployed ",
+        expected_schema_hash.substr(0, 12), "; refusing it"));
+  }
   FEDGE_ASSIGN_OR_RETURN(loaded->contract, ReadContract(*loaded->model));
   const auto& norm = loaded->contract.normalization();
   if (norm.mean_size() > 0 && !norm.in_module()) {
@@ -110,8 +117,9 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> Runtime::Load(const v1::Versi
   return std::shared_ptr<const LoadedModel>(std::move(loaded));
 }
 
-absl::Status Runtime::Activate(const v1::VersionRef& ref, absl::string_view archive) {
-  FEDGE_ASSIGN_OR_RETURN(auto loaded, Load(ref, archive));
+absl::Status Runtime::Activate(const v1::VersionRef& ref, absl::string_view archive,
+                               const std::string& expected_schema_hash) {
+  FEDGE_ASSIGN_OR_RETURN(auto loaded, Load(ref, archive, expected_schema_hash));
   FEDGE_RETURN_IF_ERROR(WriteCached(Sha256Hex(archive), archive));
   MutexLock lock(&mu_);
   auto it = active_.find(ref.model());

@@ -44,9 +44,12 @@ class Runtime {
   };
   static absl::StatusOr<std::unique_ptr<Runtime>> Open(Options options);
 
-  // Loads the archive, checks its digest against ref.sha256 and its contract, warms it up and
-  // makes it the active version of ref.model. INVALID_ARGUMENT for a bad archive.
-  absl::Status Activate(const v1::VersionRef& ref, absl::string_view archive);
+  // Loads the archive, checks its digest against ref.sha256, its schema against
+  // expected_schema_hash (when given) and its contract, warms it up and makes it the active
+  // version of ref.model. INVALID_ARGUMENT for a bad archive; FAILED_PRECONDITION for another
+  // schema.
+  absl::Status Activate(const v1::VersionRef& ref, absl::string_view archive,
+                        const std::string& expected_schema_hash = "");
   // Swaps back to the previous version of the model. FAILED_PRECONDITION if there is none.
   absl::Status Rollback(const std::string& model);
 
@@ -69,8 +72,9 @@ class Runtime {
  private:
   explicit Runtime(Options options) : options_(std::move(options)) {}
   absl::Status Persist() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::shared_ptr<const LoadedModel>> Load(const v1::VersionRef& ref,
-                                                          absl::string_view archive) const;
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> Load(
+      const v1::VersionRef& ref, absl::string_view archive,
+      const std::string& expected_schema_hash) const;
 
   const Options options_;
   mutable Mutex mu_;

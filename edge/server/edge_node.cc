@@ -8,6 +8,7 @@
 #include "common/status/status.h"
 #include "edge/agent/agent.h"
 #include "edge/runtime/runtime.h"
+#include "edge/serving/health.h"
 #include "edge/serving/inference_service.h"
 #include "glog/logging.h"
 
@@ -17,6 +18,7 @@ struct EdgeNode::Impl {
   data::Dataset train;
   data::Dataset holdout;
   std::unique_ptr<runtime::Runtime> runtime;
+  serving::HealthTracker health{serving::HealthTracker::Options{}};
   std::unique_ptr<serving::InferenceService> inference;
   net::StartedGrpcServer server;
   std::unique_ptr<net::HttpServer> http;
@@ -56,7 +58,8 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
     data::Split(all, options.holdout_fraction, options.seed, &impl->train, &impl->holdout);
   }
   FEDGE_ASSIGN_OR_RETURN(impl->runtime, runtime::Runtime::Open({options.state_dir}));
-  impl->inference = std::make_unique<serving::InferenceService>(impl->runtime.get());
+  impl->inference =
+      std::make_unique<serving::InferenceService>(impl->runtime.get(), &impl->health);
   net::GrpcServerOptions grpc_opts;
   grpc_opts.address = options.inference_address;
   grpc_opts.services = {{impl->inference.get(), v1::Inference::service_full_name()}};
@@ -77,6 +80,9 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   agent_opts.max_backoff = options.max_backoff;
   agent_opts.seed = options.seed;
   agent_opts.on_update_sent = options.on_update_sent;
+  runtime::Runtime* rt = impl->runtime.get();
+  serving::HealthTracker* health = &impl->health;
+  agent_opts.health_reports = [rt, health] { return health->Reports(rt->ActiveVersions()); };
   if (impl->train.size() == 0) agent_opts.capabilities = {"predict"};
   impl->agent = std::make_unique<agent::Agent>(agent_opts);
   if (!options.cloud_address.empty()) impl->agent->Start();

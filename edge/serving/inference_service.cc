@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "common/metrics/metrics.h"
 #include "common/status/grpc_status.h"
@@ -24,6 +25,11 @@ prometheus::Histogram& PredictSeconds() {
 }
 
 }  // namespace
+
+std::string InferenceService::NewPrefix() {
+  absl::BitGen gen;
+  return absl::StrCat(absl::Hex(absl::Uniform<uint32_t>(gen), absl::kZeroPad8), "-");
+}
 
 grpc::Status InferenceService::Run(const std::string& model,
                                    const google::protobuf::RepeatedPtrField<v1::Instance>& rows,
@@ -60,8 +66,10 @@ grpc::Status InferenceService::Run(const std::string& model,
     }
   }
   auto predictions = loaded.model->Predict(flat, width);
+  const absl::Duration latency = absl::FromChrono(std::chrono::steady_clock::now() - start);
   if (!predictions.ok()) {
     PredictionsCounter("error").Increment();
+    health_->RecordFailure(loaded.ref, latency);
     return ToGrpcStatus(predictions.status());
   }
   for (const auto& p : *predictions) {
@@ -72,12 +80,49 @@ grpc::Status InferenceService::Run(const std::string& model,
     }
     o->mutable_scores()->Add(p.scores.begin(), p.scores.end());
     o->mutable_probabilities()->Add(p.probabilities.begin(), p.probabilities.end());
-    o->set_prediction_id(absl::StrCat(next_id_.fetch_add(1)));
+    o->set_prediction_id(absl::StrCat(prefix_, next_id_.fetch_add(1)));
+    health_->RecordPrediction(loaded.ref, o->prediction_id(), o->label(), latency);
   }
   *version = loaded.ref;
   PredictionsCounter("ok").Increment(static_cast<double>(rows.size()));
   PredictSeconds().Observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return grpc::Status::OK;
+}
+
+grpc::Status InferenceService::Feedback(grpc::ServerContext*,
+                                        const v1::FeedbackRequest* request,
+                                        v1::FeedbackResponse* response) {
+  if (request->prediction_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "feedback needs a prediction_id");
+  }
+  int32_t label = request->label();
+  if (!request->label_name().empty()) {
+    // Names resolve through the contract of the version that made the prediction; the active
+    // version of any model shares the label map of its predecessors in practice, so look
+    // through every active model for the name.
+    label = -1;
+    for (const auto& [model, ref] : runtime_->ActiveVersions()) {
+      auto active = runtime_->Active(model);
+      if (!active.ok()) continue;
+      const auto& labels = (*active)->contract.labels();
+      for (int i = 0; i < labels.size(); ++i) {
+        if (labels[i] == request->label_name()) label = i;
+      }
+    }
+    if (label < 0) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("label '", request->label_name(),
+                                       "' is not in the model's label map"));
+    }
+  }
+  if (label < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "label must be >= 0");
+  }
+  auto result = health_->RecordFeedback(request->prediction_id(), label);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  response->set_correct(result->correct);
+  *response->mutable_version() = result->version;
   return grpc::Status::OK;
 }
 

@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include "edge/runtime/runtime.h"
+#include "edge/serving/health.h"
 #include "fedge/v1/inference.grpc.pb.h"
 
 namespace fedge::edge::serving {
@@ -13,12 +14,15 @@ namespace fedge::edge::serving {
 // model, so a hot swap never fails or stalls a request.
 class InferenceService final : public v1::Inference::Service {
  public:
-  explicit InferenceService(runtime::Runtime* runtime) : runtime_(runtime) {}
+  InferenceService(runtime::Runtime* runtime, HealthTracker* health)
+      : runtime_(runtime), health_(health) {}
 
   grpc::Status Predict(grpc::ServerContext* context, const v1::PredictRequest* request,
                        v1::PredictResponse* response) override;
   grpc::Status PredictBatch(grpc::ServerContext* context, const v1::PredictBatchRequest* request,
                             v1::PredictBatchResponse* response) override;
+  grpc::Status Feedback(grpc::ServerContext* context, const v1::FeedbackRequest* request,
+                        v1::FeedbackResponse* response) override;
 
   // The most rows one PredictBatch takes.
   static constexpr int kMaxBatch = 4096;
@@ -28,7 +32,11 @@ class InferenceService final : public v1::Inference::Service {
                    google::protobuf::RepeatedPtrField<v1::Prediction>* out, v1::VersionRef* version);
 
   runtime::Runtime* const runtime_;
+  HealthTracker* const health_;
   std::atomic<uint64_t> next_id_{1};
+  // Prediction ids are unique across restarts of the edge: a per-process prefix.
+  const std::string prefix_ = NewPrefix();
+  static std::string NewPrefix();
 };
 
 }  // namespace fedge::edge::serving

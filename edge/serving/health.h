@@ -1,0 +1,79 @@
+#ifndef FEDGE_EDGE_SERVING_HEALTH_H_
+#define FEDGE_EDGE_SERVING_HEALTH_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/sync/mutex.h"
+#include "common/time/clock.h"
+#include "fedge/v1/fleet.pb.h"
+#include "fedge/v1/model.pb.h"
+
+namespace fedge::edge::serving {
+
+// What the edge saw while serving each version: predictions, failures, latency and accuracy on
+// labels that arrive later through Feedback. The rollout controller's health gates read these
+// figures from the reports. Counts are per version digest, from the moment the version first
+// served. Thread-safe.
+class HealthTracker {
+ public:
+  struct Options {
+    Clock* clock = Clock::Real();
+    size_t max_remembered_predictions = 100000;  // for Feedback; the oldest are forgotten
+    size_t latency_samples = 4096;                // per version, for p99
+  };
+  explicit HealthTracker(Options options);
+
+  // Records one answered Predict row (failed = the model itself failed) with its latency, and
+  // remembers a prediction id for Feedback.
+  void RecordPrediction(const v1::VersionRef& version, const std::string& prediction_id,
+                        int32_t predicted_label, absl::Duration latency);
+  void RecordFailure(const v1::VersionRef& version, absl::Duration latency);
+
+  struct FeedbackResult {
+    bool correct = false;
+    v1::VersionRef version;
+  };
+  // NOT_FOUND for an unknown or forgotten prediction id; ALREADY_EXISTS for a second label.
+  absl::StatusOr<FeedbackResult> RecordFeedback(const std::string& prediction_id, int32_t label);
+
+  // The report of each version in `active` (model name -> version).
+  std::vector<v1::HealthReport> Reports(const std::map<std::string, v1::VersionRef>& active) const;
+
+ private:
+  struct VersionStats {
+    v1::VersionRef ref;
+    absl::Time first_seen;
+    int64_t predictions = 0;
+    int64_t errors = 0;
+    int64_t feedback = 0;
+    int64_t feedback_correct = 0;
+    std::vector<double> latencies_ms;  // ring buffer
+    size_t next = 0;
+  };
+  struct Remembered {
+    std::string sha256;
+    int32_t label = 0;
+    bool labelled = false;
+  };
+  VersionStats& StatsLocked(const v1::VersionRef& version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddLatencyLocked(VersionStats& stats, absl::Duration latency)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  mutable Mutex mu_;
+  std::unordered_map<std::string, VersionStats> stats_ ABSL_GUARDED_BY(mu_);  // by sha256
+  std::unordered_map<std::string, Remembered> predictions_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);  // prediction ids, oldest first
+};
+
+}  // namespace fedge::edge::serving
+
+#endif  // FEDGE_EDGE_SERVING_HEALTH_H_
