@@ -1,7 +1,10 @@
 // fedge-cloud: the coordinator. Serves the edge-facing Fleet API, the operators' Admin API, and
 // /metrics and /healthz on a plaintext port.
 
+#include <fstream>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -18,6 +21,13 @@ ABSL_FLAG(std::string, admin_address, "0.0.0.0:7071",
           "host:port of the operators' Admin gRPC API (used by fedgectl).");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9090",
           "host:port of the plaintext HTTP listener for /metrics and /healthz.");
+ABSL_FLAG(std::string, rest_address, "0.0.0.0:7072",
+          "host:port of the REST/JSON gateway to the Admin API (POST /v1/admin/{Method}). "
+          "Empty: off.");
+ABSL_FLAG(std::vector<std::string>, webhook_urls, {},
+          "Comma-separated http:// URLs that receive every lifecycle event as a signed JSON POST.");
+ABSL_FLAG(std::string, webhook_secret_file, "",
+          "File holding the HMAC-SHA256 key that signs webhook bodies (X-Fedge-Signature-256).");
 ABSL_FLAG(std::string, ports_file, "",
           "If set, write the bound ports here (lines fleet=N, admin=N, metrics=N) once serving; "
           "for scripts that start the cloud on port 0.");
@@ -39,6 +49,16 @@ int main(int argc, char** argv) {
   options.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
   options.liveness_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_liveness_timeout_ms));
   options.max_update_norm = absl::GetFlag(FLAGS_max_update_norm);
+  options.rest_address = absl::GetFlag(FLAGS_rest_address);
+  options.webhook_urls = absl::GetFlag(FLAGS_webhook_urls);
+  if (!absl::GetFlag(FLAGS_webhook_secret_file).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_webhook_secret_file));
+    if (!in || !std::getline(in, options.webhook_secret) || options.webhook_secret.empty()) {
+      std::cerr << "fedge-cloud: cannot read a secret from --webhook_secret_file "
+                << absl::GetFlag(FLAGS_webhook_secret_file) << "\n";
+      return 2;
+    }
+  }
   auto server = fedge::cloud::CloudServer::Start(options);
   if (!server.ok()) {
     std::cerr << "fedge-cloud: " << server.status().message() << "\n";
@@ -49,7 +69,8 @@ int main(int argc, char** argv) {
       !fedge::app::WriteFileAtomically(
           ports_file, absl::StrCat("fleet=", (*server)->fleet_port(), "\nadmin=",
                                    (*server)->admin_port(), "\nmetrics=",
-                                   (*server)->metrics_port(), "\n"))) {
+                                   (*server)->metrics_port(), "\nrest=",
+                                   (*server)->rest_port(), "\n"))) {
     std::cerr << "fedge-cloud: cannot write --ports_file " << ports_file << "\n";
     return 2;
   }

@@ -30,7 +30,8 @@ port_of() { grep "^$2=" "$1" | cut -d= -f2; }
 START=$(date +%s.%N)
 echo "== starting fedge-cloud and $SITES edges on loopback (logs in $WORK)"
 "$BIN/cloud/fedge-cloud" --data_dir="$WORK/cloud" --fleet_address=127.0.0.1:0 \
-  --admin_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 --ports_file="$WORK/cloud.ports" \
+  --admin_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 --rest_address=127.0.0.1:0 \
+  --ports_file="$WORK/cloud.ports" \
   --heartbeat_interval_ms=1000 2>"$WORK/cloud.log" &
 PIDS+=($!)
 wait_for_file "$WORK/cloud.ports"

@@ -1,11 +1,15 @@
 #include "cloud/api/admin_service.h"
 
 #include <map>
+#include <optional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "cloud/api/blob_stream.h"
 #include "cloud/models/intake.h"
+#include "cloud/models/validator.h"
 #include "common/net/identity.h"
+#include "common/status/status.h"
 #include "common/status/grpc_status.h"
 #include "common/tensor/sha256.h"
 #include "glog/logging.h"
@@ -68,6 +72,22 @@ grpc::Status AdminService::RegisterModel(grpc::ServerContext* context,
   LOG(INFO) << "registered " << added->model() << " v" << added->version() << " ("
             << added->contract().architecture() << ", " << added->size_bytes() << " bytes) by "
             << added->creator();
+  v1::AuditEntry audit;
+  audit.set_action("register");
+  audit.set_principal(added->creator());
+  audit.set_model(added->model());
+  audit.set_version(added->version());
+  audit.set_reason(added->reason());
+  (void)options_.registry->AppendAudit(audit);
+  if (options_.events != nullptr) {
+    v1::Event e;
+    e.set_type("version.registered");
+    e.set_model(added->model());
+    e.set_version(added->version());
+    e.set_message(absl::StrCat(added->model(), " v", added->version(), " registered by ",
+                               added->creator()));
+    options_.events->Append(std::move(e));
+  }
   *response = *added;
   return grpc::Status::OK;
 }
@@ -160,6 +180,305 @@ grpc::Status AdminService::Deploy(grpc::ServerContext* context, const v1::Deploy
   }
   LOG(INFO) << "deploy " << ref.model() << " v" << ref.version() << " to " << nodes.size()
             << " node(s) by " << net::CallerPrincipal(*context) << ": " << request->reason();
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::CancelJob(grpc::ServerContext* context,
+                                     const v1::CancelJobRequest* request, v1::Job* response) {
+  auto job = options_.jobs->Cancel(request->id(), net::CallerPrincipal(*context),
+                                   request->reason());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *job;
+  return grpc::Status::OK;
+}
+
+namespace {
+
+registry::Registry::Audit AuditOf(const grpc::ServerContext& context, const std::string& reason) {
+  return {net::CallerPrincipal(context), reason};
+}
+
+// Returns the status if not ok, else assigns the value.
+#define FEDGE_GRPC_ASSIGN(lhs, expr)              \
+  do {                                            \
+    auto fedge_value_ = (expr);                   \
+    if (!fedge_value_.ok()) {                     \
+      return ToGrpcStatus(fedge_value_.status()); \
+    }                                             \
+    lhs = std::move(*fedge_value_);               \
+  } while (0)
+
+}  // namespace
+
+grpc::Status AdminService::GetModel(grpc::ServerContext*, const v1::GetModelRequest* request,
+                                    v1::Model* response) {
+  FEDGE_GRPC_ASSIGN(*response, options_.registry->GetModel(request->name()));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::UpdateModel(grpc::ServerContext* context,
+                                       const v1::UpdateModelRequest* request,
+                                       v1::Model* response) {
+  std::optional<std::string> description;
+  if (request->has_description()) description = request->description();
+  std::optional<v1::GatePolicy> policy;
+  if (request->has_gate_policy()) policy = request->gate_policy();
+  std::optional<int32_t> keep;
+  if (request->has_keep_versions()) keep = request->keep_versions();
+  FEDGE_GRPC_ASSIGN(*response,
+                    options_.registry->UpdateModel(request->name(), description, policy, keep,
+                                                   AuditOf(*context, request->reason())));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::SetAlias(grpc::ServerContext* context,
+                                    const v1::SetAliasRequest* request, v1::Version* response) {
+  if (request->alias() == "production") {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "the production alias moves only through Promote, which checks the gate");
+  }
+  FEDGE_GRPC_ASSIGN(*response,
+                    options_.registry->SetAlias(request->model(), request->alias(),
+                                                request->version(),
+                                                AuditOf(*context, request->reason())));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::DeleteAlias(grpc::ServerContext* context,
+                                       const v1::DeleteAliasRequest* request,
+                                       v1::Model* response) {
+  FEDGE_GRPC_ASSIGN(*response, options_.registry->DeleteAlias(
+                                   request->model(), request->alias(),
+                                   AuditOf(*context, request->reason())));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::Promote(grpc::ServerContext* context,
+                                   const v1::PromoteRequest* request, v1::Version* response) {
+  const std::string alias = request->alias().empty() ? "production" : request->alias();
+  v1::Version version;
+  FEDGE_GRPC_ASSIGN(version, options_.registry->GetVersion(request->model(), request->version()));
+  std::string action = "promote";
+  if (!version.validation().passed()) {
+    const std::string why =
+        version.has_validation()
+            ? absl::StrCat("it failed its validation gate (", version.validation().reason(), ")")
+            : "it has not been validated";
+    if (!request->force()) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat(version.model(), " v", version.version(),
+                                       " cannot be promoted: ", why,
+                                       ". Validate it, or pass force with a reason."));
+    }
+    if (request->reason().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("a forced promotion needs a reason: ", why));
+    }
+    action = "promote_forced";
+  }
+  FEDGE_GRPC_ASSIGN(*response, options_.registry->SetAlias(version.model(), alias,
+                                                           version.version(),
+                                                           AuditOf(*context, request->reason()),
+                                                           action));
+  if (options_.events != nullptr) {
+    v1::Event e;
+    e.set_type("version.promoted");
+    e.set_model(version.model());
+    e.set_version(version.version());
+    e.set_message(absl::StrCat(alias, " -> v", version.version(),
+                               action == "promote_forced" ? " (forced)" : ""));
+    (*e.mutable_attributes())["alias"] = alias;
+    options_.events->Append(std::move(e));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::SetTags(grpc::ServerContext* context,
+                                   const v1::SetTagsRequest* request, v1::Version* response) {
+  std::map<std::string, std::string> tags(request->tags().begin(), request->tags().end());
+  FEDGE_GRPC_ASSIGN(*response,
+                    options_.registry->SetTags(request->model(), request->version(), tags,
+                                               AuditOf(*context, request->reason())));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetLineage(grpc::ServerContext*, const v1::GetVersionRequest* request,
+                                      v1::Lineage* response) {
+  FEDGE_GRPC_ASSIGN(*response,
+                    options_.registry->GetLineage(request->model(), request->version()));
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<v1::Version> AdminService::RunGate(const v1::Version& version,
+                                                  const v1::GatePolicy& policy,
+                                                  const std::string& principal,
+                                                  const std::string& reason) {
+  FEDGE_ASSIGN_OR_RETURN(v1::Validation validation,
+                         models::Validate(*options_.registry, version, policy));
+  validation.set_principal(principal);
+  FEDGE_ASSIGN_OR_RETURN(v1::Version stored,
+                         options_.registry->SetValidation(version.model(), version.version(),
+                                                          validation, {principal, reason}));
+  if (options_.events != nullptr) {
+    v1::Event e;
+    e.set_type(validation.passed() ? "validation.passed" : "validation.failed");
+    e.set_model(version.model());
+    e.set_version(version.version());
+    e.set_message(validation.passed()
+                      ? absl::StrCat("accuracy ", validation.accuracy(), " on ", validation.source())
+                      : validation.reason());
+    options_.events->Append(std::move(e));
+  }
+  LOG(INFO) << "validation of " << version.model() << " v" << version.version() << ": "
+            << (validation.passed() ? "passed" : "failed: " + validation.reason());
+  return stored;
+}
+
+grpc::Status AdminService::ValidateVersion(grpc::ServerContext* context,
+                                           const v1::ValidateVersionRequest* request,
+                                           v1::Version* response) {
+  v1::Version version;
+  FEDGE_GRPC_ASSIGN(version, options_.registry->GetVersion(request->model(), request->version()));
+  v1::GatePolicy policy = request->policy();
+  if (!request->has_policy()) {
+    v1::Model model;
+    FEDGE_GRPC_ASSIGN(model, options_.registry->GetModel(version.model()));
+    policy = model.gate_policy();
+  }
+  FEDGE_GRPC_ASSIGN(*response, RunGate(version, policy, net::CallerPrincipal(*context),
+                                       request->reason()));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ApplyRetention(grpc::ServerContext* context,
+                                          const v1::ApplyRetentionRequest* request,
+                                          v1::ApplyRetentionResponse* response) {
+  int keep = request->keep_versions();
+  if (keep == 0) {
+    v1::Model model;
+    FEDGE_GRPC_ASSIGN(model, options_.registry->GetModel(request->model()));
+    keep = model.keep_versions();
+  }
+  // Versions that some node runs or is meant to run are never archived.
+  std::set<int64_t> protect;
+  for (const auto& node : options_.fleet->List()) {
+    for (const auto& [m, ref] : node.active_versions()) {
+      if (m == request->model()) protect.insert(ref.version());
+    }
+    for (const auto& [m, ref] : node.desired_versions()) {
+      if (m == request->model()) protect.insert(ref.version());
+    }
+  }
+  std::vector<int64_t> archived;
+  FEDGE_GRPC_ASSIGN(archived,
+                    options_.registry->ApplyRetention(request->model(), keep, protect,
+                                                      AuditOf(*context, request->reason())));
+  for (int64_t v : archived) response->add_archived(v);
+  std::vector<v1::Version> versions;
+  FEDGE_GRPC_ASSIGN(versions, options_.registry->ListVersions(request->model()));
+  for (const auto& v : versions) {
+    if (!v.archived()) response->add_kept(v.version());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListAudit(grpc::ServerContext*, const v1::ListAuditRequest* request,
+                                     v1::ListAuditResponse* response) {
+  std::vector<v1::AuditEntry> entries;
+  FEDGE_GRPC_ASSIGN(entries, options_.registry->ListAudit(
+                                 request->model(), request->deployment_id(), request->limit()));
+  for (auto& e : entries) *response->add_entries() = std::move(e);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::WatchEvents(grpc::ServerContext* context,
+                                       const v1::WatchEventsRequest* request,
+                                       grpc::ServerWriter<v1::Event>* writer) {
+  if (options_.events == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "events are not configured");
+  }
+  std::vector<std::string> types(request->types().begin(), request->types().end());
+  int64_t after = request->after_id();
+  while (!context->IsCancelled()) {
+    auto batch = options_.events->WaitAfter(after, types, 100, absl::Milliseconds(500));
+    if (!batch.ok()) return ToGrpcStatus(batch.status());
+    for (const auto& e : *batch) {
+      if (!writer->Write(e)) return grpc::Status::OK;
+      after = std::max(after, e.id());
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListEvents(grpc::ServerContext*, const v1::WatchEventsRequest* request,
+                                      v1::ListEventsResponse* response) {
+  if (options_.events == nullptr) return grpc::Status::OK;
+  std::vector<std::string> types(request->types().begin(), request->types().end());
+  std::vector<v1::Event> events;
+  FEDGE_GRPC_ASSIGN(events, options_.events->List(request->after_id(), types,
+                                                  request->limit() > 0 ? request->limit() : 100));
+  for (auto& e : events) *response->add_events() = std::move(e);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListWebhookDeliveries(grpc::ServerContext*,
+                                                 const v1::ListWebhookDeliveriesRequest* request,
+                                                 v1::ListWebhookDeliveriesResponse* response) {
+  if (options_.events == nullptr) return grpc::Status::OK;
+  std::vector<v1::WebhookDelivery> deliveries;
+  FEDGE_GRPC_ASSIGN(deliveries, options_.events->Deliveries(request->limit()));
+  for (auto& d : deliveries) *response->add_deliveries() = std::move(d);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::CreateDeployment(grpc::ServerContext* context,
+                                            const v1::CreateDeploymentRequest* request,
+                                            v1::Deployment* response) {
+  FEDGE_GRPC_ASSIGN(*response,
+                    options_.deploy->Create(*request, net::CallerPrincipal(*context)));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListDeployments(grpc::ServerContext*,
+                                           const v1::ListDeploymentsRequest*,
+                                           v1::ListDeploymentsResponse* response) {
+  std::vector<v1::Deployment> all;
+  FEDGE_GRPC_ASSIGN(all, options_.deploy->List());
+  for (auto& d : all) *response->add_deployments() = std::move(d);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetDeployment(grpc::ServerContext*,
+                                         const v1::GetDeploymentRequest* request,
+                                         v1::Deployment* response) {
+  FEDGE_GRPC_ASSIGN(*response, options_.deploy->Get(request->id()));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::PauseDeployment(grpc::ServerContext* context,
+                                           const v1::DeploymentActionRequest* request,
+                                           v1::Deployment* response) {
+  FEDGE_GRPC_ASSIGN(*response, options_.deploy->Pause(request->id(),
+                                                      net::CallerPrincipal(*context),
+                                                      request->reason()));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ResumeDeployment(grpc::ServerContext* context,
+                                            const v1::DeploymentActionRequest* request,
+                                            v1::Deployment* response) {
+  FEDGE_GRPC_ASSIGN(*response, options_.deploy->Resume(request->id(),
+                                                       net::CallerPrincipal(*context),
+                                                       request->reason()));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RollbackDeployment(grpc::ServerContext* context,
+                                              const v1::DeploymentActionRequest* request,
+                                              v1::Deployment* response) {
+  FEDGE_GRPC_ASSIGN(*response, options_.deploy->Rollback(request->id(),
+                                                         net::CallerPrincipal(*context),
+                                                         request->reason()));
   return grpc::Status::OK;
 }
 

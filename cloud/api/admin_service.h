@@ -1,6 +1,8 @@
 #ifndef FEDGE_CLOUD_API_ADMIN_SERVICE_H_
 #define FEDGE_CLOUD_API_ADMIN_SERVICE_H_
 
+#include "cloud/deploy/controller.h"
+#include "cloud/events/event_log.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
 #include "cloud/registry/registry.h"
@@ -17,6 +19,8 @@ class AdminService final : public v1::Admin::Service {
     fleet::Fleet* fleet = nullptr;
     jobs::JobManager* jobs = nullptr;
     registry::Registry* registry = nullptr;
+    deploy::Controller* deploy = nullptr;
+    events::EventLog* events = nullptr;
     // The largest archive RegisterModel accepts.
     int64_t max_archive_bytes = int64_t{2} << 30;
   };
@@ -44,6 +48,61 @@ class AdminService final : public v1::Admin::Service {
                          v1::ListNodesResponse* response) override;
   grpc::Status Deploy(grpc::ServerContext* context, const v1::DeployRequest* request,
                       v1::DeployResponse* response) override;
+  grpc::Status CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
+                         v1::Job* response) override;
+
+  grpc::Status GetModel(grpc::ServerContext* context, const v1::GetModelRequest* request,
+                        v1::Model* response) override;
+  grpc::Status UpdateModel(grpc::ServerContext* context, const v1::UpdateModelRequest* request,
+                           v1::Model* response) override;
+  grpc::Status SetAlias(grpc::ServerContext* context, const v1::SetAliasRequest* request,
+                        v1::Version* response) override;
+  grpc::Status DeleteAlias(grpc::ServerContext* context, const v1::DeleteAliasRequest* request,
+                           v1::Model* response) override;
+  grpc::Status Promote(grpc::ServerContext* context, const v1::PromoteRequest* request,
+                       v1::Version* response) override;
+  grpc::Status SetTags(grpc::ServerContext* context, const v1::SetTagsRequest* request,
+                       v1::Version* response) override;
+  grpc::Status GetLineage(grpc::ServerContext* context, const v1::GetVersionRequest* request,
+                          v1::Lineage* response) override;
+  grpc::Status ValidateVersion(grpc::ServerContext* context,
+                               const v1::ValidateVersionRequest* request,
+                               v1::Version* response) override;
+  grpc::Status ApplyRetention(grpc::ServerContext* context,
+                              const v1::ApplyRetentionRequest* request,
+                              v1::ApplyRetentionResponse* response) override;
+  grpc::Status ListAudit(grpc::ServerContext* context, const v1::ListAuditRequest* request,
+                         v1::ListAuditResponse* response) override;
+  grpc::Status WatchEvents(grpc::ServerContext* context, const v1::WatchEventsRequest* request,
+                           grpc::ServerWriter<v1::Event>* writer) override;
+  grpc::Status ListEvents(grpc::ServerContext* context, const v1::WatchEventsRequest* request,
+                          v1::ListEventsResponse* response) override;
+  grpc::Status ListWebhookDeliveries(grpc::ServerContext* context,
+                                     const v1::ListWebhookDeliveriesRequest* request,
+                                     v1::ListWebhookDeliveriesResponse* response) override;
+  grpc::Status CreateDeployment(grpc::ServerContext* context,
+                                const v1::CreateDeploymentRequest* request,
+                                v1::Deployment* response) override;
+  grpc::Status ListDeployments(grpc::ServerContext* context,
+                               const v1::ListDeploymentsRequest* request,
+                               v1::ListDeploymentsResponse* response) override;
+  grpc::Status GetDeployment(grpc::ServerContext* context,
+                             const v1::GetDeploymentRequest* request,
+                             v1::Deployment* response) override;
+  grpc::Status PauseDeployment(grpc::ServerContext* context,
+                               const v1::DeploymentActionRequest* request,
+                               v1::Deployment* response) override;
+  grpc::Status ResumeDeployment(grpc::ServerContext* context,
+                                const v1::DeploymentActionRequest* request,
+                                v1::Deployment* response) override;
+  grpc::Status RollbackDeployment(grpc::ServerContext* context,
+                                  const v1::DeploymentActionRequest* request,
+                                  v1::Deployment* response) override;
+
+  // Runs the model's gate on a version, stores the result and emits its event. Also used by the
+  // coordinator after a job registers a version.
+  absl::StatusOr<v1::Version> RunGate(const v1::Version& version, const v1::GatePolicy& policy,
+                                      const std::string& principal, const std::string& reason);
 
  private:
   const Options options_;

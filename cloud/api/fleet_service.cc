@@ -88,11 +88,13 @@ class Outbox : public fleet::SessionSink {
 class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage> {
  public:
   SessionReactor(grpc::CallbackServerContext* context, fleet::Fleet* fleet,
-                 jobs::JobManager* jobs, registry::Registry* registry)
+                 jobs::JobManager* jobs, registry::Registry* registry,
+                 deploy::Controller* deploy)
       : context_(context),
         fleet_(fleet),
         jobs_(jobs),
         registry_(registry),
+        deploy_(deploy),
         outbox_(std::make_shared<Outbox>(this)) {
     auto id = net::CallerNodeId(*context);
     if (!id.ok()) {
@@ -161,6 +163,10 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
         return absl::OkStatus();
       case v1::EdgeMessage::kDeployStatus:
         fleet_->ReportDeploy(node_id_, in_.deploy_status());
+        if (deploy_ != nullptr) deploy_->OnDeployStatus(node_id_, in_.deploy_status());
+        return absl::OkStatus();
+      case v1::EdgeMessage::kHealth:
+        if (deploy_ != nullptr) deploy_->OnHealth(node_id_, in_.health());
         return absl::OkStatus();
       case v1::EdgeMessage::kMetrics:
         return absl::OkStatus();
@@ -184,6 +190,8 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
       if (it != active.end() && it->second.sha256() == want.sha256()) continue;
       v1::CloudMessage deploy;
       *deploy.mutable_deploy()->mutable_version() = want;
+      auto version = registry_->GetVersion(want.model(), want.version());
+      if (version.ok()) deploy.mutable_deploy()->set_schema_hash(version->schema_hash());
       outbox_->Send(deploy);
       LOG(INFO) << "node=" << node_id_ << " converging to " << want.model() << " v"
                 << want.version();
@@ -194,6 +202,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   fleet::Fleet* const fleet_;
   jobs::JobManager* const jobs_;
   registry::Registry* const registry_;
+  deploy::Controller* const deploy_;
   std::shared_ptr<Outbox> outbox_;
   std::string node_id_;
   uint64_t session_id_ = 0;
@@ -204,7 +213,8 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
 
 grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* FleetService::Session(
     grpc::CallbackServerContext* context) {
-  return new SessionReactor(context, options_.fleet, options_.jobs, options_.registry);
+  return new SessionReactor(context, options_.fleet, options_.jobs, options_.registry,
+                            options_.deploy);
 }
 
 grpc::Status FleetService::DownloadModel(grpc::ServerContext* context,

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "cloud/deploy/controller.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
 #include "cloud/registry/registry.h"
@@ -20,6 +21,7 @@ class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Flee
     fleet::Fleet* fleet = nullptr;
     jobs::JobManager* jobs = nullptr;
     registry::Registry* registry = nullptr;
+    deploy::Controller* deploy = nullptr;  // optional: receives health and deploy reports
   };
   explicit FleetService(Options options) : options_(options) {}
 

@@ -19,15 +19,20 @@ namespace fedge::cloud::api {
 // authentication and metrics apply exactly as on gRPC. gRPC codes map to HTTP statuses
 // (INVALID_ARGUMENT 400, NOT_FOUND 404, ...) and errors answer
 // {"code": <grpc code number>, "status": "<NAME>", "message": "..."}. Server-streaming methods
-// (WatchEvents, DownloadVersion) answer newline-delimited JSON, one message a line. The
-// X-Fedge-Principal header becomes the call's principal.
+// (WatchEvents, DownloadVersion) answer newline-delimited JSON, one message a line; an idle
+// stream sends an empty line every few seconds (to notice a client that left, which cancels
+// the call), and a stream that fails after it began ends with the line
+// {"error": {"code": ..., "status": ..., "message": ...}}. A client-streaming method
+// (RegisterModel) takes the body as its only message. The X-Fedge-Principal header becomes the
+// call's principal. Stop() cancels the calls in flight and waits for the HTTP server's threads.
 class RestGateway {
  public:
   struct Options {
     std::string host = "0.0.0.0";
     int port = 7072;  // 0 picks a free port
     std::shared_ptr<grpc::Channel> admin_channel;
-    int timeout_seconds = 60;  // deadline of each dispatched call
+    int timeout_seconds = 60;  // deadline of each call but server streams, which run until
+                               // the client leaves
   };
 
   static absl::StatusOr<std::unique_ptr<RestGateway>> Start(Options options);

@@ -54,18 +54,22 @@ uint64_t Fleet::Connect(const v1::Hello& hello, const std::string& peer,
     replaced->Close(absl::AbortedError("a newer session of this node replaced this one"));
   }
   LOG(INFO) << "node=" << hello.node_id() << " connected from " << peer;
+  if (options_.on_presence) options_.on_presence(hello.node_id(), true);
   return id;
 }
 
 void Fleet::Disconnect(const std::string& node_id, uint64_t session_id) {
-  MutexLock lock(&mu_);
-  auto it = nodes_.find(node_id);
-  if (it == nodes_.end() || it->second.session_id != session_id) return;
-  it->second.session_id = 0;
-  it->second.sink.reset();
-  it->second.info.set_connected(false);
-  ConnectedGauge().Set(ConnectedCountLocked());
+  {
+    MutexLock lock(&mu_);
+    auto it = nodes_.find(node_id);
+    if (it == nodes_.end() || it->second.session_id != session_id) return;
+    it->second.session_id = 0;
+    it->second.sink.reset();
+    it->second.info.set_connected(false);
+    ConnectedGauge().Set(ConnectedCountLocked());
+  }
   LOG(INFO) << "node=" << node_id << " disconnected";
+  if (options_.on_presence) options_.on_presence(node_id, false);
 }
 
 void Fleet::Heartbeat(const std::string& node_id, const v1::Heartbeat& heartbeat) {

@@ -2,6 +2,7 @@
 #define FEDGE_CLOUD_FLEET_FLEET_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -38,6 +39,8 @@ class Fleet {
     // A connected node whose last heartbeat is older than this is not alive.
     absl::Duration liveness_timeout = absl::Seconds(15);
     absl::Duration heartbeat_interval = absl::Seconds(5);
+    // Called (without locks held) when a node's session opens or closes.
+    std::function<void(const std::string& node_id, bool online)> on_presence;
   };
 
   explicit Fleet(Options options);

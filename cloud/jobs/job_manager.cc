@@ -9,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cloud/aggregation/strategy.h"
+#include "cloud/events/event_log.h"
+#include "cloud/models/validator.h"
 #include "common/data/dataset.h"
 #include "common/data/synthetic.h"
 #include "common/metrics/metrics.h"
@@ -107,26 +109,6 @@ absl::Status ValidateSpec(v1::JobSpec* spec) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<data::Dataset> LoadHoldout(const v1::HoldoutSpec& spec,
-                                          const v1::ModelContract& contract) {
-  if (spec.has_synthetic()) {
-    const auto& s = spec.synthetic();
-    data::SyntheticOptions opt;
-    if (s.num_sites() > 0) opt.num_sites = s.num_sites();
-    opt.seed = s.seed();
-    opt.drift = s.drift();
-    opt.window = s.window();
-    return data::GenerateHoldout(opt, s.samples_per_site() > 0 ? s.samples_per_site() : 2000);
-  }
-  if (!spec.csv_path().empty()) {
-    data::CsvOptions opt;
-    if (!spec.label_column().empty()) opt.label_column = spec.label_column();
-    opt.label_names.assign(contract.labels().begin(), contract.labels().end());
-    return data::ReadCsv(spec.csv_path(), opt);
-  }
-  return data::Dataset{};
-}
-
 }  // namespace
 
 struct JobManager::Running {
@@ -135,6 +117,7 @@ struct JobManager::Running {
   CondVar cv;
   v1::Job job ABSL_GUARDED_BY(mu);
   bool stop ABSL_GUARDED_BY(mu) = false;
+  std::string cancelled ABSL_GUARDED_BY(mu);  // non-empty: cancelled, and why
 
   // The round in progress.
   int round ABSL_GUARDED_BY(mu) = 0;
@@ -162,7 +145,7 @@ absl::StatusOr<v1::Job> JobManager::Start(v1::JobSpec spec, const std::string& c
                          options_.registry->GetVersion(spec.model(), spec.base_version()));
   spec.set_base_version(base.version());
   // Load the holdout now so that a bad path or file fails the request, not the job later.
-  FEDGE_ASSIGN_OR_RETURN(data::Dataset holdout, LoadHoldout(spec.holdout(), base.contract()));
+  FEDGE_ASSIGN_OR_RETURN(data::Dataset holdout, models::LoadHoldout(spec.holdout(), base.contract()));
   if (holdout.size() > 0 && base.contract().feature_names_size() > 0 &&
       holdout.num_features() != base.contract().feature_names_size()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -186,8 +169,53 @@ absl::StatusOr<v1::Job> JobManager::Start(v1::JobSpec spec, const std::string& c
   }
   LOG(INFO) << "job=" << job.id() << " created by " << creator << ": model " << spec.model()
             << " v" << base.version() << ", " << spec.rounds() << " rounds";
+  v1::AuditEntry audit;
+  audit.set_action("job_start");
+  audit.set_principal(creator);
+  audit.set_model(spec.model());
+  audit.set_version(base.version());
+  audit.set_job_id(job.id());
+  audit.set_reason(spec.reason());
+  FEDGE_RETURN_IF_ERROR(options_.registry->AppendAudit(audit));
+  Emit("job.started", job, 0,
+       absl::StrCat(spec.rounds(), " rounds of ", spec.model(), " v", base.version()));
   Launch(running);
   return job;
+}
+
+void JobManager::Emit(const std::string& type, const v1::Job& job, int round,
+                      const std::string& message, int64_t version) const {
+  if (options_.events == nullptr) return;
+  v1::Event e;
+  e.set_type(type);
+  e.set_model(job.spec().model());
+  e.set_job_id(job.id());
+  e.set_round(round);
+  e.set_version(version);
+  e.set_message(message);
+  options_.events->Append(std::move(e));
+}
+
+absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id, const std::string& principal,
+                                           const std::string& reason) {
+  std::shared_ptr<Running> job = Find(id);
+  if (job == nullptr) {
+    FEDGE_ASSIGN_OR_RETURN(auto record, options_.registry->GetJob(id));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", id, " is ", v1::JobState_Name(record.job.state()), ", not running"));
+  }
+  v1::AuditEntry audit;
+  audit.set_action("job_cancel");
+  audit.set_principal(principal);
+  audit.set_job_id(id);
+  audit.set_reason(reason);
+  MutexLock lock(&job->mu);
+  audit.set_model(job->job.spec().model());
+  FEDGE_RETURN_IF_ERROR(options_.registry->AppendAudit(audit));
+  job->cancelled = absl::StrCat("cancelled by ", principal, reason.empty() ? "" : ": ", reason);
+  job->stop = true;
+  job->cv.SignalAll();
+  return job->job;
 }
 
 absl::StatusOr<v1::Job> JobManager::Get(const std::string& id) const {
@@ -415,6 +443,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
     job.set_error(std::string(why.message()));
     LOG(ERROR) << "job=" << id << " failed: " << why;
     persist(global_sha).IgnoreError();  // logged; the next persist retries
+    Emit("job.failed", job, job.completed_rounds(), std::string(why.message()));
     RunningJobsGauge().Decrement();
   };
   auto stopping = [&] {
@@ -435,7 +464,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
   if (!archive.ok()) return fail(global_sha, archive.status());
   auto model = torchlib::Model::Load(*archive);
   if (!model.ok()) return fail(global_sha, model.status());
-  auto holdout = LoadHoldout(spec.holdout(), base->contract());
+  auto holdout = models::LoadHoldout(spec.holdout(), base->contract());
   if (!holdout.ok()) return fail(global_sha, holdout.status());
   rj->schema_hash = (*model)->schema().Hash();
   rj->num_elements = (*model)->schema().NumElements();
@@ -609,6 +638,9 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
         }
         RoundsCounter("done").Increment();
         RoundSeconds().Observe(info->seconds());
+        Emit("round.completed", job, round,
+             absl::StrFormat("%d update(s), %d samples, val_accuracy %.4f", arrived, samples,
+                             info->val_accuracy()));
         LOG(INFO) << "job=" << id << " round=" << round << " done: " << arrived
                   << " update(s), " << samples << " samples, train_loss=" << train_loss
                   << " val_accuracy=" << info->val_accuracy();
@@ -624,7 +656,20 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
       persist(global_sha).IgnoreError();  // logged; the next persist retries
     }
     if (stopping()) {
-      LOG(INFO) << "job=" << id << " paused at shutdown after round " << job.completed_rounds();
+      std::string cancelled;
+      {
+        MutexLock lock(&rj->mu);
+        cancelled = rj->cancelled;
+      }
+      if (!cancelled.empty()) {
+        job.set_state(v1::JOB_CANCELLED);
+        job.set_error(cancelled);
+        persist(global_sha).IgnoreError();  // logged
+        Emit("job.cancelled", job, job.completed_rounds(), cancelled);
+        LOG(INFO) << "job=" << id << " " << cancelled;
+      } else {
+        LOG(INFO) << "job=" << id << " paused at shutdown after round " << job.completed_rounds();
+      }
       RunningJobsGauge().Decrement();
       return;
     }
@@ -671,7 +716,14 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
   }
   LOG(INFO) << "job=" << id << " succeeded: registered " << spec.model() << " v"
             << registered->version();
+  Emit("version.registered", job, job.completed_rounds(),
+       absl::StrCat(spec.model(), " v", registered->version(), " from job ", id),
+       registered->version());
+  Emit("job.completed", job, job.completed_rounds(),
+       absl::StrCat("registered ", spec.model(), " v", registered->version()),
+       registered->version());
   RunningJobsGauge().Decrement();
+  if (options_.on_registered) options_.on_registered(*registered);
 }
 
 }  // namespace fedge::cloud::jobs

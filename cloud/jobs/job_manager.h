@@ -1,6 +1,7 @@
 #ifndef FEDGE_CLOUD_JOBS_JOB_MANAGER_H_
 #define FEDGE_CLOUD_JOBS_JOB_MANAGER_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,6 +18,10 @@
 #include "common/time/clock.h"
 #include "fedge/v1/admin.pb.h"
 #include "fedge/v1/fleet.pb.h"
+
+namespace fedge::cloud::events {
+class EventLog;
+}
 
 namespace fedge::cloud::jobs {
 
@@ -36,6 +41,9 @@ class JobManager {
     Clock* clock = Clock::Real();
     // Upper bound on an update's L2 norm (a diverged or malicious update is refused).
     double max_update_norm = 1e6;
+    events::EventLog* events = nullptr;  // optional
+    // Called after a job registers its result (the coordinator runs the validation gate).
+    std::function<void(const v1::Version&)> on_registered;
   };
 
   explicit JobManager(Options options);
@@ -45,6 +53,10 @@ class JobManager {
   // NOT_FOUND for an unknown model or base version; INVALID_ARGUMENT for a bad field.
   absl::StatusOr<v1::Job> Start(v1::JobSpec spec, const std::string& creator);
   absl::StatusOr<v1::Job> Get(const std::string& id) const;
+  // Stops a running job after its current step; it ends JOB_CANCELLED with the reason.
+  // FAILED_PRECONDITION if the job is not running.
+  absl::StatusOr<v1::Job> Cancel(const std::string& id, const std::string& principal,
+                                 const std::string& reason);
   absl::StatusOr<std::vector<v1::Job>> List() const;
   // Restarts the jobs a previous process left running.
   absl::Status ResumeUnfinished();
@@ -67,6 +79,8 @@ class JobManager {
   void Launch(std::shared_ptr<Running> job);
   void Run(std::shared_ptr<Running> job);
   std::shared_ptr<Running> Find(const std::string& id) const;
+  void Emit(const std::string& type, const v1::Job& job, int round, const std::string& message,
+            int64_t version = 0) const;
 
   const Options options_;
   mutable Mutex mu_;

@@ -7,11 +7,15 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,6 +25,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/status/status.h"
@@ -82,6 +87,51 @@ CREATE TABLE desired_versions (
   sha256  TEXT NOT NULL,
   PRIMARY KEY (node_id, model)
 );
+)sql",
+      // 2: governance. Tags and the latest validation live in the version proto; aliases and
+      // the archived flag are columns/tables because reads compute them and retention queries
+      // them. The audit log is append-only, enforced by triggers.
+      R"sql(
+ALTER TABLE models ADD COLUMN gate_policy BLOB;  -- fedge.v1.GatePolicy; NULL when never set
+ALTER TABLE models ADD COLUMN keep_versions INTEGER NOT NULL DEFAULT 0
+  CHECK (keep_versions >= 0);
+ALTER TABLE versions ADD COLUMN archived INTEGER NOT NULL DEFAULT 0 CHECK (archived IN (0, 1));
+CREATE INDEX versions_by_model_archived ON versions(model, archived, number);
+CREATE TABLE aliases (
+  model           TEXT NOT NULL REFERENCES models(name),
+  alias           TEXT NOT NULL,
+  version         INTEGER NOT NULL,
+  updated_unix_ms INTEGER NOT NULL,
+  PRIMARY KEY (model, alias),
+  FOREIGN KEY (model, version) REFERENCES versions(model, number)
+);
+CREATE INDEX aliases_by_version ON aliases(model, version);
+CREATE TABLE audit (
+  id            INTEGER PRIMARY KEY AUTOINCREMENT,
+  time_unix_ms  INTEGER NOT NULL,
+  principal     TEXT NOT NULL,
+  action        TEXT NOT NULL,
+  model         TEXT NOT NULL DEFAULT '',
+  version       INTEGER NOT NULL DEFAULT 0,
+  reason        TEXT NOT NULL DEFAULT '',
+  detail        TEXT NOT NULL DEFAULT '',
+  job_id        TEXT NOT NULL DEFAULT '',
+  deployment_id TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_by_model ON audit(model, id);
+CREATE INDEX audit_by_deployment ON audit(deployment_id, id);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE deployments (
+  id              TEXT PRIMARY KEY NOT NULL,
+  state           INTEGER NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  updated_unix_ms INTEGER NOT NULL,
+  proto           BLOB NOT NULL  -- the full fedge.v1.Deployment
+);
+CREATE INDEX deployments_by_created ON deployments(created_unix_ms DESC, id);
 )sql",
   };
   return *kMigrations;
@@ -317,8 +367,8 @@ std::string Dirname(const std::string& path) {
   return path.substr(0, slash);
 }
 
-// `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
-absl::Status ValidateModelName(absl::string_view name) {
+// `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`. `what` is "model" or "alias".
+absl::Status ValidateName(absl::string_view name, absl::string_view what) {
   auto alnum = [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
   };
@@ -329,12 +379,14 @@ absl::Status ValidateModelName(absl::string_view name) {
   }
   if (!ok) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "invalid model name \"", absl::CHexEscape(name),
+        "invalid ", what, " name \"", absl::CHexEscape(name),
         "\": it must be 1 to 128 characters of letters, digits, '.', '_' or '-', starting with a "
         "letter or digit ([A-Za-z0-9][A-Za-z0-9._-]{0,127})"));
   }
   return absl::OkStatus();
 }
+
+absl::Status ValidateModelName(absl::string_view name) { return ValidateName(name, "model"); }
 
 absl::Status ValidateDigest(absl::string_view sha256, absl::string_view what) {
   if (!IsSha256Hex(sha256)) {
@@ -355,6 +407,29 @@ absl::StatusOr<v1::Version> ParseVersion(absl::string_view bytes, absl::string_v
   return v;
 }
 
+std::string PrincipalOrAnonymous(const std::string& principal) {
+  return principal.empty() ? "anonymous" : principal;
+}
+
+// Thresholds are probabilities (accuracy, regression in accuracy) or a non-negative loss.
+// Written so that NaN fails every check.
+absl::Status CheckGatePolicy(const v1::GatePolicy& policy) {
+  auto unit = [](double x) { return x >= 0.0 && x <= 1.0; };
+  if (policy.has_min_accuracy() && !unit(policy.min_accuracy())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gate_policy.min_accuracy must be in [0, 1], got ", policy.min_accuracy()));
+  }
+  if (policy.has_max_loss() && !(policy.max_loss() >= 0.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gate_policy.max_loss must be >= 0, got ", policy.max_loss()));
+  }
+  if (policy.has_max_regression() && !unit(policy.max_regression())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gate_policy.max_regression must be in [0, 1], got ", policy.max_regression()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -373,6 +448,10 @@ struct Registry::Impl {
   }
 
   std::string BlobDir() const { return data_dir + "/blobs"; }
+  // `sha256` must be a well-formed digest.
+  std::string BlobPathOf(const std::string& sha256) const {
+    return absl::StrCat(BlobDir(), "/", sha256.substr(0, 2), "/", sha256);
+  }
   std::string TmpDir() const { return data_dir + "/tmp"; }
   int64_t NowMs() const { return absl::ToUnixMillis(clock->Now()); }
 
@@ -492,15 +571,20 @@ struct Registry::Impl {
           absl::StrCat("version ", number, " of model \"", model, "\" is negative"));
     }
     FEDGE_ASSIGN_OR_RETURN(
-        Stmt stmt,
-        Stmt::Prepare(db, number == 0 ? "SELECT number, proto FROM versions WHERE model = ? "
-                                        "ORDER BY number DESC LIMIT 1"
-                                      : "SELECT number, proto FROM versions WHERE model = ? "
-                                        "AND number = ?"));
+        Stmt stmt, Stmt::Prepare(db, number == 0 ? "SELECT number, proto, archived FROM versions "
+                                                   "WHERE model = ? ORDER BY number DESC LIMIT 1"
+                                                 : "SELECT number, proto, archived FROM versions "
+                                                   "WHERE model = ? AND number = ?"));
     stmt.Bind(1, model);
     if (number != 0) stmt.Bind(2, number);
     FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (row) return ParseVersion(stmt.Blob(1), model, stmt.Int(0));
+    if (row) {
+      FEDGE_ASSIGN_OR_RETURN(v1::Version v, ParseVersion(stmt.Blob(1), model, stmt.Int(0)));
+      v.set_archived(stmt.Int(2) != 0);
+      FEDGE_ASSIGN_OR_RETURN(std::vector<std::string> aliases, AliasesOfLocked(model, v.version()));
+      for (std::string& a : aliases) v.add_aliases(std::move(a));
+      return v;
+    }
     FEDGE_ASSIGN_OR_RETURN(bool model_exists, ModelExists(model));
     if (!model_exists) {
       return absl::NotFoundError(absl::StrCat("model \"", model, "\" not found"));
@@ -576,6 +660,20 @@ struct Registry::Impl {
     }
     version.set_version(number);
     if (version.created_unix_ms() == 0) version.set_created_unix_ms(now);
+    // Computed on every read, never stored.
+    version.clear_aliases();
+    version.clear_archived();
+    // Checked again under the write lock: retention removes unreferenced blobs inside a write
+    // transaction, so a blob seen here stays until this version commits and references it.
+    {
+      struct stat st;
+      std::string path = BlobPathOf(version.sha256());
+      if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("blob ", version.sha256(), " of model \"", model,
+                         "\" is not in the store; upload it before registering the version"));
+      }
+    }
     std::string proto;
     if (!version.SerializeToString(&proto)) {
       return absl::InternalError(absl::StrCat("serializing ", model, " version ", number));
@@ -644,6 +742,155 @@ struct Registry::Impl {
       out.push_back(std::move(rec));
     }
     return out;
+  }
+
+  // --- Governance helpers -------------------------------------------------------------------
+
+  // Aliases pointing at one version, sorted.
+  absl::StatusOr<std::vector<std::string>> AliasesOfLocked(const std::string& model,
+                                                           int64_t number) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    FEDGE_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db,
+                                                    "SELECT alias FROM aliases WHERE model = ? "
+                                                    "AND version = ? ORDER BY alias"));
+    stmt.Bind(1, model).Bind(2, number);
+    std::vector<std::string> out;
+    while (true) {
+      FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      out.push_back(stmt.Text(0));
+    }
+    return out;
+  }
+
+  // alias -> version for one model.
+  absl::StatusOr<std::map<std::string, int64_t>> ModelAliasesLocked(const std::string& model) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    FEDGE_ASSIGN_OR_RETURN(Stmt stmt,
+                           Stmt::Prepare(db, "SELECT alias, version FROM aliases WHERE model = ?"));
+    stmt.Bind(1, model);
+    std::map<std::string, int64_t> out;
+    while (true) {
+      FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      out[stmt.Text(0)] = stmt.Int(1);
+    }
+    return out;
+  }
+
+  // The columns of Model read by every model query, in this order.
+  static constexpr const char* kModelColumns =
+      "m.name, m.description, m.created_unix_ms, m.gate_policy, m.keep_versions, "
+      "(SELECT COALESCE(MAX(number), 0) FROM versions WHERE model = m.name), "
+      "(SELECT COUNT(*) FROM versions WHERE model = m.name)";
+
+  absl::StatusOr<v1::Model> ModelFromRowLocked(const Stmt& stmt) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    v1::Model m;
+    m.set_name(stmt.Text(0));
+    m.set_description(stmt.Text(1));
+    m.set_created_unix_ms(stmt.Int(2));
+    if (!stmt.IsNull(3)) {
+      absl::string_view bytes = stmt.Blob(3);
+      if (!m.mutable_gate_policy()->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+        return absl::DataLossError(
+            absl::StrCat("registry.db: stored gate policy of model \"", m.name(), "\" is corrupt"));
+      }
+    }
+    m.set_keep_versions(static_cast<int32_t>(stmt.Int(4)));
+    m.set_latest_version(stmt.Int(5));
+    m.set_num_versions(stmt.Int(6));
+    FEDGE_ASSIGN_OR_RETURN(auto aliases, ModelAliasesLocked(m.name()));
+    for (const auto& [alias, version] : aliases) (*m.mutable_aliases())[alias] = version;
+    return m;
+  }
+
+  absl::StatusOr<v1::Model> GetModelLocked(const std::string& name) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    FEDGE_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        Stmt::Prepare(db, absl::StrCat("SELECT ", kModelColumns, " FROM models m WHERE name = ?")));
+    stmt.Bind(1, name);
+    FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("model \"", name, "\" not found"));
+    return ModelFromRowLocked(stmt);
+  }
+
+  // Rewrites the stored proto of an existing version (tags, validation).
+  absl::Status WriteVersionProtoLocked(v1::Version version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    version.clear_aliases();
+    version.clear_archived();
+    std::string proto;
+    if (!version.SerializeToString(&proto)) {
+      return absl::InternalError(
+          absl::StrCat("serializing ", version.model(), " version ", version.version()));
+    }
+    FEDGE_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        Stmt::Prepare(db, "UPDATE versions SET proto = ? WHERE model = ? AND number = ?"));
+    stmt.BindBlob(1, proto).Bind(2, version.model()).Bind(3, version.version());
+    return stmt.Run();
+  }
+
+  // Appends one audit entry; must run inside the transaction of the change it records.
+  absl::Status AppendAuditLocked(v1::AuditEntry entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (entry.time_unix_ms() == 0) entry.set_time_unix_ms(NowMs());
+    entry.set_principal(PrincipalOrAnonymous(entry.principal()));
+    FEDGE_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        Stmt::Prepare(db,
+                      "INSERT INTO audit (time_unix_ms, principal, action, model, version, "
+                      "reason, detail, job_id, deployment_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+    stmt.Bind(1, entry.time_unix_ms())
+        .Bind(2, entry.principal())
+        .Bind(3, entry.action())
+        .Bind(4, entry.model())
+        .Bind(5, entry.version())
+        .Bind(6, entry.reason())
+        .Bind(7, entry.detail())
+        .Bind(8, entry.job_id())
+        .Bind(9, entry.deployment_id());
+    return stmt.Run();
+  }
+
+  absl::Status AuditLocked(const Audit& audit, const std::string& action, const std::string& model,
+                           int64_t version, const std::string& detail)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    v1::AuditEntry entry;
+    entry.set_principal(audit.principal);
+    entry.set_reason(audit.reason);
+    entry.set_action(action);
+    entry.set_model(model);
+    entry.set_version(version);
+    entry.set_detail(detail);
+    return AppendAuditLocked(std::move(entry));
+  }
+
+  absl::StatusOr<int64_t> ResolveAliasLocked(const std::string& model,
+                                             const std::string& alias) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    FEDGE_ASSIGN_OR_RETURN(
+        Stmt stmt, Stmt::Prepare(db, "SELECT version FROM aliases WHERE model = ? AND alias = ?"));
+    stmt.Bind(1, model).Bind(2, alias);
+    FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (row) return stmt.Int(0);
+    FEDGE_ASSIGN_OR_RETURN(bool exists, ModelExists(model));
+    if (!exists) return absl::NotFoundError(absl::StrCat("model \"", model, "\" not found"));
+    return absl::NotFoundError(absl::StrCat("model \"", model, "\" has no alias \"", alias, "\""));
+  }
+
+  // True when a live (non-archived) version of any model or a job's global model uses `sha256`.
+  absl::StatusOr<bool> DigestInUseLocked(const std::string& sha256) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    FEDGE_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        Stmt::Prepare(db,
+                      "SELECT EXISTS (SELECT 1 FROM versions WHERE sha256 = ?1 AND archived = 0) "
+                      "OR EXISTS (SELECT 1 FROM jobs WHERE global_sha256 = ?1)"));
+    stmt.Bind(1, sha256);
+    FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return absl::InternalError("registry.db: no result for a digest reference check");
+    return stmt.Int(0) != 0;
   }
 };
 
@@ -830,21 +1077,13 @@ absl::StatusOr<v1::Version> Registry::GetVersion(const std::string& model, int64
 absl::StatusOr<std::vector<v1::Model>> Registry::ListModels() const {
   MutexLock lock(&impl_->mu);
   FEDGE_ASSIGN_OR_RETURN(Stmt stmt,
-                         Stmt::Prepare(impl_->db,
-                                       "SELECT m.name, m.description, m.created_unix_ms, "
-                                       "COALESCE(MAX(v.number), 0), COUNT(v.number) "
-                                       "FROM models m LEFT JOIN versions v ON v.model = m.name "
-                                       "GROUP BY m.name ORDER BY m.name"));
+                         Stmt::Prepare(impl_->db, absl::StrCat("SELECT ", Impl::kModelColumns,
+                                                               " FROM models m ORDER BY m.name")));
   std::vector<v1::Model> out;
   while (true) {
     FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
     if (!row) break;
-    v1::Model m;
-    m.set_name(stmt.Text(0));
-    m.set_description(stmt.Text(1));
-    m.set_created_unix_ms(stmt.Int(2));
-    m.set_latest_version(stmt.Int(3));
-    m.set_num_versions(stmt.Int(4));
+    FEDGE_ASSIGN_OR_RETURN(v1::Model m, impl_->ModelFromRowLocked(stmt));
     out.push_back(std::move(m));
   }
   return out;
@@ -854,16 +1093,24 @@ absl::StatusOr<std::vector<v1::Version>> Registry::ListVersions(const std::strin
   MutexLock lock(&impl_->mu);
   FEDGE_ASSIGN_OR_RETURN(bool exists, impl_->ModelExists(model));
   if (!exists) return absl::NotFoundError(absl::StrCat("model \"", model, "\" not found"));
-  FEDGE_ASSIGN_OR_RETURN(Stmt stmt,
-                         Stmt::Prepare(impl_->db,
-                                       "SELECT number, proto FROM versions WHERE model = ? "
-                                       "ORDER BY number"));
+  FEDGE_ASSIGN_OR_RETURN(auto aliases, impl_->ModelAliasesLocked(model));
+  // version -> its aliases; iterating the sorted alias map keeps each list sorted.
+  std::map<int64_t, std::vector<std::string>> by_version;
+  for (const auto& [alias, version] : aliases) by_version[version].push_back(alias);
+  FEDGE_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(impl_->db,
+                                                  "SELECT number, proto, archived FROM versions "
+                                                  "WHERE model = ? ORDER BY number"));
   stmt.Bind(1, model);
   std::vector<v1::Version> out;
   while (true) {
     FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
     if (!row) break;
     FEDGE_ASSIGN_OR_RETURN(v1::Version v, ParseVersion(stmt.Blob(1), model, stmt.Int(0)));
+    v.set_archived(stmt.Int(2) != 0);
+    auto it = by_version.find(v.version());
+    if (it != by_version.end()) {
+      for (const std::string& a : it->second) v.add_aliases(a);
+    }
     out.push_back(std::move(v));
   }
   return out;
@@ -980,6 +1227,435 @@ absl::StatusOr<std::vector<v1::VersionRef>> Registry::DesiredVersions(
     ref.set_version(stmt.Int(1));
     ref.set_sha256(stmt.Text(2));
     out.push_back(std::move(ref));
+  }
+  return out;
+}
+
+// --- Governance --------------------------------------------------------------------------------
+
+namespace {
+
+absl::Status CheckVersionNumber(const std::string& model, int64_t version) {
+  if (version < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("version of model \"", model, "\" must be a number >= 1, got ", version));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Model> Registry::GetModel(const std::string& name) const {
+  MutexLock lock(&impl_->mu);
+  return impl_->GetModelLocked(name);
+}
+
+absl::StatusOr<v1::Model> Registry::UpdateModel(const std::string& name,
+                                                const std::optional<std::string>& description,
+                                                const std::optional<v1::GatePolicy>& policy,
+                                                const std::optional<int32_t>& keep_versions,
+                                                const Audit& audit) {
+  if (keep_versions.has_value() && *keep_versions < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("keep_versions must be >= 0 (0 keeps every version), got ", *keep_versions));
+  }
+  if (policy.has_value()) FEDGE_RETURN_IF_ERROR(CheckGatePolicy(*policy));
+  std::string policy_bytes;
+  if (policy.has_value() && !policy->SerializeToString(&policy_bytes)) {
+    return absl::InternalError(absl::StrCat("serializing the gate policy of model \"", name, "\""));
+  }
+  MutexLock lock(&impl_->mu);
+  v1::Model result;
+  FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
+    impl_->mu.AssertHeld();
+    FEDGE_ASSIGN_OR_RETURN(result, impl_->GetModelLocked(name));
+    std::vector<std::string> changes;
+    if (description.has_value()) {
+      FEDGE_ASSIGN_OR_RETURN(
+          Stmt stmt, Stmt::Prepare(impl_->db, "UPDATE models SET description = ? WHERE name = ?"));
+      stmt.Bind(1, *description).Bind(2, name);
+      FEDGE_RETURN_IF_ERROR(stmt.Run());
+      changes.push_back(absl::StrCat("description=\"", absl::CHexEscape(*description), "\""));
+    }
+    if (policy.has_value()) {
+      FEDGE_ASSIGN_OR_RETURN(
+          Stmt stmt, Stmt::Prepare(impl_->db, "UPDATE models SET gate_policy = ? WHERE name = ?"));
+      stmt.BindBlob(1, policy_bytes).Bind(2, name);
+      FEDGE_RETURN_IF_ERROR(stmt.Run());
+      changes.push_back(absl::StrCat("gate_policy={", policy->ShortDebugString(), "}"));
+    }
+    if (keep_versions.has_value()) {
+      FEDGE_ASSIGN_OR_RETURN(
+          Stmt stmt,
+          Stmt::Prepare(impl_->db, "UPDATE models SET keep_versions = ? WHERE name = ?"));
+      stmt.Bind(1, static_cast<int64_t>(*keep_versions)).Bind(2, name);
+      FEDGE_RETURN_IF_ERROR(stmt.Run());
+      changes.push_back(absl::StrCat("keep_versions=", *keep_versions));
+    }
+    // Nothing set, nothing changed: no audit entry.
+    if (changes.empty()) return absl::OkStatus();
+    FEDGE_RETURN_IF_ERROR(
+        impl_->AuditLocked(audit, "update_model", name, 0, absl::StrJoin(changes, " ")));
+    FEDGE_ASSIGN_OR_RETURN(result, impl_->GetModelLocked(name));
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
+absl::StatusOr<v1::Version> Registry::SetAlias(const std::string& model, const std::string& alias,
+                                               int64_t version, const Audit& audit,
+                                               const std::string& action) {
+  FEDGE_RETURN_IF_ERROR(ValidateName(alias, "alias"));
+  FEDGE_RETURN_IF_ERROR(CheckVersionNumber(model, version));
+  const std::string& audit_action = action.empty() ? std::string("alias") : action;
+  MutexLock lock(&impl_->mu);
+  v1::Version result;
+  FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
+    impl_->mu.AssertHeld();
+    FEDGE_ASSIGN_OR_RETURN(v1::Version target, impl_->GetVersionLocked(model, version));
+    if (target.archived()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model \"", model, "\" version ", version,
+          " is archived (retention removed its artifact); it cannot take alias \"", alias, "\""));
+    }
+    std::string from = "none";
+    {
+      FEDGE_ASSIGN_OR_RETURN(
+          Stmt stmt,
+          Stmt::Prepare(impl_->db, "SELECT version FROM aliases WHERE model = ? AND alias = ?"));
+      stmt.Bind(1, model).Bind(2, alias);
+      FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (row) from = absl::StrCat(stmt.Int(0));
+    }
+    {
+      FEDGE_ASSIGN_OR_RETURN(
+          Stmt stmt,
+          Stmt::Prepare(impl_->db,
+                        "INSERT INTO aliases (model, alias, version, updated_unix_ms) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (model, alias) DO UPDATE SET "
+                        "version = excluded.version, updated_unix_ms = excluded.updated_unix_ms"));
+      stmt.Bind(1, model).Bind(2, alias).Bind(3, version).Bind(4, impl_->NowMs());
+      FEDGE_RETURN_IF_ERROR(stmt.Run());
+    }
+    FEDGE_RETURN_IF_ERROR(impl_->AuditLocked(audit, audit_action, model, version,
+                                             absl::StrCat("alias=", alias, " from=", from)));
+    FEDGE_ASSIGN_OR_RETURN(result, impl_->GetVersionLocked(model, version));
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
+absl::StatusOr<v1::Model> Registry::DeleteAlias(const std::string& model, const std::string& alias,
+                                                const Audit& audit) {
+  MutexLock lock(&impl_->mu);
+  v1::Model result;
+  FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
+    impl_->mu.AssertHeld();
+    FEDGE_ASSIGN_OR_RETURN(int64_t old, impl_->ResolveAliasLocked(model, alias));
+    FEDGE_ASSIGN_OR_RETURN(
+        Stmt stmt, Stmt::Prepare(impl_->db, "DELETE FROM aliases WHERE model = ? AND alias = ?"));
+    stmt.Bind(1, model).Bind(2, alias);
+    FEDGE_RETURN_IF_ERROR(stmt.Run());
+    FEDGE_RETURN_IF_ERROR(
+        impl_->AuditLocked(audit, "unalias", model, old, absl::StrCat("alias=", alias)));
+    FEDGE_ASSIGN_OR_RETURN(result, impl_->GetModelLocked(model));
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
+absl::StatusOr<int64_t> Registry::ResolveAlias(const std::string& model,
+                                               const std::string& alias) const {
+  MutexLock lock(&impl_->mu);
+  return impl_->ResolveAliasLocked(model, alias);
+}
+
+absl::StatusOr<v1::Version> Registry::SetTags(const std::string& model, int64_t version,
+                                              const std::map<std::string, std::string>& tags,
+                                              const Audit& audit) {
+  FEDGE_RETURN_IF_ERROR(CheckVersionNumber(model, version));
+  if (tags.count("") != 0) return absl::InvalidArgumentError("tag keys must not be empty");
+  MutexLock lock(&impl_->mu);
+  v1::Version result;
+  FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
+    impl_->mu.AssertHeld();
+    FEDGE_ASSIGN_OR_RETURN(v1::Version v, impl_->GetVersionLocked(model, version));
+    std::vector<std::string> changes;
+    for (const auto& [key, value] : tags) {  // std::map: the detail lists keys in order.
+      if (value.empty()) {
+        v.mutable_tags()->erase(key);
+        changes.push_back(absl::StrCat("-", key));
+      } else {
+        (*v.mutable_tags())[key] = value;
+        changes.push_back(absl::StrCat(key, "=", value));
+      }
+    }
+    FEDGE_RETURN_IF_ERROR(impl_->WriteVersionProtoLocked(v));
+    FEDGE_RETURN_IF_ERROR(
+        impl_->AuditLocked(audit, "tags", model, version, absl::StrJoin(changes, " ")));
+    FEDGE_ASSIGN_OR_RETURN(result, impl_->GetVersionLocked(model, version));
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
+absl::StatusOr<v1::Version> Registry::SetValidation(const std::string& model, int64_t version,
+                                                    const v1::Validation& validation,
+                                                    const Audit& audit) {
+  FEDGE_RETURN_IF_ERROR(CheckVersionNumber(model, version));
+  MutexLock lock(&impl_->mu);
+  v1::Version result;
+  FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
+    impl_->mu.AssertHeld();
+    FEDGE_ASSIGN_OR_RETURN(v1::Version v, impl_->GetVersionLocked(model, version));
+    v1::Validation* stored = v.mutable_validation();
+    *stored = validation;
+    if (stored->validated_unix_ms() == 0) stored->set_validated_unix_ms(impl_->NowMs());
+    if (stored->principal().empty()) stored->set_principal(PrincipalOrAnonymous(audit.principal));
+    FEDGE_RETURN_IF_ERROR(impl_->WriteVersionProtoLocked(v));
+    FEDGE_RETURN_IF_ERROR(impl_->AuditLocked(audit, "validate", model, version,
+                                             validation.passed()
+                                                 ? std::string("passed")
+                                                 : absl::StrCat("failed: ", validation.reason())));
+    FEDGE_ASSIGN_OR_RETURN(result, impl_->GetVersionLocked(model, version));
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
+absl::StatusOr<v1::Lineage> Registry::GetLineage(const std::string& model, int64_t version) const {
+  MutexLock lock(&impl_->mu);
+  v1::Lineage lineage;
+  FEDGE_ASSIGN_OR_RETURN(*lineage.mutable_version(), impl_->GetVersionLocked(model, version));
+  // Parents are checked on insert, so the chain ends at a version without one; the visited set
+  // only guards against a hand-edited database.
+  std::set<int64_t> seen = {lineage.version().version()};
+  int64_t parent = lineage.version().parent_version();
+  while (parent > 0 && seen.insert(parent).second) {
+    FEDGE_ASSIGN_OR_RETURN(v1::Version v, impl_->GetVersionLocked(model, parent));
+    parent = v.parent_version();
+    *lineage.add_ancestors() = std::move(v);
+  }
+  const std::string& job_id = lineage.version().job_id();
+  if (!job_id.empty()) {
+    FEDGE_ASSIGN_OR_RETURN(Stmt stmt,
+                           Stmt::Prepare(impl_->db, "SELECT proto FROM jobs WHERE id = ?"));
+    stmt.Bind(1, job_id);
+    FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (row) {
+      absl::string_view bytes = stmt.Blob(0);
+      if (!lineage.mutable_job()->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+        return absl::DataLossError(
+            absl::StrCat("registry.db: stored record of job ", job_id, " is corrupt"));
+      }
+    }
+  }
+  return lineage;
+}
+
+absl::StatusOr<std::vector<int64_t>> Registry::ApplyRetention(const std::string& model, int keep,
+                                                              const std::set<int64_t>& protect,
+                                                              const Audit& audit) {
+  if (keep < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("retention must keep >= 0 versions (0 keeps every version), got ", keep));
+  }
+  MutexLock lock(&impl_->mu);
+  std::vector<int64_t> archived;
+  FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
+    impl_->mu.AssertHeld();
+    FEDGE_ASSIGN_OR_RETURN(bool exists, impl_->ModelExists(model));
+    if (!exists) return absl::NotFoundError(absl::StrCat("model \"", model, "\" not found"));
+    if (keep == 0) return absl::OkStatus();
+    FEDGE_ASSIGN_OR_RETURN(auto aliases, impl_->ModelAliasesLocked(model));
+    std::set<int64_t> aliased;
+    for (const auto& [alias, version] : aliases) aliased.insert(version);
+    std::vector<std::pair<int64_t, std::string>> doomed;  // number, sha256
+    {
+      FEDGE_ASSIGN_OR_RETURN(
+          Stmt stmt, Stmt::Prepare(impl_->db,
+                                   "SELECT number, sha256 FROM versions "
+                                   "WHERE model = ? AND archived = 0 ORDER BY number DESC"));
+      stmt.Bind(1, model);
+      for (int newest = 0;; ++newest) {
+        FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+        if (!row) break;
+        int64_t number = stmt.Int(0);
+        if (newest < keep || aliased.count(number) != 0 || protect.count(number) != 0) continue;
+        doomed.emplace_back(number, stmt.Text(1));
+      }
+    }
+    std::reverse(doomed.begin(), doomed.end());  // ascending
+    for (const auto& [number, sha] : doomed) {
+      FEDGE_ASSIGN_OR_RETURN(
+          Stmt stmt,
+          Stmt::Prepare(impl_->db,
+                        "UPDATE versions SET archived = 1 WHERE model = ? AND number = ?"));
+      stmt.Bind(1, model).Bind(2, number);
+      FEDGE_RETURN_IF_ERROR(stmt.Run());
+    }
+    // Checked after every flag is set, so two archived versions sharing a digest free it.
+    for (const auto& [number, sha] : doomed) {
+      FEDGE_ASSIGN_OR_RETURN(bool in_use, impl_->DigestInUseLocked(sha));
+      FEDGE_RETURN_IF_ERROR(impl_->AuditLocked(
+          audit, "archive", model, number,
+          absl::StrCat("sha256=", sha,
+                       in_use ? " artifact=kept (still referenced)" : " artifact=removed")));
+      archived.push_back(number);
+    }
+    return absl::OkStatus();
+  }));
+  if (keep == 0) return archived;
+
+  // Blob files go only after the archive commits: a failed commit must not lose the artifact of
+  // a version that stays live. Sweeping every archived digest of the model (not only the ones
+  // archived now) also finishes a sweep that a crash or an I/O error interrupted earlier. The
+  // write lock keeps AddVersion, which checks its blob under that lock, from racing a removal.
+  std::vector<std::string> failures;
+  FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
+    impl_->mu.AssertHeld();
+    FEDGE_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(impl_->db,
+                                                    "SELECT DISTINCT sha256 FROM versions "
+                                                    "WHERE model = ? AND archived = 1"));
+    stmt.Bind(1, model);
+    while (true) {
+      FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      std::string sha = stmt.Text(0);
+      if (!IsSha256Hex(sha)) continue;
+      FEDGE_ASSIGN_OR_RETURN(bool in_use, impl_->DigestInUseLocked(sha));
+      if (in_use) continue;
+      std::string path = impl_->BlobPathOf(sha);
+      if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+        failures.push_back(ErrnoStatus(errno, absl::StrCat("removing ", path)).ToString());
+      }
+    }
+    return absl::OkStatus();
+  }));
+  if (!failures.empty()) {
+    return absl::UnavailableError(absl::StrCat(
+        "model \"", model, "\": archived versions [", absl::StrJoin(archived, ", "),
+        "] but could not remove every unreferenced artifact (applying retention again retries): ",
+        absl::StrJoin(failures, "; ")));
+  }
+  return archived;
+}
+
+absl::Status Registry::AppendAudit(v1::AuditEntry entry) {
+  if (entry.action().empty()) return absl::InvalidArgumentError("audit entry needs an action");
+  entry.clear_id();  // Assigned by the database.
+  MutexLock lock(&impl_->mu);
+  return InTransaction(impl_->db, [&]() -> absl::Status {
+    impl_->mu.AssertHeld();
+    return impl_->AppendAuditLocked(std::move(entry));
+  });
+}
+
+absl::StatusOr<std::vector<v1::AuditEntry>> Registry::ListAudit(const std::string& model,
+                                                                const std::string& deployment_id,
+                                                                int limit) const {
+  if (limit < 0) return absl::InvalidArgumentError(absl::StrCat("limit must be >= 0, got ", limit));
+  if (limit == 0) limit = 100;
+  std::string sql =
+      "SELECT id, time_unix_ms, principal, action, model, version, reason, detail, job_id, "
+      "deployment_id FROM audit WHERE 1";
+  if (!model.empty()) absl::StrAppend(&sql, " AND model = ?1");
+  if (!deployment_id.empty()) absl::StrAppend(&sql, " AND deployment_id = ?2");
+  absl::StrAppend(&sql, " ORDER BY id DESC LIMIT ?3");
+  MutexLock lock(&impl_->mu);
+  FEDGE_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(impl_->db, sql));
+  if (!model.empty()) stmt.Bind(1, model);
+  if (!deployment_id.empty()) stmt.Bind(2, deployment_id);
+  stmt.Bind(3, static_cast<int64_t>(limit));
+  std::vector<v1::AuditEntry> out;
+  while (true) {
+    FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    v1::AuditEntry e;
+    e.set_id(stmt.Int(0));
+    e.set_time_unix_ms(stmt.Int(1));
+    e.set_principal(stmt.Text(2));
+    e.set_action(stmt.Text(3));
+    e.set_model(stmt.Text(4));
+    e.set_version(stmt.Int(5));
+    e.set_reason(stmt.Text(6));
+    e.set_detail(stmt.Text(7));
+    e.set_job_id(stmt.Text(8));
+    e.set_deployment_id(stmt.Text(9));
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+absl::Status Registry::PutDeployment(const v1::Deployment& deployment,
+                                     const std::optional<v1::AuditEntry>& audit) {
+  if (deployment.id().empty()) return absl::InvalidArgumentError("deployment id must be set");
+  if (audit.has_value() && audit->action().empty()) {
+    return absl::InvalidArgumentError("audit entry needs an action");
+  }
+  std::string proto;
+  if (!deployment.SerializeToString(&proto)) {
+    return absl::InternalError(absl::StrCat("serializing deployment ", deployment.id()));
+  }
+  MutexLock lock(&impl_->mu);
+  return InTransaction(impl_->db, [&]() -> absl::Status {
+    impl_->mu.AssertHeld();
+    FEDGE_ASSIGN_OR_RETURN(Stmt stmt,
+                           Stmt::Prepare(impl_->db,
+                                         "INSERT INTO deployments (id, state, created_unix_ms, "
+                                         "updated_unix_ms, proto) VALUES (?, ?, ?, ?, ?) "
+                                         "ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
+                                         "created_unix_ms = excluded.created_unix_ms, "
+                                         "updated_unix_ms = excluded.updated_unix_ms, "
+                                         "proto = excluded.proto"));
+    stmt.Bind(1, deployment.id())
+        .Bind(2, static_cast<int64_t>(deployment.state()))
+        .Bind(3, deployment.created_unix_ms())
+        .Bind(4, deployment.updated_unix_ms())
+        .BindBlob(5, proto);
+    FEDGE_RETURN_IF_ERROR(stmt.Run());
+    if (!audit.has_value()) return absl::OkStatus();
+    v1::AuditEntry entry = *audit;
+    entry.clear_id();
+    if (entry.deployment_id().empty()) entry.set_deployment_id(deployment.id());
+    if (entry.model().empty()) entry.set_model(deployment.model());
+    if (entry.version() == 0) entry.set_version(deployment.version());
+    return impl_->AppendAuditLocked(std::move(entry));
+  });
+}
+
+absl::StatusOr<v1::Deployment> Registry::GetDeployment(const std::string& id) const {
+  MutexLock lock(&impl_->mu);
+  FEDGE_ASSIGN_OR_RETURN(Stmt stmt,
+                         Stmt::Prepare(impl_->db, "SELECT proto FROM deployments WHERE id = ?"));
+  stmt.Bind(1, id);
+  FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("deployment \"", id, "\" not found"));
+  v1::Deployment d;
+  absl::string_view bytes = stmt.Blob(0);
+  if (!d.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::DataLossError(
+        absl::StrCat("registry.db: stored record of deployment ", id, " is corrupt"));
+  }
+  return d;
+}
+
+absl::StatusOr<std::vector<v1::Deployment>> Registry::ListDeployments() const {
+  MutexLock lock(&impl_->mu);
+  FEDGE_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(impl_->db,
+                                                  "SELECT id, proto FROM deployments "
+                                                  "ORDER BY created_unix_ms DESC, id"));
+  std::vector<v1::Deployment> out;
+  while (true) {
+    FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    v1::Deployment d;
+    absl::string_view bytes = stmt.Blob(1);
+    if (!d.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      return absl::DataLossError(
+          absl::StrCat("registry.db: stored record of deployment ", stmt.Text(0), " is corrupt"));
+    }
+    out.push_back(std::move(d));
   }
   return out;
 }

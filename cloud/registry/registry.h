@@ -6,11 +6,11 @@
 #include <optional>
 #include <set>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/time/clock.h"
 #include "fedge/v1/admin.pb.h"
 #include "fedge/v1/model.pb.h"
@@ -88,23 +88,27 @@ class Registry {
 
   // --- Governance (schema version 2) ---------------------------------------------------------
   // Who did a transition, and why. Every governance change below appends an audit entry built
-  // from it in the same transaction as the change itself.
+  // from it in the same transaction as the change itself, timed by the injected clock. An empty
+  // principal is recorded as "anonymous".
   struct Audit {
     std::string principal;
     std::string reason;
   };
 
   absl::StatusOr<v1::Model> GetModel(const std::string& name) const;
-  // Changes only what is set. INVALID_ARGUMENT for keep_versions < 0 or a policy threshold out
-  // of range (accuracies in [0, 1], losses and regressions >= 0). Audit action "update_model".
+  // Changes only what is set; the policy, when set, replaces the stored one whole. NOT_FOUND
+  // for an unknown model. INVALID_ARGUMENT, naming the field, for keep_versions < 0 or a policy
+  // threshold out of range (min_accuracy and max_regression in [0, 1], max_loss >= 0). Audit
+  // action "update_model" (none when nothing is set).
   absl::StatusOr<v1::Model> UpdateModel(const std::string& name,
                                         const std::optional<std::string>& description,
                                         const std::optional<v1::GatePolicy>& policy,
                                         const std::optional<int32_t>& keep_versions,
                                         const Audit& audit);
   // Points `alias` at a version, moving it if it exists. Alias names follow the model name rule.
-  // NOT_FOUND for an unknown or archived version. Audit action "alias" (or `action` if given,
-  // e.g. "promote", "promote_forced"), detail "alias=<name> from=<old version or none>".
+  // INVALID_ARGUMENT for version < 1; NOT_FOUND for an unknown version; FAILED_PRECONDITION for
+  // an archived one. Audit action "alias" (or `action` if given, e.g. "promote",
+  // "promote_forced"), detail "alias=<name> from=<old version or none>".
   absl::StatusOr<v1::Version> SetAlias(const std::string& model, const std::string& alias,
                                        int64_t version, const Audit& audit,
                                        const std::string& action = "alias");
@@ -113,34 +117,43 @@ class Registry {
                                         const Audit& audit);
   // The version an alias points at; NOT_FOUND names the model and alias.
   absl::StatusOr<int64_t> ResolveAlias(const std::string& model, const std::string& alias) const;
-  // Merges tags into the version's; an empty value deletes that tag. Audit action "tags".
+  // Merges tags into the version's; an empty value deletes that tag. Audit action "tags",
+  // detail "key=value -deleted_key ...". Versions are numbers >= 1 here and below (no "latest").
   absl::StatusOr<v1::Version> SetTags(const std::string& model, int64_t version,
                                       const std::map<std::string, std::string>& tags,
                                       const Audit& audit);
-  // Stores a gate result on the version. Audit action "validate", detail "passed"/"failed: why".
+  // Stores a gate result on the version, filling validated_unix_ms (clock) and principal (the
+  // audit's) when unset. Audit action "validate", detail "passed"/"failed: why".
   absl::StatusOr<v1::Version> SetValidation(const std::string& model, int64_t version,
                                             const v1::Validation& validation, const Audit& audit);
-  // The version, its ancestors (parent first) and the job that produced it (if any).
+  // The version (0: the latest), its ancestors (parent first, archived ones included) and the
+  // job that produced it (if any).
   absl::StatusOr<v1::Lineage> GetLineage(const std::string& model, int64_t version) const;
   // Archives every version of `model` except the newest `keep` ones, the aliased ones and those
   // in `protect` (deployed somewhere). Archiving keeps the metadata and deletes the artifact
-  // unless another live version or a job still references its digest. One audit entry per
-  // archived version (action "archive"). Returns the versions archived, ascending.
+  // unless another live version (of any model) or a job still references its digest. One audit
+  // entry per archived version (action "archive"). Returns the versions archived, ascending.
+  // keep == 0 keeps every version (as Model.keep_versions); keep < 0 is INVALID_ARGUMENT;
+  // NOT_FOUND for an unknown model. Artifacts are removed after the archive commits; if removal
+  // fails (UNAVAILABLE), the versions stay archived and the next call retries the removal.
   absl::StatusOr<std::vector<int64_t>> ApplyRetention(const std::string& model, int keep,
                                                       const std::set<int64_t>& protect,
                                                       const Audit& audit);
-  // Appends a free-form audit entry (job and deployment transitions use this).
+  // Appends a free-form audit entry (job and deployment transitions use this). Fills the time
+  // from the clock when 0 and principal "anonymous" when empty; the id is assigned.
+  // INVALID_ARGUMENT without an action.
   absl::Status AppendAudit(v1::AuditEntry entry);
   // Newest first. model / deployment_id filter when not empty; limit 0 means 100.
   absl::StatusOr<std::vector<v1::AuditEntry>> ListAudit(const std::string& model,
                                                         const std::string& deployment_id,
                                                         int limit) const;
 
-  // Deployments are stored whole; `audit`, when set, is appended in the same transaction.
+  // Deployments are stored whole; `audit`, when set, is appended in the same transaction (its
+  // deployment_id, model and version default to the deployment's).
   absl::Status PutDeployment(const v1::Deployment& deployment,
                              const std::optional<v1::AuditEntry>& audit = std::nullopt);
   absl::StatusOr<v1::Deployment> GetDeployment(const std::string& id) const;
-  // Newest first.
+  // Newest first (created_unix_ms descending, then id).
   absl::StatusOr<std::vector<v1::Deployment>> ListDeployments() const;
 
  private:

@@ -3,6 +3,9 @@
 #include "absl/strings/str_cat.h"
 #include "cloud/api/admin_service.h"
 #include "cloud/api/fleet_service.h"
+#include "cloud/api/rest_gateway.h"
+#include "cloud/deploy/controller.h"
+#include "cloud/events/event_log.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
 #include "cloud/registry/registry.h"
@@ -14,13 +17,16 @@ namespace fedge::cloud {
 
 struct CloudServer::Impl {
   std::unique_ptr<registry::Registry> registry;
+  std::unique_ptr<events::EventLog> events;
   std::unique_ptr<fleet::Fleet> fleet;
+  std::unique_ptr<deploy::Controller> deploy;
   std::unique_ptr<jobs::JobManager> jobs;
   std::unique_ptr<api::FleetService> fleet_service;
   std::unique_ptr<api::AdminService> admin_service;
   net::StartedGrpcServer fleet_server;
   net::StartedGrpcServer admin_server;
   std::unique_ptr<net::HttpServer> http;
+  std::unique_ptr<api::RestGateway> rest;
   bool shut_down = false;
 };
 
@@ -31,14 +37,64 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   auto impl = std::make_unique<Impl>();
   FEDGE_ASSIGN_OR_RETURN(impl->registry,
                          registry::Registry::Open({options.data_dir, options.clock}));
-  impl->fleet = std::make_unique<fleet::Fleet>(fleet::Fleet::Options{
-      options.clock, options.liveness_timeout, options.heartbeat_interval});
-  impl->jobs = std::make_unique<jobs::JobManager>(jobs::JobManager::Options{
-      impl->registry.get(), impl->fleet.get(), options.clock, options.max_update_norm});
+  events::EventLog::Options event_opts;
+  event_opts.data_dir = options.data_dir;
+  event_opts.clock = options.clock;
+  for (const std::string& url : options.webhook_urls) event_opts.webhooks.push_back({url, {}});
+  event_opts.webhook_secret = options.webhook_secret;
+  FEDGE_ASSIGN_OR_RETURN(impl->events, events::EventLog::Open(event_opts));
+  events::EventLog* event_log = impl->events.get();
+
+  fleet::Fleet::Options fleet_opts_core;
+  fleet_opts_core.clock = options.clock;
+  fleet_opts_core.liveness_timeout = options.liveness_timeout;
+  fleet_opts_core.heartbeat_interval = options.heartbeat_interval;
+  fleet_opts_core.on_presence = [event_log](const std::string& node, bool online) {
+    v1::Event e;
+    e.set_type(online ? "node.online" : "node.offline");
+    e.set_node_id(node);
+    e.set_message(absl::StrCat(node, online ? " connected" : " disconnected"));
+    event_log->Append(std::move(e));
+  };
+  impl->fleet = std::make_unique<fleet::Fleet>(fleet_opts_core);
+
+  deploy::Controller::Options deploy_opts;
+  deploy_opts.registry = impl->registry.get();
+  deploy_opts.fleet = impl->fleet.get();
+  deploy_opts.events = event_log;
+  deploy_opts.clock = options.clock;
+  deploy_opts.tick = options.deploy_tick;
+  impl->deploy = std::make_unique<deploy::Controller>(deploy_opts);
+
+  jobs::JobManager::Options job_opts;
+  job_opts.registry = impl->registry.get();
+  job_opts.fleet = impl->fleet.get();
+  job_opts.clock = options.clock;
+  job_opts.max_update_norm = options.max_update_norm;
+  job_opts.events = event_log;
+  Impl* raw = impl.get();
+  // A model with a gate policy has every new version validated as it is registered.
+  job_opts.on_registered = [raw](const v1::Version& version) {
+    auto model = raw->registry->GetModel(version.model());
+    if (!model.ok() || (!model->gate_policy().holdout().has_synthetic() &&
+                        model->gate_policy().holdout().csv_path().empty())) {
+      return;
+    }
+    auto st = raw->admin_service->RunGate(version, model->gate_policy(), "gate",
+                                          "validated on registration");
+    if (!st.ok()) LOG(WARNING) << "validation of " << version.model() << " v"
+                               << version.version() << " failed to run: " << st.status();
+  };
+  impl->jobs = std::make_unique<jobs::JobManager>(job_opts);
   impl->fleet_service = std::make_unique<api::FleetService>(api::FleetService::Options{
-      impl->fleet.get(), impl->jobs.get(), impl->registry.get()});
-  impl->admin_service = std::make_unique<api::AdminService>(api::AdminService::Options{
-      impl->fleet.get(), impl->jobs.get(), impl->registry.get()});
+      impl->fleet.get(), impl->jobs.get(), impl->registry.get(), impl->deploy.get()});
+  api::AdminService::Options admin_core;
+  admin_core.fleet = impl->fleet.get();
+  admin_core.jobs = impl->jobs.get();
+  admin_core.registry = impl->registry.get();
+  admin_core.deploy = impl->deploy.get();
+  admin_core.events = event_log;
+  impl->admin_service = std::make_unique<api::AdminService>(admin_core);
 
   net::GrpcServerOptions fleet_opts;
   fleet_opts.address = options.fleet_address;
@@ -53,10 +109,18 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   int port = 0;
   FEDGE_RETURN_IF_ERROR(net::ParseHostPort(options.metrics_address, &host, &port));
   FEDGE_ASSIGN_OR_RETURN(impl->http, net::HttpServer::Start(host, port, nullptr));
+  if (!options.rest_address.empty()) {
+    api::RestGateway::Options rest;
+    FEDGE_RETURN_IF_ERROR(net::ParseHostPort(options.rest_address, &rest.host, &rest.port));
+    rest.admin_channel = impl->admin_server.server->InProcessChannel(grpc::ChannelArguments());
+    FEDGE_ASSIGN_OR_RETURN(impl->rest, api::RestGateway::Start(rest));
+  }
 
   FEDGE_RETURN_IF_ERROR(impl->jobs->ResumeUnfinished());
+  FEDGE_RETURN_IF_ERROR(impl->deploy->Start());
   LOG(INFO) << "fedge-cloud serving: fleet port " << impl->fleet_server.port << ", admin port "
             << impl->admin_server.port << ", metrics port " << impl->http->port()
+            << ", REST port " << (impl->rest ? impl->rest->port() : 0)
             << ", data in " << options.data_dir;
   return std::unique_ptr<CloudServer>(new CloudServer(std::move(impl)));
 }
@@ -68,6 +132,7 @@ CloudServer::~CloudServer() { Shutdown(); }
 int CloudServer::fleet_port() const { return impl_->fleet_server.port; }
 int CloudServer::admin_port() const { return impl_->admin_server.port; }
 int CloudServer::metrics_port() const { return impl_->http->port(); }
+int CloudServer::rest_port() const { return impl_->rest ? impl_->rest->port() : 0; }
 registry::Registry* CloudServer::registry() { return impl_->registry.get(); }
 
 void CloudServer::Shutdown() {
@@ -75,10 +140,13 @@ void CloudServer::Shutdown() {
   impl_->shut_down = true;
   LOG(INFO) << "fedge-cloud shutting down";
   impl_->jobs->Shutdown();
+  impl_->deploy->Stop();
+  if (impl_->rest) impl_->rest->Stop();
   impl_->fleet->CloseAll(absl::UnavailableError("the coordinator is shutting down; reconnect"));
   net::StopGrpcServer(&impl_->fleet_server, std::chrono::seconds(5));
   net::StopGrpcServer(&impl_->admin_server, std::chrono::seconds(5));
   impl_->http->Stop();
+  impl_->events->Shutdown();
 }
 
 }  // namespace fedge::cloud

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -24,6 +25,10 @@ class CloudServer {
     std::string fleet_address = "0.0.0.0:7070";
     std::string admin_address = "0.0.0.0:7071";
     std::string metrics_address = "0.0.0.0:9090";
+    std::string rest_address = "0.0.0.0:7072";  // REST/JSON for Admin; empty: off
+    std::vector<std::string> webhook_urls;      // http:// endpoints that receive every event
+    std::string webhook_secret;                 // HMAC-SHA256 key for X-Fedge-Signature-256
+    absl::Duration deploy_tick = absl::Milliseconds(100);
     absl::Duration heartbeat_interval = absl::Seconds(5);
     absl::Duration liveness_timeout = absl::Seconds(15);
     double max_update_norm = 1e6;
@@ -37,6 +42,7 @@ class CloudServer {
   int fleet_port() const;
   int admin_port() const;
   int metrics_port() const;
+  int rest_port() const;  // 0 when REST is off
   registry::Registry* registry();
 
   // Pauses jobs (they stay resumable), ends every Session with UNAVAILABLE so edges reconnect,

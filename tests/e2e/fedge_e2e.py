@@ -48,6 +48,7 @@ class Fleet:
             "--data_dir=" + os.path.join(self.work, "cloud"),
             "--fleet_address=127.0.0.1:%d" % fleet_port,
             "--admin_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
+            "--rest_address=127.0.0.1:0",
             "--ports_file=" + ports_file, "--heartbeat_interval_ms=300",
         ] + list(extra))
         self.cloud_ports = self._ports(ports_file)

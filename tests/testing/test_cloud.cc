@@ -13,6 +13,8 @@ absl::StatusOr<TestCloud> TestCloud::Start(const std::string& data_dir,
   o.fleet_address = "127.0.0.1:0";
   o.admin_address = "127.0.0.1:0";
   o.metrics_address = "127.0.0.1:0";
+  o.rest_address = "127.0.0.1:0";
+  o.deploy_tick = absl::Milliseconds(20);
   o.heartbeat_interval = heartbeat;
   TestCloud cloud;
   FEDGE_ASSIGN_OR_RETURN(cloud.server, cloud::CloudServer::Start(o));

@@ -1,0 +1,28 @@
+#ifndef FEDGE_CLOUD_MODELS_VALIDATOR_H_
+#define FEDGE_CLOUD_MODELS_VALIDATOR_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "cloud/registry/registry.h"
+#include "common/data/dataset.h"
+#include "fedge/v1/model.pb.h"
+
+namespace fedge::cloud::models {
+
+// The cloud-side data a holdout spec names: the synthetic generator's fleet-wide holdout, or a
+// CSV file on the coordinator whose labels map through the contract. An empty spec gives an
+// empty dataset.
+absl::StatusOr<data::Dataset> LoadHoldout(const v1::HoldoutSpec& spec,
+                                          const v1::ModelContract& contract);
+
+// The validation gate. Scores the version on the policy's holdout and checks the policy's
+// thresholds: minimum accuracy, maximum loss, and at most max_regression below the version the
+// "production" alias points at (scored on the same data). Does not store the result.
+// FAILED_PRECONDITION when the policy names no holdout data.
+absl::StatusOr<v1::Validation> Validate(const registry::Registry& registry,
+                                        const v1::Version& version, const v1::GatePolicy& policy);
+
+}  // namespace fedge::cloud::models
+
+#endif  // FEDGE_CLOUD_MODELS_VALIDATOR_H_
