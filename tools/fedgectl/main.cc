@@ -30,6 +30,7 @@
 #include "fedge/v1/admin.grpc.pb.h"
 #include "fedge/v1/inference.grpc.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "tools/fedgectl/cli.h"
 
 ABSL_FLAG(std::string, admin, "127.0.0.1:7071", "host:port of the cloud's Admin API.");
 ABSL_FLAG(std::string, output, "table", "table (for people) or json (for scripts).");
@@ -78,106 +79,40 @@ ABSL_FLAG(int, synthetic_sample, -1,
           "predict: score row N of the synthetic task's fleet-wide holdout instead of --values, "
           "and show its true label.");
 
+namespace fedge::cli {
 namespace {
 
-using fedge::v1::Admin;
-
-constexpr char kUsage[] =
-    "fedgectl: operate a fedge cloud.\n\n"
-    "  fedgectl models register --name=N (--builtin=mlp|conv1d | --archive=FILE)\n"
-    "           [--synthetic | --normalize_csv=FILE | --features=.. --labels=..]\n"
-    "  fedgectl models list\n"
-    "  fedgectl models versions NAME\n"
-    "  fedgectl models show NAME [--version=V]\n"
-    "  fedgectl models export NAME [--version=V] --out=FILE\n"
-    "  fedgectl jobs start --model=N [--rounds=10 --clients_per_round=K ...] [--watch]\n"
-    "  fedgectl jobs status ID [--watch]\n"
-    "  fedgectl jobs list\n"
-    "  fedgectl nodes list\n"
-    "  fedgectl deploy create --model=N [--version=V] [--selector=k=v]\n"
-    "  fedgectl predict --edge=HOST:PORT --values=1.0,2.0,...\n";
-
-int Fail(const std::string& message) {
-  std::cerr << "fedgectl: " << message << "\n";
-  return 1;
-}
-
-int FailRpc(const std::string& what, const grpc::Status& st) {
-  std::string hint;
-  if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    hint = absl::StrCat(" (is fedge-cloud running at ", absl::GetFlag(FLAGS_admin),
-                        "? set --admin=HOST:PORT)");
-  }
-  std::cerr << "fedgectl: " << what << " failed: " << st.error_message() << hint << " ["
-            << static_cast<int>(st.error_code()) << "]\n";
-  return 1;
-}
-
-bool Json() { return absl::GetFlag(FLAGS_output) == "json"; }
-
-void PrintJson(const google::protobuf::Message& m) {
-  std::string json;
-  google::protobuf::util::JsonPrintOptions opt;
-  opt.add_whitespace = true;
-  opt.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &json, opt);
-  std::cout << json;
-}
-
-// The operator's user name, recorded by the cloud as the creator of what this call makes.
-std::string UserName() {
-  const char* user = getenv("USER");
-  if (user != nullptr && *user != '\0') return user;
-  struct passwd* pw = getpwuid(getuid());
-  return pw != nullptr ? pw->pw_name : "unknown";
-}
-
-std::unique_ptr<grpc::ClientContext> Context() {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s)));
-  ctx->AddMetadata(fedge::net::kPrincipalMetadata, UserName());
-  return ctx;
-}
-
-std::unique_ptr<Admin::Stub> Stub() {
-  return Admin::NewStub(fedge::net::MakeChannel(absl::GetFlag(FLAGS_admin)));
-}
-
-// One unary Admin call; on failure prints why (with a hint) and returns false.
-template <typename Request, typename Response>
-bool CallAdmin(const char* what,
-               grpc::Status (Admin::Stub::*method)(grpc::ClientContext*, const Request&,
-                                                   Response*),
-               const Request& request, Response* response) {
-  auto stub = Stub();
-  auto ctx = Context();
-  grpc::Status st = (stub.get()->*method)(ctx.get(), request, response);
-  if (!st.ok()) {
-    FailRpc(what, st);
-    return false;
-  }
-  return true;
-}
-
-std::vector<std::string> SplitList(const std::string& s) {
-  return absl::StrSplit(s, ',', absl::SkipEmpty());
-}
-
-bool ParseSelector(google::protobuf::Map<std::string, std::string>* out) {
-  for (const std::string& kv : SplitList(absl::GetFlag(FLAGS_selector))) {
-    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
-    if (p.first.empty() || p.second.empty()) return false;
-    (*out)[p.first] = p.second;
-  }
-  return true;
-}
-
-std::string Time(int64_t unix_ms) {
-  if (unix_ms == 0) return "-";
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(unix_ms),
-                          absl::LocalTimeZone());
-}
+constexpr char kUsageText[] =
+    "fedgectl: operate a fedge cloud (a client of its Admin API, --admin=HOST:PORT).\n\n"
+    "Models and the registry:\n"
+    "  models register --name=N (--builtin=mlp|conv1d | --archive=FILE)\n"
+    "                  [--synthetic | --normalize_csv=FILE | --features=.. --labels=..]\n"
+    "  models list | versions NAME | show NAME [--version=V] | lineage NAME [--version=V]\n"
+    "  models policy NAME [--min_accuracy=A] [--max_loss=L] [--max_regression=D]\n"
+    "                [--holdout_synthetic | --holdout_csv=PATH] [--keep_versions=N]\n"
+    "  models validate NAME --version=V        run the gate; the result is stored\n"
+    "  models promote NAME --version=V [--alias=production] [--force --reason=WHY]\n"
+    "  models alias NAME --alias=A (--version=V | --delete_alias)\n"
+    "  models tag NAME --version=V --tags=k=v,k2=   (empty value deletes)\n"
+    "  models retention NAME [--keep_versions=N]\n"
+    "  models audit [NAME] [--limit=N]\n"
+    "  models export NAME [--version=V] --out=FILE   (opens with torch.jit.load)\n"
+    "Training:\n"
+    "  jobs start --model=N [--rounds=10 --clients_per_round=K --min_clients=M ...] [--watch]\n"
+    "  jobs list | status ID | watch ID | cancel ID [--reason=WHY]\n"
+    "Rollouts:\n"
+    "  deploy create --model=N [--version=V] [--selector=k=v] [--waves=0.25,0.5,1]\n"
+    "                [--soak_ms=MS] [--min_feedback_accuracy=A --min_feedback=N]\n"
+    "                [--max_error_rate=R] [--max_p99_ms=MS] [--watch]\n"
+    "  deploy list | status ID [--watch] | pause ID | resume ID | rollback ID [--reason=WHY]\n"
+    "Fleet and events:\n"
+    "  nodes list\n"
+    "  events watch [--after_id=N] [--types=deployment.,job.]   (follows until Ctrl-C)\n"
+    "  events list [--after_id=N] [--types=..] [--limit=N]\n"
+    "  predict --edge=HOST:PORT (--values=1.0,2.0,... | --synthetic_sample=N)\n\n"
+    "Output: tables for people, --output=json for scripts. Exit codes: 0 done, 1 the cloud\n"
+    "refused or the job/deployment failed, 2 the command line is wrong. Every flag can also\n"
+    "come from --flagfile=FILE (one --flag=value per line).\n";
 
 // --- models ---------------------------------------------------------------------------------
 
@@ -386,9 +321,17 @@ void PrintRound(const fedge::v1::RoundInfo& r) {
   std::fflush(stdout);
 }
 
+// Follows a job: one table row per finished round and, on a terminal, a live progress bar for
+// the round in flight. Exit code 0 if the job succeeds, 1 if it fails or is cancelled.
 int Watch(Admin::Stub* stub, const std::string& id) {
   size_t printed = 0;
   bool header = false;
+  const bool tty = isatty(STDOUT_FILENO) != 0 && !Json();
+  bool bar_shown = false;
+  auto clear_bar = [&] {
+    if (bar_shown) std::cout << "\r\033[K" << std::flush;
+    bar_shown = false;
+  };
   while (true) {
     auto ctx = Context();
     fedge::v1::GetJobRequest req;
@@ -405,17 +348,33 @@ int Watch(Admin::Stub* stub, const std::string& id) {
     // Rows print once their round is over (done, retrying, failed or interrupted).
     while (printed < static_cast<size_t>(job.rounds_size()) &&
            job.rounds(static_cast<int>(printed)).state() != "training") {
+      clear_bar();
       PrintRound(job.rounds(static_cast<int>(printed)));
       ++printed;
     }
     if (job.state() == fedge::v1::JOB_SUCCEEDED) {
+      clear_bar();
       std::cout << "job " << id << " succeeded: " << job.spec().model() << " v"
                 << job.result_version() << "\n";
-      return 0;
+      return kOk;
     }
-    if (job.state() == fedge::v1::JOB_FAILED) {
-      std::cout << "job " << id << " failed: " << job.error() << "\n";
-      return 1;
+    if (job.state() == fedge::v1::JOB_FAILED || job.state() == fedge::v1::JOB_CANCELLED) {
+      clear_bar();
+      std::cout << "job " << id << " " << (job.state() == fedge::v1::JOB_FAILED ? "failed" : "cancelled")
+                << ": " << job.error() << "\n";
+      return kFailed;
+    }
+    if (tty && job.rounds_size() > 0 && job.rounds(job.rounds_size() - 1).state() == "training") {
+      const auto& r = job.rounds(job.rounds_size() - 1);
+      const int total = std::max(1, job.spec().rounds());
+      const int width = 30;
+      const int filled = width * job.completed_rounds() / total;
+      const double secs = (absl::ToUnixMillis(absl::Now()) - job.updated_unix_ms()) / 1000.0;
+      std::cout << "\r\033[K[" << std::string(static_cast<size_t>(filled), '#')
+                << std::string(static_cast<size_t>(width - filled), '.') << "] round " << r.round()
+                << "/" << total << ": " << r.participants() << " node(s) training, "
+                << absl::StrFormat("%.1f", std::max(0.0, secs)) << " s" << std::flush;
+      bar_shown = true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
@@ -439,7 +398,7 @@ int JobsStart() {
   s->set_optimizer(absl::GetFlag(FLAGS_optimizer));
   s->set_seed(absl::GetFlag(FLAGS_seed));
   s->set_reason(absl::GetFlag(FLAGS_reason));
-  if (!ParseSelector(s->mutable_selector())) return Fail("--selector must be key=value,...");
+  if (!ParseSelector(absl::GetFlag(FLAGS_selector), s->mutable_selector())) return Fail("--selector must be key=value,...");
   if (!absl::GetFlag(FLAGS_holdout_csv).empty()) {
     s->mutable_holdout()->set_csv_path(absl::GetFlag(FLAGS_holdout_csv));
     s->mutable_holdout()->set_label_column(absl::GetFlag(FLAGS_label_column));
@@ -509,21 +468,6 @@ int NodesList() {
   return 0;
 }
 
-int DeployCreate() {
-  fedge::v1::DeployRequest req;
-  req.set_model(absl::GetFlag(FLAGS_model));
-  if (req.model().empty()) return Fail("deploy create needs --model");
-  req.set_version(absl::GetFlag(FLAGS_version));
-  req.set_reason(absl::GetFlag(FLAGS_reason));
-  if (!ParseSelector(req.mutable_selector())) return Fail("--selector must be key=value,...");
-  fedge::v1::DeployResponse resp;
-  if (!CallAdmin("deploy create", &Admin::Stub::Deploy, req, &resp)) return 1;
-  if (Json()) return PrintJson(resp), 0;
-  std::cout << "deploying " << req.model() << " to " << resp.node_ids_size() << " node(s): "
-            << absl::StrJoin(resp.node_ids(), ", ") << "\n";
-  return 0;
-}
-
 int Predict() {
   fedge::v1::PredictRequest req;
   req.set_model(absl::GetFlag(FLAGS_model));
@@ -569,13 +513,15 @@ int Predict() {
 }
 
 }  // namespace
+}  // namespace fedge::cli
 
 int main(int argc, char** argv) {
+  using namespace fedge::cli;  // NOLINT: the command table below
   absl::FlagsUsageConfig config;
   config.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
   config.contains_helpshort_flags = config.contains_help_flags;
   absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(kUsage);
+  absl::SetProgramUsageMessage(kUsageText);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   std::vector<std::string> a(args.begin() + 1, args.end());
   auto is = [&](std::initializer_list<const char*> words) {
@@ -596,7 +542,24 @@ int main(int argc, char** argv) {
   if (is({"jobs", "list"})) return JobsList();
   if (is({"nodes", "list"})) return NodesList();
   if (is({"deploy", "create"})) return DeployCreate();
+  if (is({"deploy", "list"})) return DeployList();
+  if (is({"deploy", "status"}) && a.size() == 3) return DeployStatus(a[2]);
+  for (const char* action : {"pause", "resume", "rollback"}) {
+    if (is({"deploy", action}) && a.size() == 3) return DeployAction(action, a[2]);
+  }
+  if (is({"models", "lineage"}) && a.size() == 3) return ModelsLineage(a[2]);
+  if (is({"models", "promote"}) && a.size() == 3) return ModelsPromote(a[2]);
+  if (is({"models", "alias"}) && a.size() == 3) return ModelsAlias(a[2]);
+  if (is({"models", "tag"}) && a.size() == 3) return ModelsTag(a[2]);
+  if (is({"models", "policy"}) && a.size() == 3) return ModelsPolicy(a[2]);
+  if (is({"models", "validate"}) && a.size() == 3) return ModelsValidate(a[2]);
+  if (is({"models", "retention"}) && a.size() == 3) return ModelsRetention(a[2]);
+  if (is({"models", "audit"})) return ModelsAudit(a.size() == 3 ? a[2] : "");
+  if (is({"jobs", "watch"}) && a.size() == 3) return Watch(Stub().get(), a[2]);
+  if (is({"jobs", "cancel"}) && a.size() == 3) return JobsCancel(a[2]);
+  if (is({"events", "watch"})) return EventsWatch(true);
+  if (is({"events", "list"})) return EventsWatch(false);
   if (is({"predict"})) return Predict();
-  std::cerr << kUsage << "\nRun fedgectl --help for every flag.\n";
-  return a.empty() ? 0 : 2;
+  std::cerr << kUsageText << "\nRun fedgectl --help for every flag.\n";
+  return a.empty() ? kOk : kUsage;
 }

@@ -1,0 +1,91 @@
+#include "tools/fedgectl/cli.h"
+
+#include <pwd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "common/net/identity.h"
+#include "common/net/servers.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace fedge::cli {
+
+int Fail(const std::string& message) {
+  std::cerr << "fedgectl: " << message << "\n";
+  return kFailed;
+}
+
+int Usage(const std::string& message) {
+  std::cerr << "fedgectl: " << message << "\n";
+  return kUsage;
+}
+
+int FailRpc(const std::string& what, const grpc::Status& st) {
+  std::string hint;
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    hint = absl::StrCat(" (is fedge-cloud running at ", absl::GetFlag(FLAGS_admin),
+                        "? set --admin=HOST:PORT)");
+  }
+  std::cerr << "fedgectl: " << what << " failed: " << st.error_message() << hint << " ["
+            << static_cast<int>(st.error_code()) << "]\n";
+  return 1;
+}
+
+bool Json() { return absl::GetFlag(FLAGS_output) == "json"; }
+
+void PrintJson(const google::protobuf::Message& m) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions opt;
+  opt.add_whitespace = true;
+  opt.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &json, opt);
+  std::cout << json;
+}
+
+// The operator's user name, recorded by the cloud as the creator of what this call makes.
+std::string UserName() {
+  const char* user = getenv("USER");
+  if (user != nullptr && *user != '\0') return user;
+  struct passwd* pw = getpwuid(getuid());
+  return pw != nullptr ? pw->pw_name : "unknown";
+}
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s)));
+  ctx->AddMetadata(fedge::net::kPrincipalMetadata, UserName());
+  return ctx;
+}
+
+std::unique_ptr<Admin::Stub> Stub() {
+  return Admin::NewStub(fedge::net::MakeChannel(absl::GetFlag(FLAGS_admin)));
+}
+
+std::vector<std::string> SplitList(const std::string& s) {
+  return absl::StrSplit(s, ',', absl::SkipEmpty());
+}
+
+bool ParseSelector(const std::string& text, google::protobuf::Map<std::string, std::string>* out) {
+  for (const std::string& kv : SplitList(text)) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    if (p.first.empty() || p.second.empty()) return false;
+    (*out)[p.first] = p.second;
+  }
+  return true;
+}
+
+std::string Time(int64_t unix_ms) {
+  if (unix_ms == 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(unix_ms),
+                          absl::LocalTimeZone());
+}
+
+}  // namespace fedge::cli

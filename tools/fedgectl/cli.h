@@ -1,0 +1,77 @@
+#ifndef FEDGE_TOOLS_FEDGECTL_CLI_H_
+#define FEDGE_TOOLS_FEDGECTL_CLI_H_
+
+// Helpers shared by fedgectl's commands.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/declare.h"
+#include "fedge/v1/admin.grpc.pb.h"
+#include "google/protobuf/map.h"
+#include "google/protobuf/message.h"
+#include "grpcpp/client_context.h"
+
+ABSL_DECLARE_FLAG(std::string, admin);
+ABSL_DECLARE_FLAG(std::string, output);
+ABSL_DECLARE_FLAG(int, timeout_s);
+
+namespace fedge::cli {
+
+using v1::Admin;
+
+// Exit codes scripts can trust.
+inline constexpr int kOk = 0;
+inline constexpr int kFailed = 1;  // the cloud refused, or the job / deployment failed
+inline constexpr int kUsage = 2;   // the command line is wrong
+
+// Print "fedgectl: <message>" and return kFailed (or kUsage).
+int Fail(const std::string& message);
+int Usage(const std::string& message);
+int FailRpc(const std::string& what, const grpc::Status& st);
+bool Json();
+void PrintJson(const google::protobuf::Message& m);
+std::string UserName();
+std::unique_ptr<grpc::ClientContext> Context();
+std::unique_ptr<Admin::Stub> Stub();
+std::vector<std::string> SplitList(const std::string& s);
+// key=value,... into a map; false if an entry is malformed.
+bool ParseSelector(const std::string& text, google::protobuf::Map<std::string, std::string>* out);
+std::string Time(int64_t unix_ms);
+
+// One unary Admin call; on failure prints why (with a hint) and returns false.
+template <typename Request, typename Response>
+bool CallAdmin(const char* what,
+               grpc::Status (Admin::Stub::*method)(grpc::ClientContext*, const Request&,
+                                                   Response*),
+               const Request& request, Response* response) {
+  auto stub = Stub();
+  auto ctx = Context();
+  grpc::Status st = (stub.get()->*method)(ctx.get(), request, response);
+  if (!st.ok()) {
+    FailRpc(what, st);
+    return false;
+  }
+  return true;
+}
+
+// Lifecycle commands (lifecycle.cc). `args` are the positional words after the command.
+int ModelsLineage(const std::string& model);
+int ModelsPromote(const std::string& model);
+int ModelsAlias(const std::string& model);
+int ModelsTag(const std::string& model);
+int ModelsPolicy(const std::string& model);
+int ModelsValidate(const std::string& model);
+int ModelsRetention(const std::string& model);
+int ModelsAudit(const std::string& model);
+int DeployCreate();
+int DeployList();
+int DeployStatus(const std::string& id);
+int DeployAction(const std::string& action, const std::string& id);
+int JobsCancel(const std::string& id);
+int EventsWatch(bool follow);
+
+}  // namespace fedge::cli
+
+#endif  // FEDGE_TOOLS_FEDGECTL_CLI_H_
