@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "google/protobuf/util/json_util.h"
 #include "tools/fedgectl/cli.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
@@ -405,9 +406,12 @@ int EventsWatch(bool follow) {
   for (const auto& t : SplitList(absl::GetFlag(FLAGS_types))) req.add_types(t);
   req.set_limit(absl::GetFlag(FLAGS_limit));
   auto print = [](const v1::Event& e) {
-    if (Json()) {
-      PrintJson(e);
-      std::cout << std::endl;
+    if (Json()) {  // one compact JSON object a line (NDJSON)
+      std::string line;
+      google::protobuf::util::JsonPrintOptions opt;
+      opt.preserve_proto_field_names = true;
+      (void)google::protobuf::util::MessageToJsonString(e, &line, opt);
+      std::cout << line << std::endl;
       return;
     }
     std::vector<std::string> where;
@@ -425,6 +429,7 @@ int EventsWatch(bool follow) {
   if (!follow) {
     v1::ListEventsResponse resp;
     if (!CallAdmin("events list", &Admin::Stub::ListEvents, req, &resp)) return kFailed;
+    if (Json()) return PrintJson(resp), kOk;
     for (const auto& e : resp.events()) print(e);
     return kOk;
   }
