@@ -145,7 +145,8 @@ grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
   return writer->Finish();
 }
 
-FakeEdge::FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& node_id)
+FakeEdge::FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& node_id,
+                   const std::map<std::string, v1::VersionRef>& active)
     : node_id_(node_id), stub_(v1::Fleet::NewStub(channel)) {
   net::SetCallerNodeId(&context_, node_id);
   stream_ = stub_->Session(&context_);
@@ -154,7 +155,15 @@ FakeEdge::FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& no
   hello.mutable_hello()->add_capabilities("train");
   hello.mutable_hello()->add_capabilities("predict");
   hello.mutable_hello()->set_protocol_version(1);
+  for (const auto& [model, ref] : active) {
+    (*hello.mutable_hello()->mutable_active_versions())[model] = ref;
+  }
   stream_->Write(hello);
+}
+
+bool FakeEdge::Send(const v1::EdgeMessage& message) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  return stream_->Write(message);
 }
 
 FakeEdge::~FakeEdge() { Close(); }

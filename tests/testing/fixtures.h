@@ -1,7 +1,9 @@
 #ifndef FEDGE_TESTS_TESTING_FIXTURES_H_
 #define FEDGE_TESTS_TESTING_FIXTURES_H_
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -53,10 +55,13 @@ grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
 // messages one at a time. Tests use it to send what no well-behaved edge would.
 class FakeEdge {
  public:
-  FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& node_id);
+  FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& node_id,
+           const std::map<std::string, v1::VersionRef>& active = {});
   ~FakeEdge();
   // Waits for the next message of the cloud; false at end of stream.
   bool Next(v1::CloudMessage* message);
+  // Sends a message on the session (one writer at a time).
+  bool Send(const v1::EdgeMessage& message);
   // Waits for the next TrainTask, skipping other messages.
   absl::StatusOr<v1::TrainTask> NextTask();
   v1::Fleet::Stub* stub() { return stub_.get(); }
@@ -73,6 +78,7 @@ class FakeEdge {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::EdgeMessage, v1::CloudMessage>> stream_;
   bool closed_ = false;
+  std::mutex write_mu_;
   bool ended_ = false;  // the cloud's side of the stream is over
   grpc::Status final_status_;
 };
