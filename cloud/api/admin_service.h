@@ -2,6 +2,7 @@
 #define FEDGE_CLOUD_API_ADMIN_SERVICE_H_
 
 #include "cloud/deploy/controller.h"
+#include "cloud/evaluation/federated.h"
 #include "cloud/events/event_log.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
@@ -21,6 +22,7 @@ class AdminService final : public v1::Admin::Service {
     registry::Registry* registry = nullptr;
     deploy::Controller* deploy = nullptr;
     events::EventLog* events = nullptr;
+    evaluation::FederatedEvaluator* evaluator = nullptr;
     // The largest archive RegisterModel accepts.
     int64_t max_archive_bytes = int64_t{2} << 30;
   };

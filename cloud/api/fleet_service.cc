@@ -89,12 +89,13 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
  public:
   SessionReactor(grpc::CallbackServerContext* context, fleet::Fleet* fleet,
                  jobs::JobManager* jobs, registry::Registry* registry,
-                 deploy::Controller* deploy)
+                 deploy::Controller* deploy, evaluation::FederatedEvaluator* evaluator)
       : context_(context),
         fleet_(fleet),
         jobs_(jobs),
         registry_(registry),
         deploy_(deploy),
+        evaluator_(evaluator),
         outbox_(std::make_shared<Outbox>(this)) {
     auto id = net::CallerNodeId(*context);
     if (!id.ok()) {
@@ -165,6 +166,9 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
         fleet_->ReportDeploy(node_id_, in_.deploy_status());
         if (deploy_ != nullptr) deploy_->OnDeployStatus(node_id_, in_.deploy_status());
         return absl::OkStatus();
+      case v1::EdgeMessage::kEvaluateResult:
+        if (evaluator_ != nullptr) evaluator_->OnResult(node_id_, in_.evaluate_result());
+        return absl::OkStatus();
       case v1::EdgeMessage::kHealth:
         if (deploy_ != nullptr) deploy_->OnHealth(node_id_, in_.health());
         return absl::OkStatus();
@@ -203,6 +207,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   jobs::JobManager* const jobs_;
   registry::Registry* const registry_;
   deploy::Controller* const deploy_;
+  evaluation::FederatedEvaluator* const evaluator_;
   std::shared_ptr<Outbox> outbox_;
   std::string node_id_;
   uint64_t session_id_ = 0;
@@ -214,7 +219,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
 grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* FleetService::Session(
     grpc::CallbackServerContext* context) {
   return new SessionReactor(context, options_.fleet, options_.jobs, options_.registry,
-                            options_.deploy);
+                            options_.deploy, options_.evaluator);
 }
 
 grpc::Status FleetService::DownloadModel(grpc::ServerContext* context,

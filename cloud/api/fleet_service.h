@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cloud/deploy/controller.h"
+#include "cloud/evaluation/federated.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
 #include "cloud/registry/registry.h"
@@ -22,6 +23,7 @@ class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Flee
     jobs::JobManager* jobs = nullptr;
     registry::Registry* registry = nullptr;
     deploy::Controller* deploy = nullptr;  // optional: receives health and deploy reports
+    evaluation::FederatedEvaluator* evaluator = nullptr;  // optional: evaluation results
   };
   explicit FleetService(Options options) : options_(options) {}
 

@@ -1,5 +1,7 @@
 #include "cloud/models/validator.h"
 
+#include "cloud/evaluation/federated.h"
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -53,49 +55,76 @@ std::string SourceOf(const v1::HoldoutSpec& spec) {
 }  // namespace
 
 absl::StatusOr<v1::Validation> Validate(const registry::Registry& registry,
-                                        const v1::Version& version,
-                                        const v1::GatePolicy& policy) {
-  if (!policy.holdout().has_synthetic() && policy.holdout().csv_path().empty()) {
+                                        const v1::Version& version, const v1::GatePolicy& policy,
+                                        evaluation::FederatedEvaluator* federated) {
+  const bool cloud = policy.holdout().has_synthetic() || !policy.holdout().csv_path().empty();
+  if (!cloud && !policy.federated()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "model ", version.model(),
         " has no gate policy with holdout data; set one (fedgectl models policy) or pass it"));
   }
-  FEDGE_ASSIGN_OR_RETURN(data::Dataset holdout, LoadHoldout(policy.holdout(), version.contract()));
-  if (holdout.num_features() != version.contract().feature_names_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "holdout has ", holdout.num_features(), " features; ", version.model(), " v",
-        version.version(), " takes ", version.contract().feature_names_size()));
-  }
-  FEDGE_ASSIGN_OR_RETURN(torchlib::EvalResult eval, Score(registry, version, holdout));
   v1::Validation v;
-  v.set_accuracy(eval.accuracy);
-  v.set_loss(eval.loss);
-  v.set_samples(eval.num_samples);
-  v.set_source(SourceOf(policy.holdout()));
   v.set_validated_unix_ms(absl::ToUnixMillis(absl::Now()));
   std::vector<std::string> failed;
-  if (policy.has_min_accuracy() && eval.accuracy < policy.min_accuracy()) {
-    failed.push_back(
-        absl::StrFormat("accuracy %.4f < minimum %.4f", eval.accuracy, policy.min_accuracy()));
-  }
-  if (policy.has_max_loss() && eval.loss > policy.max_loss()) {
-    failed.push_back(absl::StrFormat("loss %.4f > maximum %.4f", eval.loss, policy.max_loss()));
-  }
-  if (policy.has_max_regression()) {
-    auto prod = registry.ResolveAlias(version.model(), "production");
-    if (prod.ok() && *prod != version.version()) {
-      auto prod_version = registry.GetVersion(version.model(), *prod);
-      if (prod_version.ok() && !prod_version->archived()) {
-        FEDGE_ASSIGN_OR_RETURN(torchlib::EvalResult base, Score(registry, *prod_version, holdout));
-        v.set_production_version(*prod);
-        v.set_production_accuracy(base.accuracy);
-        if (eval.accuracy < base.accuracy - policy.max_regression()) {
-          failed.push_back(absl::StrFormat(
-              "accuracy %.4f is more than %.4f below production v%d (%.4f)", eval.accuracy,
-              policy.max_regression(), *prod, base.accuracy));
+  auto check = [&](const std::string& where, double accuracy, double loss) {
+    if (policy.has_min_accuracy() && accuracy < policy.min_accuracy()) {
+      failed.push_back(absl::StrFormat("%saccuracy %.4f < minimum %.4f", where, accuracy,
+                                       policy.min_accuracy()));
+    }
+    if (policy.has_max_loss() && loss > policy.max_loss()) {
+      failed.push_back(absl::StrFormat("%sloss %.4f > maximum %.4f", where, loss, policy.max_loss()));
+    }
+  };
+  if (cloud) {
+    FEDGE_ASSIGN_OR_RETURN(data::Dataset holdout,
+                           LoadHoldout(policy.holdout(), version.contract()));
+    if (holdout.num_features() != version.contract().feature_names_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "holdout has ", holdout.num_features(), " features; ", version.model(), " v",
+          version.version(), " takes ", version.contract().feature_names_size()));
+    }
+    FEDGE_ASSIGN_OR_RETURN(torchlib::EvalResult eval, Score(registry, version, holdout));
+    v.set_accuracy(eval.accuracy);
+    v.set_loss(eval.loss);
+    v.set_samples(eval.num_samples);
+    v.set_source(SourceOf(policy.holdout()));
+    check("", eval.accuracy, eval.loss);
+    if (policy.has_max_regression()) {
+      auto prod = registry.ResolveAlias(version.model(), "production");
+      if (prod.ok() && *prod != version.version()) {
+        auto prod_version = registry.GetVersion(version.model(), *prod);
+        if (prod_version.ok() && !prod_version->archived()) {
+          FEDGE_ASSIGN_OR_RETURN(torchlib::EvalResult base,
+                                 Score(registry, *prod_version, holdout));
+          v.set_production_version(*prod);
+          v.set_production_accuracy(base.accuracy);
+          if (eval.accuracy < base.accuracy - policy.max_regression()) {
+            failed.push_back(absl::StrFormat(
+                "accuracy %.4f is more than %.4f below production v%d (%.4f)", eval.accuracy,
+                policy.max_regression(), *prod, base.accuracy));
+          }
         }
       }
     }
+  }
+  if (policy.federated()) {
+    if (federated == nullptr) {
+      return absl::FailedPreconditionError("federated evaluation is not available here");
+    }
+    v1::VersionRef ref;
+    ref.set_model(version.model());
+    ref.set_version(version.version());
+    ref.set_sha256(version.sha256());
+    const absl::Duration timeout = absl::Milliseconds(
+        policy.federated_timeout_ms() > 0 ? policy.federated_timeout_ms() : 60000);
+    FEDGE_ASSIGN_OR_RETURN(auto fed, federated->Evaluate(ref, version.schema_hash(),
+                                                         policy.federated_min_nodes(), timeout));
+    v.set_federated_accuracy(fed.accuracy);
+    v.set_federated_loss(fed.loss);
+    v.set_federated_samples(fed.samples);
+    v.set_federated_nodes(fed.nodes);
+    v.set_source(v.source().empty() ? "federated" : absl::StrCat(v.source(), "+federated"));
+    check("federated ", fed.accuracy, fed.loss);
   }
   v.set_passed(failed.empty());
   v.set_reason(absl::StrJoin(failed, "; "));

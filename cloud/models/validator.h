@@ -8,6 +8,10 @@
 #include "common/data/dataset.h"
 #include "fedge/v1/model.pb.h"
 
+namespace fedge::cloud::evaluation {
+class FederatedEvaluator;
+}
+
 namespace fedge::cloud::models {
 
 // The cloud-side data a holdout spec names: the synthetic generator's fleet-wide holdout, or a
@@ -16,12 +20,15 @@ namespace fedge::cloud::models {
 absl::StatusOr<data::Dataset> LoadHoldout(const v1::HoldoutSpec& spec,
                                           const v1::ModelContract& contract);
 
-// The validation gate. Scores the version on the policy's holdout and checks the policy's
-// thresholds: minimum accuracy, maximum loss, and at most max_regression below the version the
-// "production" alias points at (scored on the same data). Does not store the result.
-// FAILED_PRECONDITION when the policy names no holdout data.
+// The validation gate. Scores the version on the policy's cloud holdout and, when the policy
+// asks, by federated evaluation on the edges' local holdouts; then checks the thresholds on
+// each result: minimum accuracy, maximum loss, and at most max_regression below the version
+// the "production" alias points at (scored on the same cloud data). Does not store the result.
+// FAILED_PRECONDITION when the policy names no data at all, or federated evaluation gets too
+// few answers.
 absl::StatusOr<v1::Validation> Validate(const registry::Registry& registry,
-                                        const v1::Version& version, const v1::GatePolicy& policy);
+                                        const v1::Version& version, const v1::GatePolicy& policy,
+                                        evaluation::FederatedEvaluator* federated = nullptr);
 
 }  // namespace fedge::cloud::models
 

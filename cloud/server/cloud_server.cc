@@ -5,6 +5,7 @@
 #include "cloud/api/fleet_service.h"
 #include "cloud/api/rest_gateway.h"
 #include "cloud/deploy/controller.h"
+#include "cloud/evaluation/federated.h"
 #include "cloud/events/event_log.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
@@ -20,6 +21,7 @@ struct CloudServer::Impl {
   std::unique_ptr<events::EventLog> events;
   std::unique_ptr<fleet::Fleet> fleet;
   std::unique_ptr<deploy::Controller> deploy;
+  std::unique_ptr<evaluation::FederatedEvaluator> evaluator;
   std::unique_ptr<jobs::JobManager> jobs;
   std::unique_ptr<api::FleetService> fleet_service;
   std::unique_ptr<api::AdminService> admin_service;
@@ -77,7 +79,8 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   job_opts.on_registered = [raw](const v1::Version& version) {
     auto model = raw->registry->GetModel(version.model());
     if (!model.ok() || (!model->gate_policy().holdout().has_synthetic() &&
-                        model->gate_policy().holdout().csv_path().empty())) {
+                        model->gate_policy().holdout().csv_path().empty() &&
+                        !model->gate_policy().federated())) {
       return;
     }
     auto st = raw->admin_service->RunGate(version, model->gate_policy(), "gate",
@@ -86,14 +89,17 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
                                << version.version() << " failed to run: " << st.status();
   };
   impl->jobs = std::make_unique<jobs::JobManager>(job_opts);
-  impl->fleet_service = std::make_unique<api::FleetService>(api::FleetService::Options{
-      impl->fleet.get(), impl->jobs.get(), impl->registry.get(), impl->deploy.get()});
+  impl->evaluator = std::make_unique<evaluation::FederatedEvaluator>(impl->fleet.get());
+  impl->fleet_service = std::make_unique<api::FleetService>(
+      api::FleetService::Options{impl->fleet.get(), impl->jobs.get(), impl->registry.get(),
+                                 impl->deploy.get(), impl->evaluator.get()});
   api::AdminService::Options admin_core;
   admin_core.fleet = impl->fleet.get();
   admin_core.jobs = impl->jobs.get();
   admin_core.registry = impl->registry.get();
   admin_core.deploy = impl->deploy.get();
   admin_core.events = event_log;
+  admin_core.evaluator = impl->evaluator.get();
   impl->admin_service = std::make_unique<api::AdminService>(admin_core);
 
   net::GrpcServerOptions fleet_opts;

@@ -1,5 +1,6 @@
 #include "edge/agent/agent.h"
 
+#include <cmath>
 #include <fstream>
 #include <random>
 
@@ -10,6 +11,7 @@
 #include "common/status/grpc_status.h"
 #include "common/status/status.h"
 #include "common/tensor/sha256.h"
+#include "common/torch/model.h"
 #include "glog/logging.h"
 
 namespace fedge::edge::agent {
@@ -142,6 +144,7 @@ void Agent::SessionLoop() {
           break;
         }
         case v1::CloudMessage::kTrainTask:
+        case v1::CloudMessage::kEvaluate:
         case v1::CloudMessage::kDeploy: {
           MutexLock lock(&mu_);
           work_.push_back(in);
@@ -231,6 +234,10 @@ void Agent::WorkerLoop() {
         TasksCounter("failed").Increment();
       }
       SendOnSession(status);
+    } else if (work.has_evaluate()) {
+      v1::EdgeMessage answer;
+      *answer.mutable_evaluate_result() = RunEvaluate(work.evaluate());
+      SendOnSession(answer);
     } else if (work.has_deploy()) {
       absl::Status st = RunDeploy(work.deploy().version(), work.deploy().schema_hash());
       v1::EdgeMessage status;
@@ -312,6 +319,40 @@ absl::Status Agent::RunTask(const v1::TrainTask& task) {
             << " round=" << task.round() << " update sent: " << update.num_samples
             << " samples, train_loss=" << update.metrics["train_loss"];
   return absl::OkStatus();
+}
+
+v1::EvaluateResult Agent::RunEvaluate(const v1::EvaluateTask& task) {
+  v1::EvaluateResult result;
+  result.set_task_id(task.task_id());
+  auto evaluate = [&]() -> absl::Status {
+    if (options_.holdout_data == nullptr || options_.holdout_data->size() == 0) {
+      return absl::FailedPreconditionError("this node has no labelled local holdout");
+    }
+    int64_t downloaded = 0;
+    FEDGE_ASSIGN_OR_RETURN(std::string archive, Fetch(task.version().sha256(), &downloaded));
+    FEDGE_ASSIGN_OR_RETURN(auto model, torchlib::Model::Load(archive));
+    if (!task.schema_hash().empty() && model->schema().Hash() != task.schema_hash()) {
+      return absl::FailedPreconditionError("the archive's schema is not the task's");
+    }
+    FEDGE_ASSIGN_OR_RETURN(v1::ModelContract contract, runtime::ReadContract(*model));
+    const auto& norm = contract.normalization();
+    if (norm.mean_size() > 0 && !norm.in_module()) {
+      FEDGE_RETURN_IF_ERROR(model->SetInputNormalization(
+          {norm.mean().begin(), norm.mean().end()}, {norm.std().begin(), norm.std().end()}));
+    }
+    FEDGE_ASSIGN_OR_RETURN(torchlib::EvalResult eval, model->Evaluate(*options_.holdout_data));
+    result.set_num_samples(eval.num_samples);
+    result.set_correct(static_cast<int64_t>(std::llround(eval.accuracy * eval.num_samples)));
+    result.set_loss_sum(eval.loss * static_cast<double>(eval.num_samples));
+    return absl::OkStatus();
+  };
+  absl::Status st = evaluate();
+  if (!st.ok()) {
+    result.set_error(std::string(st.message()));
+    LOG(WARNING) << "node=" << options_.node_id << " evaluation of " << task.version().model()
+                 << " v" << task.version().version() << " failed: " << st;
+  }
+  return result;
 }
 
 absl::Status Agent::RunDeploy(const v1::VersionRef& version, const std::string& schema_hash) {

@@ -65,6 +65,8 @@ class Agent {
   void WorkerLoop();
   absl::Status RunTask(const v1::TrainTask& task);
   absl::Status RunDeploy(const v1::VersionRef& version, const std::string& schema_hash);
+  // Scores a version on the local holdout (federated evaluation).
+  v1::EvaluateResult RunEvaluate(const v1::EvaluateTask& task);
   // The artifact, from the cache or downloaded; *downloaded counts bytes fetched.
   absl::StatusOr<std::string> Fetch(const std::string& sha256, int64_t* downloaded);
   absl::Status Upload(const v1::UpdateHeader& header, const std::string& payload);

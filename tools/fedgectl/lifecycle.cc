@@ -37,6 +37,9 @@ ABSL_FLAG(double, min_accuracy, -1, "Gate: minimum holdout accuracy (unset: not 
 ABSL_FLAG(double, max_loss, -1, "Gate: maximum holdout loss (unset: not checked).");
 ABSL_FLAG(double, max_regression, -1,
           "Gate: how far below the production version's accuracy a candidate may be.");
+ABSL_FLAG(bool, federated, false,
+          "Gate: also score candidates on the edges' local holdouts (federated evaluation).");
+ABSL_FLAG(int, federated_min_nodes, 1, "Gate: edges that must answer a federated evaluation.");
 ABSL_FLAG(int, keep_versions, -1, "Retention: versions to keep (0 keeps all).");
 ABSL_FLAG(std::string, waves, "",
           "deploy create: cumulative fractions of nodes per wave, e.g. 0.25,0.5,1 (empty: all at "
@@ -220,7 +223,7 @@ int ModelsPolicy(const std::string& model) {
   }
   const bool gate = absl::GetFlag(FLAGS_min_accuracy) >= 0 || absl::GetFlag(FLAGS_max_loss) >= 0 ||
                     absl::GetFlag(FLAGS_max_regression) >= 0 ||
-                    absl::GetFlag(FLAGS_holdout_synthetic) ||
+                    absl::GetFlag(FLAGS_holdout_synthetic) || absl::GetFlag(FLAGS_federated) ||
                     !absl::GetFlag(FLAGS_holdout_csv).empty();
   if (gate) {
     v1::GatePolicy* p = req.mutable_gate_policy();
@@ -237,9 +240,13 @@ int ModelsPolicy(const std::string& model) {
       syn->set_seed(absl::GetFlag(FLAGS_synthetic_seed));
       syn->set_num_sites(absl::GetFlag(FLAGS_synthetic_sites));
       syn->set_window(absl::GetFlag(FLAGS_synthetic_window));
-    } else {
-      return Usage("a gate policy needs holdout data: --holdout_synthetic or --holdout_csv=PATH");
+    } else if (!absl::GetFlag(FLAGS_federated)) {
+      return Usage(
+          "a gate policy needs holdout data: --holdout_synthetic, --holdout_csv=PATH or "
+          "--federated");
     }
+    p->set_federated(absl::GetFlag(FLAGS_federated));
+    p->set_federated_min_nodes(absl::GetFlag(FLAGS_federated_min_nodes));
   }
   v1::Model m;
   if (!CallAdmin("models policy", &Admin::Stub::UpdateModel, req, &m)) return kFailed;
@@ -265,6 +272,11 @@ int ModelsValidate(const std::string& model) {
   std::cout << v.model() << " v" << v.version() << ": " << (val.passed() ? "PASSED" : "FAILED")
             << absl::StrFormat(" accuracy %.4f loss %.4f on %d samples (%s)", val.accuracy(),
                                val.loss(), val.samples(), val.source());
+  if (val.federated_nodes() > 0) {
+    std::cout << absl::StrFormat("; edges: accuracy %.4f on %d samples from %d node(s)",
+                                 val.federated_accuracy(), val.federated_samples(),
+                                 val.federated_nodes());
+  }
   if (val.production_version() != 0) {
     std::cout << absl::StrFormat("; production v%d: %.4f", val.production_version(),
                                  val.production_accuracy());

@@ -89,7 +89,7 @@ constexpr char kUsageText[] =
     "                  [--synthetic | --normalize_csv=FILE | --features=.. --labels=..]\n"
     "  models list | versions NAME | show NAME [--version=V] | lineage NAME [--version=V]\n"
     "  models policy NAME [--min_accuracy=A] [--max_loss=L] [--max_regression=D]\n"
-    "                [--holdout_synthetic | --holdout_csv=PATH] [--keep_versions=N]\n"
+    "                [--holdout_synthetic | --holdout_csv=PATH] [--federated] [--keep_versions=N]\n"
     "  models validate NAME --version=V        run the gate; the result is stored\n"
     "  models promote NAME --version=V [--alias=production] [--force --reason=WHY]\n"
     "  models alias NAME --alias=A (--version=V | --delete_alias)\n"
