@@ -71,18 +71,43 @@ echo "== the registry"
 "${CTL[@]}" models versions machine-health
 
 echo
-echo "== deploying v$VERSION to the fleet"
-"${CTL[@]}" deploy create --model=machine-health --version="$VERSION" --reason="demo rollout"
-for _ in $(seq 1 100); do
-  [ "$("${CTL[@]}" nodes list | grep -c "machine-health:v$VERSION")" -ge $SITES ] && break
-  sleep 0.1
-done
+echo "== the validation gate: accuracy >= 0.85 on the fleet-wide holdout, then promotion"
+"${CTL[@]}" models policy machine-health --min_accuracy=0.85 --holdout_synthetic \
+  --reason="demo gate" >/dev/null
+"${CTL[@]}" models validate machine-health --version="$VERSION"
+"${CTL[@]}" models promote machine-health --version="$VERSION" --reason="passed the demo gate"
+
+echo
+echo "== canary rollout of v$VERSION: 25% -> 50% -> 100%, each wave soaking 1 s"
+"${CTL[@]}" deploy create --model=machine-health --version="$VERSION" --waves=0.25,0.5,1 \
+  --soak_ms=1000 --min_feedback_accuracy=0.7 --min_feedback=20 --reason="demo rollout" --watch
 "${CTL[@]}" nodes list
 
 echo
 echo "== an edge answers a Predict (plant-0's local Inference API)"
 EDGE0=127.0.0.1:$(port_of "$WORK/edge0.ports" inference)
 "$BIN/tools/fedgectl/fedgectl" predict --edge="$EDGE0" --synthetic_sample=3
+
+echo
+echo "== a bad candidate: an untrained network, canaried under live Predict + Feedback traffic"
+"${CTL[@]}" models register --name=machine-health --builtin=mlp --synthetic --seed=99 \
+  --reason="demo: a bad export"
+BAD=$("${CTL[@]}" models versions machine-health | tail -n 1 | awk '{print $1}')
+"${CTL[@]}" models validate machine-health --version="$BAD" || true
+LOADS=()
+for i in $(seq 0 $((SITES - 1))); do
+  "$BIN/tools/loadgen/fedge-loadgen" --edge=127.0.0.1:$(port_of "$WORK/edge$i.ports" inference) \
+    --duration_ms=8000 --interval_ms=10 --offset=$((i * 500)) >"$WORK/load$i.json" 2>/dev/null &
+  LOADS+=($!)
+done
+ROLLBACK=0
+"${CTL[@]}" deploy create --model=machine-health --version="$BAD" --waves=0.25,1 --soak_ms=5000 \
+  --min_feedback_accuracy=0.7 --min_feedback=20 --reason="demo canary" --watch || ROLLBACK=1
+for pid in "${LOADS[@]}"; do wait "$pid" || true; done
+"${CTL[@]}" models audit machine-health --limit=3
+"${CTL[@]}" events list --types=deployment. | tail -n 3
+ERRORS=$(cat "$WORK"/load*.json | sed -n 's/.*"errors": \([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}')
+echo "Predict errors during the canary and its rollback: $ERRORS"
 
 echo
 echo "== baselines on the same fleet-wide holdout: central (pooled data) and each plant alone"
@@ -95,4 +120,4 @@ VERSIONS=$("${CTL[@]}" models versions machine-health | tail -n +2 | wc -l)
 SECONDS_TAKEN=$(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
 GAP=$(awk -v f="$FINAL" -v c="$CENTRAL" 'BEGIN {printf "%.4f", c - f}')
 echo
-echo "demo: rounds=$ROUNDS final_accuracy=$FINAL versions=$VERSIONS central_accuracy=$CENTRAL best_site_accuracy=$BEST_SITE federated_gap=$GAP seconds=$SECONDS_TAKEN"
+echo "demo: rounds=$ROUNDS final_accuracy=$FINAL versions=$VERSIONS central_accuracy=$CENTRAL best_site_accuracy=$BEST_SITE federated_gap=$GAP canary_rolled_back=$ROLLBACK predict_errors=$ERRORS seconds=$SECONDS_TAKEN"

@@ -356,6 +356,13 @@ v1::EvaluateResult Agent::RunEvaluate(const v1::EvaluateTask& task) {
 }
 
 absl::Status Agent::RunDeploy(const v1::VersionRef& version, const std::string& schema_hash) {
+  // A rollback to the version just replaced needs no download or load.
+  FEDGE_ASSIGN_OR_RETURN(bool instant, options_.runtime->ActivatePrevious(version));
+  if (instant) {
+    LOG(INFO) << "node=" << options_.node_id << " swapped back to " << version.model() << " v"
+              << version.version() << " (kept loaded)";
+    return absl::OkStatus();
+  }
   int64_t downloaded = 0;
   FEDGE_ASSIGN_OR_RETURN(std::string archive, Fetch(version.sha256(), &downloaded));
   FEDGE_RETURN_IF_ERROR(options_.runtime->Activate(version, archive, schema_hash));

@@ -117,6 +117,16 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> Runtime::Load(
   return std::shared_ptr<const LoadedModel>(std::move(loaded));
 }
 
+absl::StatusOr<bool> Runtime::ActivatePrevious(const v1::VersionRef& ref) {
+  MutexLock lock(&mu_);
+  auto prev = previous_.find(ref.model());
+  if (prev == previous_.end() || prev->second->ref.sha256() != ref.sha256()) return false;
+  // Still loaded and warm: the swap is instant.
+  std::swap(active_[ref.model()], prev->second);
+  FEDGE_RETURN_IF_ERROR(Persist());
+  return true;
+}
+
 absl::Status Runtime::Activate(const v1::VersionRef& ref, absl::string_view archive,
                                const std::string& expected_schema_hash) {
   FEDGE_ASSIGN_OR_RETURN(auto loaded, Load(ref, archive, expected_schema_hash));

@@ -50,6 +50,9 @@ class Runtime {
   // schema.
   absl::Status Activate(const v1::VersionRef& ref, absl::string_view archive,
                         const std::string& expected_schema_hash = "");
+  // If ref is the model's previous version (still loaded), swaps it back in at once and returns
+  // true; returns false when it is not loaded.
+  absl::StatusOr<bool> ActivatePrevious(const v1::VersionRef& ref);
   // Swaps back to the previous version of the model. FAILED_PRECONDITION if there is none.
   absl::Status Rollback(const std::string& model);
 

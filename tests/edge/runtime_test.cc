@@ -89,6 +89,20 @@ TEST(RuntimeTest, RollbackReturnsToThePreviousVersion) {
   EXPECT_EQ((*(*rt)->Active("m"))->ref.version(), 1);
 }
 
+TEST(RuntimeTest, ThePreviousVersionStaysLoadedForAnInstantSwapBack) {
+  testing::TempDir dir;
+  auto rt = Runtime::Open({dir.path()});
+  ASSERT_TRUE(rt.ok());
+  const std::string v1 = Archive(1), v2 = Archive(2);
+  ASSERT_TRUE((*rt)->Activate(Ref(v1, 1), v1).ok());
+  const LoadedModel* first = (*(*rt)->Active("m")).get();
+  ASSERT_TRUE((*rt)->Activate(Ref(v2, 2), v2).ok());
+  EXPECT_EQ(*(*rt)->ActivatePrevious(Ref(v2, 2)), false);  // v2 is active, not previous
+  ASSERT_EQ(*(*rt)->ActivatePrevious(Ref(v1, 1)), true);
+  // The very same loaded instance serves again: nothing was reloaded.
+  EXPECT_EQ((*(*rt)->Active("m")).get(), first);
+}
+
 TEST(RuntimeTest, NoPredictFailsWhileVersionsSwapUnderLoad) {
   testing::TempDir dir;
   auto rt = Runtime::Open({dir.path()});

@@ -4,6 +4,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -453,19 +454,28 @@ int JobsList() {
 
 int NodesList() {
   fedge::v1::ListNodesResponse resp;
-  if (!CallAdmin("nodes list", &Admin::Stub::ListNodes, fedge::v1::ListNodesRequest(), &resp)) return 1;
-  if (Json()) return PrintJson(resp), 0;
-  absl::PrintF("%-16s %-10s %-6s %-20s %-24s %s\n", "NODE", "CONNECTED", "ALIVE", "LAST_SEEN",
-               "ACTIVE", "LABELS");
-  for (const auto& n : resp.nodes()) {
-    std::vector<std::string> active, labels;
-    for (const auto& [m, ref] : n.active_versions()) active.push_back(absl::StrCat(m, ":v", ref.version()));
-    for (const auto& [k, v] : n.labels()) labels.push_back(absl::StrCat(k, "=", v));
-    absl::PrintF("%-16s %-10s %-6s %-20s %-24s %s\n", n.node_id(), n.connected() ? "yes" : "no",
-                 n.alive() ? "yes" : "no", Time(n.last_seen_unix_ms()),
-                 active.empty() ? "-" : absl::StrJoin(active, ","), absl::StrJoin(labels, ","));
+  if (!CallAdmin("nodes list", &Admin::Stub::ListNodes, fedge::v1::ListNodesRequest(), &resp)) {
+    return kFailed;
   }
-  return 0;
+  if (Json()) return PrintJson(resp), kOk;
+  absl::PrintF("%-16s %-10s %-6s %-20s %-22s %-22s %s\n", "NODE", "CONNECTED", "ALIVE",
+               "LAST_SEEN", "ACTIVE", "DESIRED", "LABELS");
+  auto versions = [](const google::protobuf::Map<std::string, fedge::v1::VersionRef>& m) {
+    std::vector<std::string> out;
+    for (const auto& [model, ref] : m) out.push_back(absl::StrCat(model, ":v", ref.version()));
+    std::sort(out.begin(), out.end());
+    return out.empty() ? std::string("-") : absl::StrJoin(out, ",");
+  };
+  for (const auto& n : resp.nodes()) {
+    std::vector<std::string> labels;
+    for (const auto& [k, v] : n.labels()) labels.push_back(absl::StrCat(k, "=", v));
+    std::sort(labels.begin(), labels.end());
+    absl::PrintF("%-16s %-10s %-6s %-20s %-22s %-22s %s\n", n.node_id(),
+                 n.connected() ? "yes" : "no", n.alive() ? "yes" : "no",
+                 Time(n.last_seen_unix_ms()), versions(n.active_versions()),
+                 versions(n.desired_versions()), absl::StrJoin(labels, ","));
+  }
+  return kOk;
 }
 
 int Predict() {

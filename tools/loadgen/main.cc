@@ -25,6 +25,9 @@ ABSL_FLAG(std::string, edge, "127.0.0.1:7080", "host:port of the edge's Inferenc
 ABSL_FLAG(int64_t, duration_ms, 10000, "How long to run.");
 ABSL_FLAG(int64_t, interval_ms, 20, "Pause between requests.");
 ABSL_FLAG(bool, feedback, true, "Send each row's true label back with Feedback.");
+ABSL_FLAG(bool, wrong_labels, false,
+          "Send a wrong label instead of the true one: makes this edge's reported accuracy "
+          "collapse, to rehearse an automatic rollback.");
 ABSL_FLAG(std::string, model, "", "Model to ask for (empty: the edge's only or first).");
 ABSL_FLAG(uint64_t, synthetic_seed, 1, "Seed of the synthetic fleet.");
 ABSL_FLAG(int, synthetic_sites, 4, "Sites of the synthetic fleet.");
@@ -77,7 +80,12 @@ int main(int argc, char** argv) {
       if (absl::GetFlag(FLAGS_feedback)) {
         fedge::v1::FeedbackRequest fb;
         fb.set_prediction_id(resp.prediction().prediction_id());
-        fb.set_label(static_cast<int32_t>(rows.labels[static_cast<size_t>(row)]));
+        int32_t label = static_cast<int32_t>(rows.labels[static_cast<size_t>(row)]);
+        if (absl::GetFlag(FLAGS_wrong_labels)) {
+          label = (resp.prediction().label() + 1) %
+                  static_cast<int32_t>(fedge::data::SyntheticLabels().size());
+        }
+        fb.set_label(label);
         grpc::ClientContext fctx;
         fctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
         fedge::v1::FeedbackResponse fresp;
