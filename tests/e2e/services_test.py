@@ -121,6 +121,33 @@ def test(fleet):
         for flag in flags:
             assert flag in text, (path, flag, text[:3000])
 
+    # Every flag can come from a --flagfile, as systemd units and Kubernetes pass them.
+    flagfile = os.path.join(fleet.work, "fedgectl.flags")
+    with open(flagfile, "w") as f:
+        f.write("--admin=127.0.0.1:%d\n--output=json\n" % cloud["admin"])
+    res = subprocess.run([os.path.join(fleet.build, "tools/fedgectl/fedgectl"),
+                          "--flagfile=" + flagfile, "nodes", "list"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and '"node_id": "edge-0"' in res.stdout, res.stdout + res.stderr
+    edge_flags = os.path.join(fleet.work, "edge.flags")
+    with open(edge_flags, "w") as f:
+        f.write("--node_id=edge-f\n--state_dir=%s\n--cloud=\n--inference_address=127.0.0.1:0\n"
+                "--metrics_address=127.0.0.1:0\n--ports_file=%s\n"
+                % (os.path.join(fleet.work, "edge-f"), os.path.join(fleet.work, "edge-f.ports")))
+    proc = subprocess.Popen([os.path.join(fleet.build, "edge/fedge-edge"), "--flagfile=" + edge_flags],
+                            stderr=subprocess.DEVNULL)
+    try:
+        ports = fleet._ports(os.path.join(fleet.work, "edge-f.ports"))
+        assert health(ports["inference"]) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    # A wrong command line exits 2; a refusal from the cloud exits 1.
+    ctl = [os.path.join(fleet.build, "tools/fedgectl/fedgectl"), "--admin=127.0.0.1:%d" % cloud["admin"]]
+    assert subprocess.run(ctl + ["models", "promote", "nope"], capture_output=True).returncode == 2
+    assert subprocess.run(ctl + ["models", "show", "nope"], capture_output=True).returncode == 1
+    assert subprocess.run(ctl + ["bogus"], capture_output=True).returncode == 2
+
     # Bad flags get a message naming the problem, not a crash.
     res = subprocess.run([os.path.join(fleet.build, "edge/fedge-edge"), "--node_id=x",
                           "--state_dir=" + os.path.join(fleet.work, "s"),
