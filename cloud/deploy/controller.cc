@@ -91,6 +91,10 @@ absl::Status Controller::Start() {
       auto v = options_.registry->GetVersion(d.model(), d.version());
       if (v.ok()) schema_of_[d.id()] = v->schema_hash();
       LOG(INFO) << "deployment=" << d.id() << " resuming at wave " << d.current_wave();
+      // Health from before the restart is gone: the current wave soaks again once its nodes
+      // are back.
+      d.set_soak_started_unix_ms(0);
+      d.set_wave_deployed_unix_ms(absl::ToUnixMillis(options_.clock->Now()));
       deployments_[d.id()] = std::move(d);
     }
   }
@@ -341,6 +345,9 @@ void Controller::OnDeployStatus(const std::string& node_id, const v1::DeployStat
 
 void Controller::SendLocked(v1::Deployment* d, v1::NodeRollout* node,
                             const v1::VersionRef& version, const std::string& schema_hash) {
+  // Reports from before this command say nothing about what follows it.
+  deploy_status_.erase({node->node_id(), d->model()});
+  health_.erase({node->node_id(), d->model()});
   absl::Status st = options_.registry->SetDesiredVersion(node->node_id(), version);
   if (!st.ok()) LOG(WARNING) << "deployment=" << d->id() << " node=" << node->node_id() << ": " << st;
   options_.fleet->SetDesired(node->node_id(), version);
@@ -358,6 +365,9 @@ void Controller::RollbackLocked(v1::Deployment* d, const std::string& principal,
   for (auto& node : *d->mutable_nodes()) {
     if (node.state() == "pending") continue;  // never received the version
     if (!node.has_previous()) {
+      // Nothing to go back to; at least stop pushing the rolled-back version at it.
+      (void)options_.registry->ClearDesiredVersion(node.node_id(), d->model());
+      options_.fleet->ClearDesired(node.node_id(), d->model());
       node.set_state("failed");
       node.set_message("no previous version to roll back to");
       continue;
@@ -421,6 +431,7 @@ void Controller::StepLocked(v1::Deployment* d) {
     changed = true;
   }
   bool ready = true;
+  int serving = 0;  // connected nodes of the current waves that run the version
   std::vector<std::string> waiting;
   for (auto& node : *d->mutable_nodes()) {
     if (node.wave() > d->current_wave()) continue;
@@ -457,12 +468,15 @@ void Controller::StepLocked(v1::Deployment* d) {
       nh->set_feedback_correct(h->second.feedback_correct());
       nh->set_reported_unix_ms(h->second.sent_unix_ms());
     }
+    if (node.state() == "active" && info.connected()) ++serving;
     // Offline nodes do not hold a wave back; they converge when they return.
     if (node.state() != "active" && info.connected()) {
       ready = false;
       waiting.push_back(node.node_id());
     }
   }
+  // A wave is judged on nodes that actually serve it; with every node offline it waits.
+  if (serving == 0) ready = false;
   if (!ready) {
     if (now_ms - d->wave_deployed_unix_ms() > d->strategy().wave_timeout_ms()) {
       RollbackLocked(d, "controller",

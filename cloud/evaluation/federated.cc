@@ -26,12 +26,18 @@ absl::StatusOr<FederatedEvaluator::Result> FederatedEvaluator::Evaluate(
       sends.emplace_back(node, std::move(msg));
     }
   }
-  for (auto& [node, msg] : sends) fleet_->Send(node, msg);
+  for (auto& [node, msg] : sends) {
+    if (!fleet_->Send(node, msg)) {
+      MutexLock lock(&mu_);  // gone already: do not wait for it
+      pending->tasks.erase(msg.evaluate().task_id());
+      by_task_.erase(msg.evaluate().task_id());
+    }
+  }
   Result result;
   {
     MutexLock lock(&mu_);
     const absl::Time until = absl::Now() + timeout;
-    while (pending->results.size() < pending->tasks.size() && absl::Now() < until) {
+    while (!shutdown_ && pending->results.size() < pending->tasks.size() && absl::Now() < until) {
       cv_.WaitWithTimeout(&mu_, std::min(absl::Milliseconds(100), until - absl::Now()));
     }
     for (const auto& [task, node] : pending->tasks) by_task_.erase(task);
@@ -59,6 +65,12 @@ absl::StatusOr<FederatedEvaluator::Result> FederatedEvaluator::Evaluate(
         min_nodes));
   }
   return result;
+}
+
+void FederatedEvaluator::Shutdown() {
+  MutexLock lock(&mu_);
+  shutdown_ = true;
+  cv_.SignalAll();
 }
 
 void FederatedEvaluator::OnResult(const std::string& node_id, const v1::EvaluateResult& result) {

@@ -30,6 +30,8 @@ class FederatedEvaluator {
   // FAILED_PRECONDITION if fewer than min_nodes answered with samples by the timeout.
   absl::StatusOr<Result> Evaluate(const v1::VersionRef& version, const std::string& schema_hash,
                                   int min_nodes, absl::Duration timeout);
+  // Ends every Evaluate in progress with what has arrived (coordinator shutdown).
+  void Shutdown();
   // An EvaluateResult from a node's Session.
   void OnResult(const std::string& node_id, const v1::EvaluateResult& result);
 
@@ -43,6 +45,7 @@ class FederatedEvaluator {
   CondVar cv_;
   std::map<std::string, std::shared_ptr<Pending>> by_task_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ ABSL_GUARDED_BY(mu_) = 1;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace fedge::cloud::evaluation

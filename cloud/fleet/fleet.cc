@@ -96,6 +96,12 @@ void Fleet::SetDesired(const std::string& node_id, const v1::VersionRef& version
   (*node.info.mutable_desired_versions())[version.model()] = version;
 }
 
+void Fleet::ClearDesired(const std::string& node_id, const std::string& model) {
+  MutexLock lock(&mu_);
+  auto it = nodes_.find(node_id);
+  if (it != nodes_.end()) it->second.info.mutable_desired_versions()->erase(model);
+}
+
 bool Fleet::Send(const std::string& node_id, const v1::CloudMessage& message) {
   std::shared_ptr<SessionSink> sink;
   {

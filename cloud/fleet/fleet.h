@@ -54,6 +54,7 @@ class Fleet {
   void Heartbeat(const std::string& node_id, const v1::Heartbeat& heartbeat);
   void ReportDeploy(const std::string& node_id, const v1::DeployStatus& status);
   void SetDesired(const std::string& node_id, const v1::VersionRef& version);
+  void ClearDesired(const std::string& node_id, const std::string& model);
 
   // False if the node has no open session.
   bool Send(const std::string& node_id, const v1::CloudMessage& message);

@@ -154,6 +154,7 @@ absl::StatusOr<v1::Job> JobManager::Start(v1::JobSpec spec, const std::string& c
   }
   v1::Job job;
   job.set_id(NewJobId(options_.clock));
+  while (options_.registry->GetJob(job.id()).ok()) job.set_id(NewJobId(options_.clock));
   *job.mutable_spec() = spec;
   job.set_state(v1::JOB_PENDING);
   job.set_creator(creator);
@@ -346,6 +347,11 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
                                       absl::string_view payload) {
   absl::Status st = CheckUpload(node_id, header);
   std::shared_ptr<Running> job = st.ok() ? Find(header.job_id()) : nullptr;
+  if (st.ok() && job == nullptr) {
+    // The job ended between the check and now.
+    st = absl::FailedPreconditionError(
+        absl::StrCat("job '", header.job_id(), "' ended before the update was folded"));
+  }
   if (st.ok()) {
     auto delta = DecodeF32(payload, job->num_elements);
     st = delta.status();
@@ -375,6 +381,7 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
         st = job->strategy->Fold({*delta, header.num_samples()});
         if (st.ok()) {
           job->received.insert(header.task_id());
+          job->failed.erase(header.task_id());
           job->samples += header.num_samples();
           auto loss = header.metrics().find("train_loss");
           if (loss != header.metrics().end()) {
@@ -408,7 +415,8 @@ void JobManager::OnTaskStatus(const std::string& node_id, const v1::TaskStatus& 
   for (auto& [id, job] : running_) {
     MutexLock job_lock(&job->mu);
     auto it = job->tasks.find(status.task_id());
-    if (it != job->tasks.end() && it->second == node_id) {
+    if (it != job->tasks.end() && it->second == node_id &&
+        job->received.count(status.task_id()) == 0) {
       LOG(WARNING) << "node=" << node_id << " job=" << id << " round=" << job->round
                    << " task failed: " << status.message();
       job->failed.insert(status.task_id());

@@ -1210,6 +1210,15 @@ absl::Status Registry::SetDesiredVersion(const std::string& node_id,
   });
 }
 
+absl::Status Registry::ClearDesiredVersion(const std::string& node_id, const std::string& model) {
+  MutexLock lock(&impl_->mu);
+  FEDGE_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Stmt::Prepare(impl_->db, "DELETE FROM desired_versions WHERE node_id = ? AND model = ?"));
+  stmt.Bind(1, node_id).Bind(2, model);
+  return stmt.Run();
+}
+
 absl::StatusOr<std::vector<v1::VersionRef>> Registry::DesiredVersions(
     const std::string& node_id) const {
   MutexLock lock(&impl_->mu);

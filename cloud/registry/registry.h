@@ -83,6 +83,8 @@ class Registry {
 
   // --- Deployment ----------------------------------------------------------------------------
   absl::Status SetDesiredVersion(const std::string& node_id, const v1::VersionRef& version);
+  // The node has no desired version of the model any more (idempotent).
+  absl::Status ClearDesiredVersion(const std::string& node_id, const std::string& model);
   // Keyed by model name.
   absl::StatusOr<std::vector<v1::VersionRef>> DesiredVersions(const std::string& node_id) const;
 

@@ -22,13 +22,14 @@ struct CloudServer::Impl {
   std::unique_ptr<fleet::Fleet> fleet;
   std::unique_ptr<deploy::Controller> deploy;
   std::unique_ptr<evaluation::FederatedEvaluator> evaluator;
-  std::unique_ptr<jobs::JobManager> jobs;
   std::unique_ptr<api::FleetService> fleet_service;
   std::unique_ptr<api::AdminService> admin_service;
   net::StartedGrpcServer fleet_server;
   net::StartedGrpcServer admin_server;
   std::unique_ptr<net::HttpServer> http;
   std::unique_ptr<api::RestGateway> rest;
+  // Declared last so that it is destroyed first: its threads call into the services above.
+  std::unique_ptr<jobs::JobManager> jobs;
   bool shut_down = false;
 };
 
@@ -145,6 +146,7 @@ void CloudServer::Shutdown() {
   if (impl_->shut_down) return;
   impl_->shut_down = true;
   LOG(INFO) << "fedge-cloud shutting down";
+  impl_->evaluator->Shutdown();
   impl_->jobs->Shutdown();
   impl_->deploy->Stop();
   if (impl_->rest) impl_->rest->Stop();

@@ -42,6 +42,7 @@ prometheus::Counter& ReconnectsCounter() {
 // Transient failures worth another try; the rest are the caller's fault and final.
 bool Retryable(const grpc::Status& st) {
   return st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         st.error_code() == grpc::StatusCode::DATA_LOSS ||  // corrupted in transit: resend
          st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
          st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
          st.error_code() == grpc::StatusCode::ABORTED ||
@@ -55,9 +56,15 @@ Agent::Agent(Options options)
       channel_(net::MakeChannel(options_.cloud_address)),
       stub_(v1::Fleet::NewStub(channel_)),
       downloader_(Downloader::Options{stub_.get(), options_.node_id, options_.runtime,
-                                      options_.rpc_timeout}) {}
+                                      options_.rpc_timeout, 8, absl::Milliseconds(200),
+                                      absl::Seconds(5), [this] { return Stopping(); }}) {}
 
 Agent::~Agent() { Stop(); }
+
+bool Agent::Stopping() {
+  MutexLock lock(&mu_);
+  return stopping_;
+}
 
 void Agent::Start() {
   started_ = true;
@@ -278,8 +285,14 @@ absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& pa
     }
     writer->WritesDone();
     st = writer->Finish();
+    if (attempt > 1 && st.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+      // An earlier attempt landed; only its answer was lost.
+      return absl::OkStatus();
+    }
     if (st.ok() || !Retryable(st)) break;
-    absl::SleepFor(backoff);
+    MutexLock lock(&mu_);
+    if (stopping_) break;
+    cv_.WaitWithTimeout(&mu_, backoff);
     backoff = std::min(backoff * 2, absl::Seconds(5));
   }
   return FromGrpcStatus(st);
@@ -357,6 +370,7 @@ v1::EvaluateResult Agent::RunEvaluate(const v1::EvaluateTask& task) {
 
 absl::Status Agent::RunDeploy(const v1::VersionRef& version, const std::string& schema_hash) {
   // A rollback to the version just replaced needs no download or load.
+  if (options_.on_activated) options_.on_activated(version);
   FEDGE_ASSIGN_OR_RETURN(bool instant, options_.runtime->ActivatePrevious(version));
   if (instant) {
     LOG(INFO) << "node=" << options_.node_id << " swapped back to " << version.model() << " v"

@@ -41,6 +41,8 @@ class Agent {
     absl::Duration rpc_timeout = absl::Seconds(120);
     uint64_t seed = 0;
     std::string software_version = "0.1.0";
+    // Called as a version is about to become active (its health counts start over).
+    std::function<void(const v1::VersionRef&)> on_activated;
     // Health reports of the active versions, sent with every heartbeat.
     std::function<std::vector<v1::HealthReport>()> health_reports;
     // Called with each update as it is sent (tests check aggregation against it).
@@ -72,6 +74,7 @@ class Agent {
   absl::Status Upload(const v1::UpdateHeader& header, const std::string& payload);
   // Writes on the session stream if one is open.
   bool SendOnSession(const v1::EdgeMessage& message);
+  bool Stopping();
 
   const Options options_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -107,7 +107,12 @@ absl::StatusOr<std::string> Downloader::Fetch(const std::string& sha256, int64_t
                  << " interrupted at " << have << " bytes ("
                  << (last.ok() ? "stream ended early" : last.error_message())
                  << "); resuming from there";
-    absl::SleepFor(backoff);
+    for (absl::Duration slept; slept < backoff; slept += absl::Milliseconds(50)) {
+      if (options_.stopping && options_.stopping()) {
+        return absl::CancelledError("the edge is stopping; the download resumes next time");
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
     backoff = std::min(backoff * 2, options_.max_backoff);
   }
   return absl::UnavailableError(absl::StrCat("download of ", sha256.substr(0, 12),

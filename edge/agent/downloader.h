@@ -2,6 +2,7 @@
 #define FEDGE_EDGE_AGENT_DOWNLOADER_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -27,6 +28,8 @@ class Downloader {
     int max_attempts = 8;
     absl::Duration initial_backoff = absl::Milliseconds(200);
     absl::Duration max_backoff = absl::Seconds(5);
+    // Polled between attempts: true ends the download early (the agent is stopping).
+    std::function<bool()> stopping;
   };
   explicit Downloader(Options options) : options_(std::move(options)) {}
 

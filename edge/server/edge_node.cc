@@ -83,6 +83,7 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   runtime::Runtime* rt = impl->runtime.get();
   serving::HealthTracker* health = &impl->health;
   agent_opts.health_reports = [rt, health] { return health->Reports(rt->ActiveVersions()); };
+  agent_opts.on_activated = [health](const v1::VersionRef& v) { health->Reset(v.sha256()); };
   if (impl->train.size() == 0) agent_opts.capabilities = {"predict"};
   impl->agent = std::make_unique<agent::Agent>(agent_opts);
   if (!options.cloud_address.empty()) impl->agent->Start();

@@ -7,7 +7,24 @@
 
 namespace fedge::edge::serving {
 
-HealthTracker::HealthTracker(Options options) : options_(options) {}
+HealthTracker::HealthTracker(Options options) : options_([&] {
+  options.latency_samples = std::max<size_t>(1, options.latency_samples);
+  options.max_remembered_predictions = std::max<size_t>(1, options.max_remembered_predictions);
+  return options;
+}()) {}
+
+void HealthTracker::Reset(const std::string& sha256) {
+  MutexLock lock(&mu_);
+  stats_.erase(sha256);
+}
+
+std::string HealthTracker::ModelOf(const std::string& prediction_id) const {
+  MutexLock lock(&mu_);
+  auto it = predictions_.find(prediction_id);
+  if (it == predictions_.end()) return "";
+  auto stats = stats_.find(it->second.sha256);
+  return stats == stats_.end() ? "" : stats->second.ref.model();
+}
 
 HealthTracker::VersionStats& HealthTracker::StatsLocked(const v1::VersionRef& version) {
   auto [it, inserted] = stats_.try_emplace(version.sha256());

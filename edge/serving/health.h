@@ -44,6 +44,11 @@ class HealthTracker {
   // NOT_FOUND for an unknown or forgotten prediction id; ALREADY_EXISTS for a second label.
   absl::StatusOr<FeedbackResult> RecordFeedback(const std::string& prediction_id, int32_t label);
 
+  // Forgets a version's counts: it starts over each time it is activated.
+  void Reset(const std::string& sha256);
+  // The model name of a remembered prediction ("" if unknown).
+  std::string ModelOf(const std::string& prediction_id) const;
+
   // The report of each version in `active` (model name -> version).
   std::vector<v1::HealthReport> Reports(const std::map<std::string, v1::VersionRef>& active) const;
 

@@ -98,13 +98,10 @@ grpc::Status InferenceService::Feedback(grpc::ServerContext*,
   }
   int32_t label = request->label();
   if (!request->label_name().empty()) {
-    // Names resolve through the contract of the version that made the prediction; the active
-    // version of any model shares the label map of its predecessors in practice, so look
-    // through every active model for the name.
+    // The name resolves through the label map of the model that made the prediction.
     label = -1;
-    for (const auto& [model, ref] : runtime_->ActiveVersions()) {
-      auto active = runtime_->Active(model);
-      if (!active.ok()) continue;
+    auto active = runtime_->Active(health_->ModelOf(request->prediction_id()));
+    if (active.ok()) {
       const auto& labels = (*active)->contract.labels();
       for (int i = 0; i < labels.size(); ++i) {
         if (labels[i] == request->label_name()) label = i;
@@ -113,7 +110,8 @@ grpc::Status InferenceService::Feedback(grpc::ServerContext*,
     if (label < 0) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           absl::StrCat("label '", request->label_name(),
-                                       "' is not in the model's label map"));
+                                       "' is not in the model's label map (or the prediction "
+                                       "id is unknown)"));
     }
   }
   if (label < 0) {

@@ -147,6 +147,8 @@ def run(fleet, server, secret_file):
     for headers, body in Receiver.received:
         expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         assert headers["X-Fedge-Signature-256"] == expected, headers
+    deliveries = fleet.ctl("events", "deliveries", "--limit=500")["deliveries"]
+    assert deliveries and all(d.get("delivered") for d in deliveries), deliveries[:3]
 
     # curl-style REST: start a job and read it back.
     status, started = rest(cloud["rest"], "StartJob",

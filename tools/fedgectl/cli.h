@@ -71,6 +71,7 @@ int DeployStatus(const std::string& id);
 int DeployAction(const std::string& action, const std::string& id);
 int JobsCancel(const std::string& id);
 int EventsWatch(bool follow);
+int EventsDeliveries();
 
 }  // namespace fedge::cli
 

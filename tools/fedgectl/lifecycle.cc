@@ -412,6 +412,24 @@ int JobsCancel(const std::string& id) {
   return kOk;
 }
 
+int EventsDeliveries() {
+  v1::ListWebhookDeliveriesRequest req;
+  req.set_limit(absl::GetFlag(FLAGS_limit));
+  v1::ListWebhookDeliveriesResponse resp;
+  if (!CallAdmin("events deliveries", &Admin::Stub::ListWebhookDeliveries, req, &resp)) {
+    return kFailed;
+  }
+  if (Json()) return PrintJson(resp), kOk;
+  absl::PrintF("%-6s %-6s %-20s %-8s %-6s %-10s %s\n", "ID", "EVENT", "TIME", "ATTEMPT", "HTTP",
+               "DELIVERED", "URL / ERROR");
+  for (const auto& d : resp.deliveries()) {
+    absl::PrintF("%-6d %-6d %-20s %-8d %-6d %-10s %s %s\n", d.id(), d.event_id(),
+                 Time(d.time_unix_ms()), d.attempt(), d.http_status(),
+                 d.delivered() ? "yes" : "no", d.url(), d.error());
+  }
+  return kOk;
+}
+
 int EventsWatch(bool follow) {
   v1::WatchEventsRequest req;
   req.set_after_id(absl::GetFlag(FLAGS_after_id));

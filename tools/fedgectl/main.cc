@@ -110,6 +110,7 @@ constexpr char kUsageText[] =
     "  nodes list\n"
     "  events watch [--after_id=N] [--types=deployment.,job.]   (follows until Ctrl-C)\n"
     "  events list [--after_id=N] [--types=..] [--limit=N]\n"
+    "  events deliveries [--limit=N]                 the webhook delivery log\n"
     "  predict --edge=HOST:PORT (--values=1.0,2.0,... | --synthetic_sample=N)\n\n"
     "Output: tables for people, --output=json for scripts. Exit codes: 0 done, 1 the cloud\n"
     "refused or the job/deployment failed, 2 the command line is wrong. Every flag can also\n"
@@ -569,6 +570,7 @@ int main(int argc, char** argv) {
   if (is({"jobs", "cancel"}) && a.size() == 3) return JobsCancel(a[2]);
   if (is({"events", "watch"})) return EventsWatch(true);
   if (is({"events", "list"})) return EventsWatch(false);
+  if (is({"events", "deliveries"})) return EventsDeliveries();
   if (is({"predict"})) return Predict();
   std::cerr << kUsageText << "\nRun fedgectl --help for every flag.\n";
   return a.empty() ? kOk : kUsage;
