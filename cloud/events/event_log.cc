@@ -2,7 +2,6 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -30,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/metrics/metrics.h"
+#include "common/sqlite/sqlite.h"
 #include "common/status/status.h"
 #include "common/sync/mutex.h"
 #include "glog/logging.h"
@@ -39,8 +39,9 @@
 namespace fedge::cloud::events {
 namespace {
 
+using sqlite::Stmt;
+
 constexpr char kDbFile[] = "events.db";
-constexpr int kBusyTimeoutMs = 10000;
 constexpr int kDefaultLimit = 100;
 // An upper bound on one List/Deliveries answer, so a careless limit cannot load the whole log.
 constexpr int kMaxLimit = 10000;
@@ -110,139 +111,6 @@ std::string TypeLabel(absl::string_view type) {
   return ok ? std::string(type) : "other";
 }
 
-// ---------------------------------------------------------------------------------------------
-// Errors.
-
-absl::Status ErrnoStatus(int err, absl::string_view what) {
-  std::string msg = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(absl::StrCat(msg, " (disk full)"));
-    case ENOENT:
-      return absl::NotFoundError(msg);
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::PermissionDeniedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
-absl::Status SqliteStatus(sqlite3* db, int rc, absl::string_view what) {
-  std::string msg = absl::StrCat(kDbFile, ": ", what, ": ",
-                                 db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-  switch (rc & 0xff) {
-    case SQLITE_FULL:
-      return absl::ResourceExhaustedError(absl::StrCat(msg, " (disk full)"));
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_IOERR:
-      return absl::UnavailableError(msg);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(msg);
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-    case SQLITE_AUTH:
-      return absl::PermissionDeniedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// SQLite helpers. Every use happens with Impl::mu held.
-
-class Stmt {
- public:
-  static absl::StatusOr<Stmt> Prepare(sqlite3* db, absl::string_view sql) {
-    sqlite3_stmt* stmt = nullptr;
-    int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
-    if (rc != SQLITE_OK) {
-      sqlite3_finalize(stmt);
-      return SqliteStatus(db, rc, absl::StrCat("preparing \"", sql, "\""));
-    }
-    return Stmt(db, stmt);
-  }
-  Stmt(Stmt&& other) noexcept : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)) {}
-  Stmt& operator=(Stmt&&) = delete;
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-  ~Stmt() { sqlite3_finalize(stmt_); }
-
-  // Bind indexes start at 1. Binding errors surface from Step().
-  Stmt& Bind(int i, absl::string_view text) {
-    sqlite3_bind_text64(stmt_, i, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
-    return *this;
-  }
-  Stmt& Bind(int i, int64_t v) {
-    sqlite3_bind_int64(stmt_, i, v);
-    return *this;
-  }
-  Stmt& BindBlob(int i, const std::string& bytes) {
-    sqlite3_bind_blob64(stmt_, i, bytes.data(), bytes.size(), SQLITE_TRANSIENT);
-    return *this;
-  }
-
-  // True when a row is available, false when done.
-  absl::StatusOr<bool> Step() {
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    return SqliteStatus(db_, rc, absl::StrCat("executing \"", sqlite3_sql(stmt_), "\""));
-  }
-  absl::Status Run() {
-    absl::StatusOr<bool> row = Step();
-    return row.ok() ? absl::OkStatus() : row.status();
-  }
-
-  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
-  std::string Text(int col) const {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
-    int n = sqlite3_column_bytes(stmt_, col);
-    return p == nullptr ? std::string() : std::string(p, static_cast<size_t>(n));
-  }
-  absl::string_view Blob(int col) const {
-    const void* p = sqlite3_column_blob(stmt_, col);
-    int n = sqlite3_column_bytes(stmt_, col);
-    return p == nullptr ? absl::string_view()
-                        : absl::string_view(static_cast<const char*>(p), static_cast<size_t>(n));
-  }
-
- private:
-  Stmt(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
-  sqlite3* db_;
-  sqlite3_stmt* stmt_;
-};
-
-absl::Status Exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
-  sqlite3_free(err);
-  if (rc != SQLITE_OK) return SqliteStatus(db, rc, absl::StrCat("executing \"", sql, "\""));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<int64_t> QueryInt(sqlite3* db, const char* sql) {
-  FEDGE_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db, sql));
-  FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
-  if (!row) return absl::InternalError(absl::StrCat(kDbFile, ": no result for ", sql));
-  return stmt.Int(0);
-}
-
-// Runs `fn` inside BEGIN IMMEDIATE ... COMMIT; rolls back if `fn` or the commit fails.
-absl::Status InTransaction(sqlite3* db, const std::function<absl::Status()>& fn) {
-  FEDGE_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
-  absl::Status status = fn();
-  if (status.ok()) status = Exec(db, "COMMIT");
-  if (!status.ok() && !sqlite3_get_autocommit(db)) {
-    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  return status;
-}
-
 absl::Status MakeDir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) == 0) return absl::OkStatus();
   if (errno == EEXIST) {
@@ -250,7 +118,12 @@ absl::Status MakeDir(const std::string& path) {
     if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return absl::OkStatus();
     return absl::FailedPreconditionError(absl::StrCat(path, " exists and is not a directory"));
   }
-  return ErrnoStatus(errno, absl::StrCat("creating directory ", path));
+  int err = errno;
+  // events.db has always reported these as INTERNAL; the shared mapping says UNAVAILABLE.
+  if (err == EIO || err == EAGAIN || err == EINTR) {
+    return absl::InternalError(absl::StrCat("creating directory ", path, ": ", std::strerror(err)));
+  }
+  return sqlite::ErrnoStatus(err, absl::StrCat("creating directory ", path));
 }
 
 // mkdir -p.
@@ -403,7 +276,7 @@ struct EventLog::Impl {
 
   mutable Mutex mu;
   mutable CondVar appended;  // signalled on every Append and on Shutdown
-  sqlite3* db ABSL_GUARDED_BY(mu) = nullptr;
+  sqlite::Db db ABSL_GUARDED_BY(mu);
   bool shutdown ABSL_GUARDED_BY(mu) = false;
   // Events that could not be persisted (id 0), numbered by `unpersisted_seq`, for watchers.
   std::deque<std::pair<uint64_t, v1::Event>> unpersisted ABSL_GUARDED_BY(mu);
@@ -411,43 +284,13 @@ struct EventLog::Impl {
 
   ~Impl() {
     MutexLock lock(&mu);
-    if (db != nullptr) sqlite3_close_v2(db);
+    db.Close();
   }
 
   int64_t NowMs() const { return absl::ToUnixMillis(clock->Now()); }
 
-  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    const auto& migrations = Migrations();
-    while (true) {
-      bool done = false;
-      absl::Status status = InTransaction(db, [&]() -> absl::Status {
-        mu.AssertHeld();
-        // Re-read under the write lock: another process may have migrated meanwhile.
-        FEDGE_ASSIGN_OR_RETURN(int64_t current, QueryInt(db, "PRAGMA user_version"));
-        if (current > static_cast<int64_t>(migrations.size())) {
-          return absl::FailedPreconditionError(
-              absl::StrFormat("%s has schema version %d, this fedge-cloud understands up to %d; "
-                              "upgrade fedge-cloud",
-                              kDbFile, current, migrations.size()));
-        }
-        if (current == static_cast<int64_t>(migrations.size())) {
-          done = true;
-          return absl::OkStatus();
-        }
-        absl::Status s = Exec(db, migrations[static_cast<size_t>(current)]);
-        if (!s.ok()) {
-          return Annotate(s, absl::StrCat("migrating ", kDbFile, " from schema version ", current,
-                                          " to ", current + 1));
-        }
-        return Exec(db, absl::StrCat("PRAGMA user_version = ", current + 1).c_str());
-      });
-      FEDGE_RETURN_IF_ERROR(status);
-      if (done) return absl::OkStatus();
-    }
-  }
-
   absl::StatusOr<int64_t> InsertLocked(const v1::Event& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (db == nullptr) return absl::FailedPreconditionError("event log is closed");
+    if (!db.is_open()) return absl::FailedPreconditionError("event log is closed");
     FEDGE_ASSIGN_OR_RETURN(
         Stmt stmt,
         Stmt::Prepare(db, "INSERT INTO events (time_unix_ms, type, proto) VALUES (?, ?, ?)"));
@@ -455,7 +298,7 @@ struct EventLog::Impl {
         .Bind(2, absl::string_view(event.type()))
         .BindBlob(3, event.SerializeAsString());
     FEDGE_RETURN_IF_ERROR(stmt.Run());
-    return static_cast<int64_t>(sqlite3_last_insert_rowid(db));
+    return static_cast<int64_t>(sqlite3_last_insert_rowid(db.get()));
   }
 
   absl::StatusOr<std::vector<v1::Event>> ListLocked(int64_t after_id,
@@ -508,7 +351,7 @@ struct EventLog::Impl {
 
   void RecordDelivery(const v1::WebhookDelivery& d) {
     MutexLock lock(&mu);
-    if (db == nullptr) return;
+    if (!db.is_open()) return;
     absl::Status status = [&]() -> absl::Status {
       mu.AssertHeld();
       FEDGE_ASSIGN_OR_RETURN(
@@ -709,40 +552,13 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(Options options) {
   {
     MutexLock lock(&impl->mu);
     std::string db_path = absl::StrCat(impl->options.data_dir, "/", kDbFile);
-    int rc =
-        sqlite3_open_v2(db_path.c_str(), &impl->db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
-    if (rc != SQLITE_OK) {
-      absl::Status status = SqliteStatus(impl->db, rc, absl::StrCat("opening ", db_path));
-      sqlite3_close_v2(impl->db);
-      impl->db = nullptr;
-      return status;
-    }
-    sqlite3* db = impl->db;
-    sqlite3_extended_result_codes(db, 1);
-    sqlite3_busy_timeout(db, kBusyTimeoutMs);
-
-    // Refuse a newer schema before changing anything (journal mode included).
-    FEDGE_ASSIGN_OR_RETURN(int64_t on_disk, QueryInt(db, "PRAGMA user_version"));
-    if (on_disk > static_cast<int64_t>(Migrations().size())) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "%s has schema version %d, this fedge-cloud understands up to %d; upgrade fedge-cloud",
-          kDbFile, on_disk, Migrations().size()));
-    }
-    {
-      FEDGE_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db, "PRAGMA journal_mode = WAL"));
-      FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
-      std::string mode = row ? stmt.Text(0) : "";
-      if (mode != "wal") {
-        return absl::FailedPreconditionError(
-            absl::StrCat(db_path, ": cannot switch to WAL journal mode (got \"", mode,
-                         "\"); is data_dir on a filesystem without shared-memory support?"));
-      }
-    }
-    // FULL: a watcher resumes from the last id it saw, so a committed id must not be rolled
-    // back by a power loss and reused for a different event. Lifecycle events are rare.
-    FEDGE_RETURN_IF_ERROR(Exec(db, "PRAGMA synchronous = FULL"));
-    FEDGE_RETURN_IF_ERROR(impl->Migrate());
+    // Db::Open sets synchronous = FULL: a watcher resumes from the last id it saw, so a
+    // committed id must not be rolled back by a power loss and reused for a different event.
+    // Lifecycle events are rare.
+    sqlite::Db::Options db_options;
+    db_options.label = kDbFile;
+    FEDGE_ASSIGN_OR_RETURN(impl->db,
+                           sqlite::Db::Open(db_path, Migrations(), std::move(db_options)));
   }
 
   // Threads start last, once nothing can fail; Shutdown joins them before Impl goes away.
@@ -780,7 +596,7 @@ absl::StatusOr<std::vector<v1::Event>> EventLog::List(int64_t after_id,
                                                       const std::vector<std::string>& types,
                                                       int limit) const {
   MutexLock lock(&impl_->mu);
-  if (impl_->db == nullptr) return absl::FailedPreconditionError("event log is closed");
+  if (!impl_->db.is_open()) return absl::FailedPreconditionError("event log is closed");
   return impl_->ListLocked(after_id, types, limit);
 }
 
@@ -791,7 +607,7 @@ absl::StatusOr<std::vector<v1::Event>> EventLog::WaitAfter(int64_t after_id,
   // Waiting is in real time: a condition variable cannot wait on an injected clock.
   const absl::Time deadline = absl::Now() + timeout;
   MutexLock lock(&impl_->mu);
-  if (impl_->db == nullptr) return absl::FailedPreconditionError("event log is closed");
+  if (!impl_->db.is_open()) return absl::FailedPreconditionError("event log is closed");
   const uint64_t seen_unpersisted = impl_->unpersisted_seq;
   while (true) {
     if (impl_->shutdown) return std::vector<v1::Event>();
@@ -813,7 +629,7 @@ absl::StatusOr<std::vector<v1::Event>> EventLog::WaitAfter(int64_t after_id,
 
 absl::StatusOr<std::vector<v1::WebhookDelivery>> EventLog::Deliveries(int limit) const {
   MutexLock lock(&impl_->mu);
-  if (impl_->db == nullptr) return absl::FailedPreconditionError("event log is closed");
+  if (!impl_->db.is_open()) return absl::FailedPreconditionError("event log is closed");
   FEDGE_ASSIGN_OR_RETURN(
       Stmt stmt, Stmt::Prepare(impl_->db,
                                "SELECT id, event_id, url, attempt, http_status, error, delivered, "

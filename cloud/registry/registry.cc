@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -28,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/sqlite/sqlite.h"
 #include "common/status/status.h"
 #include "common/sync/mutex.h"
 #include "common/tensor/sha256.h"
@@ -35,9 +35,13 @@
 namespace fedge::cloud::registry {
 namespace {
 
+using sqlite::ErrnoStatus;
+using sqlite::InTransaction;
+using sqlite::QueryInt;
+using sqlite::Stmt;
+
 constexpr char kDbFile[] = "registry.db";
 constexpr char kBlobTmpPrefix[] = "blob-";
-constexpr int kBusyTimeoutMs = 10000;
 // Temporary blob files older than this are debris from a crash and are removed at Open.
 constexpr int64_t kStaleTmpSeconds = 3600;
 
@@ -135,160 +139,6 @@ CREATE INDEX deployments_by_created ON deployments(created_unix_ms DESC, id);
 )sql",
   };
   return *kMigrations;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Errors.
-
-absl::Status ErrnoStatus(int err, absl::string_view what) {
-  std::string msg = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(absl::StrCat(msg, " (disk full)"));
-    case ENOENT:
-      return absl::NotFoundError(msg);
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::PermissionDeniedError(msg);
-    case EIO:
-    case EAGAIN:
-    case EINTR:
-      return absl::UnavailableError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
-absl::Status SqliteStatus(sqlite3* db, int rc, absl::string_view what) {
-  std::string msg = absl::StrCat("registry.db: ", what, ": ",
-                                 db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-  if (db != nullptr) {
-    int sys = sqlite3_system_errno(db);
-    if (sys != 0 && (rc & 0xff) != SQLITE_CONSTRAINT) {
-      absl::StrAppend(&msg, " (", std::strerror(sys), ")");
-    }
-  }
-  switch (rc & 0xff) {
-    case SQLITE_FULL:
-      return absl::ResourceExhaustedError(absl::StrCat(msg, " (disk full)"));
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return absl::UnavailableError(msg);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(msg);
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-    case SQLITE_AUTH:
-      return absl::PermissionDeniedError(msg);
-    case SQLITE_IOERR:
-      return absl::UnavailableError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// SQLite helpers. Every use happens with Impl::mu held.
-
-class Stmt {
- public:
-  static absl::StatusOr<Stmt> Prepare(sqlite3* db, absl::string_view sql) {
-    sqlite3_stmt* stmt = nullptr;
-    int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
-    if (rc != SQLITE_OK) {
-      sqlite3_finalize(stmt);
-      return SqliteStatus(db, rc, absl::StrCat("preparing \"", sql, "\""));
-    }
-    return Stmt(db, stmt);
-  }
-  Stmt(Stmt&& other) noexcept : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)) {}
-  Stmt& operator=(Stmt&&) = delete;
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-  ~Stmt() { sqlite3_finalize(stmt_); }
-
-  // Bind indexes start at 1. Binding errors surface from Step().
-  Stmt& Bind(int i, absl::string_view text) {
-    sqlite3_bind_text64(stmt_, i, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
-    return *this;
-  }
-  Stmt& Bind(int i, const std::string& text) { return Bind(i, absl::string_view(text)); }
-  Stmt& Bind(int i, const char* text) { return Bind(i, absl::string_view(text)); }
-  Stmt& Bind(int i, int64_t v) {
-    sqlite3_bind_int64(stmt_, i, v);
-    return *this;
-  }
-  Stmt& BindBlob(int i, const std::string& bytes) {
-    sqlite3_bind_blob64(stmt_, i, bytes.data(), bytes.size(), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& BindNull(int i) {
-    sqlite3_bind_null(stmt_, i);
-    return *this;
-  }
-
-  // True when a row is available, false when done.
-  absl::StatusOr<bool> Step() {
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    return SqliteStatus(db_, rc, absl::StrCat("executing \"", sqlite3_sql(stmt_), "\""));
-  }
-  // For statements that return no rows.
-  absl::Status Run() {
-    absl::StatusOr<bool> row = Step();
-    if (!row.ok()) return row.status();
-    return absl::OkStatus();
-  }
-
-  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
-  bool IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
-  std::string Text(int col) const {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
-    int n = sqlite3_column_bytes(stmt_, col);
-    return p == nullptr ? std::string() : std::string(p, static_cast<size_t>(n));
-  }
-  absl::string_view Blob(int col) const {
-    const void* p = sqlite3_column_blob(stmt_, col);
-    int n = sqlite3_column_bytes(stmt_, col);
-    return p == nullptr ? absl::string_view()
-                        : absl::string_view(static_cast<const char*>(p), static_cast<size_t>(n));
-  }
-
- private:
-  Stmt(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
-  sqlite3* db_;
-  sqlite3_stmt* stmt_;
-};
-
-absl::Status Exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
-  sqlite3_free(err);
-  if (rc != SQLITE_OK) return SqliteStatus(db, rc, absl::StrCat("executing \"", sql, "\""));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<int64_t> QueryInt(sqlite3* db, const char* sql) {
-  FEDGE_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db, sql));
-  FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
-  if (!row) return absl::InternalError(absl::StrCat("registry.db: no result for ", sql));
-  return stmt.Int(0);
-}
-
-// Runs `fn` inside BEGIN IMMEDIATE ... COMMIT; rolls back if `fn` or the commit fails.
-absl::Status InTransaction(sqlite3* db, const std::function<absl::Status()>& fn) {
-  FEDGE_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
-  absl::Status status = fn();
-  if (status.ok()) status = Exec(db, "COMMIT");
-  if (!status.ok() && !sqlite3_get_autocommit(db)) {
-    // A failed COMMIT can leave the transaction open; nothing useful to do if this fails too.
-    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  return status;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -440,11 +290,11 @@ struct Registry::Impl {
   int schema_version = 0;
 
   mutable Mutex mu;
-  sqlite3* db ABSL_GUARDED_BY(mu) = nullptr;
+  sqlite::Db db ABSL_GUARDED_BY(mu);
 
   ~Impl() {
     MutexLock lock(&mu);
-    if (db != nullptr) sqlite3_close_v2(db);
+    db.Close();
   }
 
   std::string BlobDir() const { return data_dir + "/blobs"; }
@@ -525,36 +375,6 @@ struct Registry::Impl {
       }
     }
     ::closedir(dir);
-  }
-
-  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    const auto& migrations = Migrations();
-    while (true) {
-      bool done = false;
-      absl::Status status = InTransaction(db, [&]() -> absl::Status {
-        mu.AssertHeld();
-        // Re-read under the write lock: another process may have migrated meanwhile.
-        FEDGE_ASSIGN_OR_RETURN(int64_t current, QueryInt(db, "PRAGMA user_version"));
-        if (current > static_cast<int64_t>(migrations.size())) {
-          return absl::FailedPreconditionError(absl::StrFormat(
-              "registry.db has schema version %d, this fedge-cloud understands up to %d; "
-              "upgrade fedge-cloud",
-              current, migrations.size()));
-        }
-        if (current == static_cast<int64_t>(migrations.size())) {
-          done = true;
-          return absl::OkStatus();
-        }
-        absl::Status s = Exec(db, migrations[static_cast<size_t>(current)]);
-        if (!s.ok()) {
-          return Annotate(s, absl::StrCat("migrating registry.db from schema version ", current,
-                                          " to ", current + 1));
-        }
-        return Exec(db, absl::StrCat("PRAGMA user_version = ", current + 1).c_str());
-      });
-      FEDGE_RETURN_IF_ERROR(status);
-      if (done) return absl::OkStatus();
-    }
   }
 
   absl::StatusOr<bool> ModelExists(const std::string& model) const
@@ -922,44 +742,16 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(Options options) {
 
   MutexLock lock(&impl->mu);
   std::string db_path = absl::StrCat(impl->data_dir, "/", kDbFile);
-  int rc =
-      sqlite3_open_v2(db_path.c_str(), &impl->db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    absl::Status status = SqliteStatus(impl->db, rc, absl::StrCat("opening ", db_path));
-    sqlite3_close_v2(impl->db);
-    impl->db = nullptr;
-    return status;
-  }
-  sqlite3* db = impl->db;
-  sqlite3_extended_result_codes(db, 1);
-  sqlite3_busy_timeout(db, kBusyTimeoutMs);
-
-  // Refuse a newer schema before changing anything (journal mode included).
-  FEDGE_ASSIGN_OR_RETURN(int64_t on_disk, QueryInt(db, "PRAGMA user_version"));
-  if (on_disk > CurrentSchemaVersion()) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "%s has schema version %d, this fedge-cloud understands up to %d; upgrade fedge-cloud",
-        kDbFile, on_disk, CurrentSchemaVersion()));
-  }
-
-  {
-    FEDGE_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db, "PRAGMA journal_mode = WAL"));
-    FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
-    std::string mode = row ? stmt.Text(0) : "";
-    if (mode != "wal") {
-      return absl::FailedPreconditionError(
-          absl::StrCat(db_path, ": cannot switch to WAL journal mode (got \"", mode,
-                       "\"); is data_dir on a filesystem without shared-memory support?"));
-    }
-  }
-  // FULL: versions and jobs are written rarely (per round, per registration), and a committed
-  // version number is announced to edges at once, so it must survive a power loss; NORMAL in
-  // WAL mode could roll back the last commits and reuse a number for different content.
-  FEDGE_RETURN_IF_ERROR(Exec(db, "PRAGMA synchronous = FULL"));
-  FEDGE_RETURN_IF_ERROR(Exec(db, "PRAGMA foreign_keys = ON"));
-  FEDGE_RETURN_IF_ERROR(impl->Migrate());
-  FEDGE_ASSIGN_OR_RETURN(int64_t migrated, QueryInt(db, "PRAGMA user_version"));
+  // Db::Open sets synchronous = FULL: versions and jobs are written rarely (per round, per
+  // registration), and a committed version number is announced to edges at once, so it must
+  // survive a power loss; NORMAL in WAL mode could roll back the last commits and reuse a number
+  // for different content.
+  sqlite::Db::Options db_options;
+  db_options.label = kDbFile;
+  db_options.foreign_keys = true;
+  db_options.append_system_error = true;
+  FEDGE_ASSIGN_OR_RETURN(impl->db, sqlite::Db::Open(db_path, Migrations(), std::move(db_options)));
+  FEDGE_ASSIGN_OR_RETURN(int64_t migrated, QueryInt(impl->db, "PRAGMA user_version"));
   impl->schema_version = static_cast<int>(migrated);
   return std::unique_ptr<Registry>(new Registry(std::move(impl)));
 }
