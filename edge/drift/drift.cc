@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/status/status.h"
 
 namespace fedge::edge::drift {
 namespace {
@@ -83,17 +84,6 @@ class Tokens {
   std::vector<absl::string_view> tokens_;
   size_t pos_ = 0;
 };
-
-#define DRIFT_RETURN_IF_ERROR(expr)                \
-  do {                                             \
-    absl::Status drift_status_ = (expr);           \
-    if (!drift_status_.ok()) return drift_status_; \
-  } while (0)
-
-#define DRIFT_ASSIGN_OR_RETURN(lhs, expr)       \
-  auto lhs##_or = (expr);                       \
-  if (!lhs##_or.ok()) return lhs##_or.status(); \
-  auto lhs = *lhs##_or
 
 absl::Status CheckProportions(const std::vector<double>& p, absl::string_view what) {
   double sum = 0;
@@ -228,55 +218,55 @@ std::string ReferenceProfile::Serialize() const {
 
 absl::StatusOr<ReferenceProfile> ReferenceProfile::Parse(absl::string_view text) {
   Tokens in(text);
-  DRIFT_RETURN_IF_ERROR(in.Expect(kMagic));
-  DRIFT_ASSIGN_OR_RETURN(version, in.Int("format version", kFormatVersion, kFormatVersion));
+  FEDGE_RETURN_IF_ERROR(in.Expect(kMagic));
+  FEDGE_ASSIGN_OR_RETURN(auto version, in.Int("format version", kFormatVersion, kFormatVersion));
   (void)version;
   ReferenceProfile profile;
-  DRIFT_RETURN_IF_ERROR(in.Expect("rows"));
-  DRIFT_ASSIGN_OR_RETURN(rows, in.Int("row count", 1, std::numeric_limits<int64_t>::max()));
+  FEDGE_RETURN_IF_ERROR(in.Expect("rows"));
+  FEDGE_ASSIGN_OR_RETURN(auto rows, in.Int("row count", 1, std::numeric_limits<int64_t>::max()));
   profile.reference_rows_ = rows;
-  DRIFT_RETURN_IF_ERROR(in.Expect("features"));
+  FEDGE_RETURN_IF_ERROR(in.Expect("features"));
   // Each feature takes at least 8 tokens, which bounds the count by the input.
-  DRIFT_ASSIGN_OR_RETURN(num_features, in.Int("feature count", 1, 1 << 24));
+  FEDGE_ASSIGN_OR_RETURN(auto num_features, in.Int("feature count", 1, 1 << 24));
   if (num_features > static_cast<int64_t>(in.remaining()) / 8) {
     return absl::InvalidArgumentError("drift profile: feature count exceeds the data");
   }
-  DRIFT_RETURN_IF_ERROR(in.Expect("predictions"));
-  DRIFT_ASSIGN_OR_RETURN(num_classes, in.Count("class count", 0, 1 << 24));
+  FEDGE_RETURN_IF_ERROR(in.Expect("predictions"));
+  FEDGE_ASSIGN_OR_RETURN(auto num_classes, in.Count("class count", 0, 1 << 24));
   for (int64_t c = 0; c < num_classes; ++c) {
-    DRIFT_ASSIGN_OR_RETURN(p, in.Double("prediction proportion"));
+    FEDGE_ASSIGN_OR_RETURN(auto p, in.Double("prediction proportion"));
     profile.prediction_proportions_.push_back(p);
   }
   if (num_classes > 0) {
-    DRIFT_RETURN_IF_ERROR(CheckProportions(profile.prediction_proportions_, "prediction shares"));
+    FEDGE_RETURN_IF_ERROR(CheckProportions(profile.prediction_proportions_, "prediction shares"));
   }
   profile.features_.resize(num_features);
   for (int64_t f = 0; f < num_features; ++f) {
     Feature& feat = profile.features_[f];
-    DRIFT_RETURN_IF_ERROR(in.Expect("feature"));
-    DRIFT_ASSIGN_OR_RETURN(index, in.Int("feature index", f, f));
+    FEDGE_RETURN_IF_ERROR(in.Expect("feature"));
+    FEDGE_ASSIGN_OR_RETURN(auto index, in.Int("feature index", f, f));
     (void)index;
-    DRIFT_RETURN_IF_ERROR(in.Expect("edges"));
-    DRIFT_ASSIGN_OR_RETURN(num_edges, in.Count("edge count", 0, kMaxBins - 1));
+    FEDGE_RETURN_IF_ERROR(in.Expect("edges"));
+    FEDGE_ASSIGN_OR_RETURN(auto num_edges, in.Count("edge count", 0, kMaxBins - 1));
     for (int64_t i = 0; i < num_edges; ++i) {
-      DRIFT_ASSIGN_OR_RETURN(e, in.Double("edge"));
+      FEDGE_ASSIGN_OR_RETURN(auto e, in.Double("edge"));
       if (!feat.edges.empty() && e <= feat.edges.back()) {
         return absl::InvalidArgumentError(
             absl::StrCat("drift profile: edges of feature ", f, " not strictly increasing"));
       }
       feat.edges.push_back(e);
     }
-    DRIFT_RETURN_IF_ERROR(in.Expect("proportions"));
-    DRIFT_ASSIGN_OR_RETURN(num_props, in.Count("proportion count", num_edges + 1, num_edges + 1));
+    FEDGE_RETURN_IF_ERROR(in.Expect("proportions"));
+    FEDGE_ASSIGN_OR_RETURN(auto num_props, in.Count("proportion count", num_edges + 1, num_edges + 1));
     for (int64_t i = 0; i < num_props; ++i) {
-      DRIFT_ASSIGN_OR_RETURN(p, in.Double("proportion"));
+      FEDGE_ASSIGN_OR_RETURN(auto p, in.Double("proportion"));
       feat.proportions.push_back(p);
     }
-    DRIFT_RETURN_IF_ERROR(CheckProportions(feat.proportions, "bin proportions"));
-    DRIFT_RETURN_IF_ERROR(in.Expect("sketch"));
-    DRIFT_ASSIGN_OR_RETURN(num_sketch, in.Count("sketch size", 1, kKsSketchSize));
+    FEDGE_RETURN_IF_ERROR(CheckProportions(feat.proportions, "bin proportions"));
+    FEDGE_RETURN_IF_ERROR(in.Expect("sketch"));
+    FEDGE_ASSIGN_OR_RETURN(auto num_sketch, in.Count("sketch size", 1, kKsSketchSize));
     for (int64_t i = 0; i < num_sketch; ++i) {
-      DRIFT_ASSIGN_OR_RETURN(s, in.Double("sketch value"));
+      FEDGE_ASSIGN_OR_RETURN(auto s, in.Double("sketch value"));
       const float v = static_cast<float>(s);
       if (!std::isfinite(v) || (!feat.sketch.empty() && v < feat.sketch.back())) {
         return absl::InvalidArgumentError(
@@ -383,7 +373,5 @@ WindowResult Monitor::Last() const {
   return last_;
 }
 
-#undef DRIFT_ASSIGN_OR_RETURN
-#undef DRIFT_RETURN_IF_ERROR
 
 }  // namespace fedge::edge::drift
