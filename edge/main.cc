@@ -41,6 +41,11 @@ ABSL_FLAG(int64_t, synthetic_samples, 2000, "Samples this site generates.");
 ABSL_FLAG(double, synthetic_drift, 0.0, "Covariate drift of the synthetic data (0 = none).");
 ABSL_FLAG(int, synthetic_window, 0, "> 0: raw sensor windows of this length (for conv1d).");
 ABSL_FLAG(double, holdout_fraction, 0.2, "Share of local data kept out of training.");
+ABSL_FLAG(int, drift_window, 500, "Live input rows per drift window.");
+ABSL_FLAG(double, drift_psi_threshold, 0.2,
+          "A feature drifts when its PSI against the training data reaches this.");
+ABSL_FLAG(int, drift_sustained_windows, 2,
+          "Drifted windows in a row before a drift report goes to the cloud.");
 ABSL_FLAG(int, threads, 1, "LibTorch intra-op threads.");
 ABSL_FLAG(int, max_backoff_ms, 30000, "Longest wait between reconnect attempts.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed for local shuffling and reconnect jitter.");
@@ -75,6 +80,9 @@ int main(int argc, char** argv) {
   o.synthetic_drift = absl::GetFlag(FLAGS_synthetic_drift);
   o.synthetic_window = absl::GetFlag(FLAGS_synthetic_window);
   o.holdout_fraction = absl::GetFlag(FLAGS_holdout_fraction);
+  o.drift_window = absl::GetFlag(FLAGS_drift_window);
+  o.drift_psi_threshold = absl::GetFlag(FLAGS_drift_psi_threshold);
+  o.drift_sustained_windows = absl::GetFlag(FLAGS_drift_sustained_windows);
   o.max_backoff = absl::Milliseconds(absl::GetFlag(FLAGS_max_backoff_ms));
   o.seed = absl::GetFlag(FLAGS_seed);
   auto node = fedge::edge::EdgeNode::Start(o);

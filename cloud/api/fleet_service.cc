@@ -7,6 +7,8 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/metrics/metrics.h"
 #include "common/net/identity.h"
 #include "common/status/grpc_status.h"
@@ -16,6 +18,13 @@
 
 namespace fedge::cloud::api {
 namespace {
+
+prometheus::Counter& DriftReports() {
+  static auto& c = metrics::CounterFamily("fedge_cloud_drift_reports_total",
+                                          "Sustained input drift reported by edges.")
+                       .Add({});
+  return c;
+}
 
 class SessionReactor;
 
@@ -89,13 +98,15 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
  public:
   SessionReactor(grpc::CallbackServerContext* context, fleet::Fleet* fleet,
                  jobs::JobManager* jobs, registry::Registry* registry,
-                 deploy::Controller* deploy, evaluation::FederatedEvaluator* evaluator)
+                 deploy::Controller* deploy, evaluation::FederatedEvaluator* evaluator,
+                 events::EventLog* events)
       : context_(context),
         fleet_(fleet),
         jobs_(jobs),
         registry_(registry),
         deploy_(deploy),
         evaluator_(evaluator),
+        events_(events),
         outbox_(std::make_shared<Outbox>(this)) {
     auto id = net::CallerNodeId(*context);
     if (!id.ok()) {
@@ -169,6 +180,9 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
       case v1::EdgeMessage::kEvaluateResult:
         if (evaluator_ != nullptr) evaluator_->OnResult(node_id_, in_.evaluate_result());
         return absl::OkStatus();
+      case v1::EdgeMessage::kDrift:
+        OnDrift(in_.drift());
+        return absl::OkStatus();
       case v1::EdgeMessage::kHealth:
         if (deploy_ != nullptr) deploy_->OnHealth(node_id_, in_.health());
         return absl::OkStatus();
@@ -178,6 +192,30 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
         return absl::InvalidArgumentError("empty Session message");
     }
     return absl::OkStatus();
+  }
+
+  void OnDrift(const v1::DriftReport& report) {
+    DriftReports().Increment();
+    LOG(WARNING) << "node=" << node_id_ << " reports drift in " << report.model() << " v"
+                 << report.version().version() << ": "
+                 << absl::StrJoin(report.drifted_features(), ", ");
+    if (events_ == nullptr) return;
+    v1::Event e;
+    e.set_type("drift.detected");
+    e.set_node_id(node_id_);
+    e.set_model(report.model());
+    e.set_version(report.version().version());
+    std::vector<std::string> parts;
+    for (const auto& f : report.drifted_features()) {
+      auto psi = report.psi().find(f);
+      parts.push_back(psi == report.psi().end() ? f
+                                                : absl::StrFormat("%s (PSI %.2f)", f, psi->second));
+      (*e.mutable_attributes())[absl::StrCat("psi.", f)] =
+          psi == report.psi().end() ? "" : absl::StrFormat("%.4f", psi->second);
+    }
+    e.set_message(absl::StrCat("input drift on ", absl::StrJoin(parts, ", "), " at window ",
+                               report.window_index()));
+    events_->Append(std::move(e));
   }
 
   // A node that was offline during a deploy gets its desired versions when it returns.
@@ -208,6 +246,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   registry::Registry* const registry_;
   deploy::Controller* const deploy_;
   evaluation::FederatedEvaluator* const evaluator_;
+  events::EventLog* const events_;
   std::shared_ptr<Outbox> outbox_;
   std::string node_id_;
   uint64_t session_id_ = 0;
@@ -219,7 +258,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
 grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* FleetService::Session(
     grpc::CallbackServerContext* context) {
   return new SessionReactor(context, options_.fleet, options_.jobs, options_.registry,
-                            options_.deploy, options_.evaluator);
+                            options_.deploy, options_.evaluator, options_.events);
 }
 
 grpc::Status FleetService::DownloadModel(grpc::ServerContext* context,

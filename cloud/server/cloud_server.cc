@@ -93,7 +93,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   impl->evaluator = std::make_unique<evaluation::FederatedEvaluator>(impl->fleet.get());
   impl->fleet_service = std::make_unique<api::FleetService>(
       api::FleetService::Options{impl->fleet.get(), impl->jobs.get(), impl->registry.get(),
-                                 impl->deploy.get(), impl->evaluator.get()});
+                                 impl->deploy.get(), impl->evaluator.get(), event_log});
   api::AdminService::Options admin_core;
   admin_core.fleet = impl->fleet.get();
   admin_core.jobs = impl->jobs.get();

@@ -8,6 +8,7 @@
 #include "common/status/status.h"
 #include "edge/agent/agent.h"
 #include "edge/runtime/runtime.h"
+#include "edge/serving/drift_watch.h"
 #include "edge/serving/health.h"
 #include "edge/serving/inference_service.h"
 #include "glog/logging.h"
@@ -19,6 +20,7 @@ struct EdgeNode::Impl {
   data::Dataset holdout;
   std::unique_ptr<runtime::Runtime> runtime;
   serving::HealthTracker health{serving::HealthTracker::Options{}};
+  std::unique_ptr<serving::DriftWatch> drift;
   std::unique_ptr<serving::InferenceService> inference;
   net::StartedGrpcServer server;
   std::unique_ptr<net::HttpServer> http;
@@ -58,8 +60,22 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
     data::Split(all, options.holdout_fraction, options.seed, &impl->train, &impl->holdout);
   }
   FEDGE_ASSIGN_OR_RETURN(impl->runtime, runtime::Runtime::Open({options.state_dir}));
-  impl->inference =
-      std::make_unique<serving::InferenceService>(impl->runtime.get(), &impl->health);
+  serving::DriftWatch::Options drift_opts;
+  drift_opts.reference = &impl->train;
+  drift_opts.monitor.window = options.drift_window;
+  drift_opts.monitor.psi_threshold = options.drift_psi_threshold;
+  drift_opts.monitor.sustained_windows = options.drift_sustained_windows;
+  impl->drift = std::make_unique<serving::DriftWatch>(drift_opts);
+  // Versions restored from local state are watched from the start.
+  for (const auto& [model, ref] : impl->runtime->ActiveVersions()) {
+    auto loaded = impl->runtime->Active(model);
+    if (loaded.ok()) {
+      absl::Status st = impl->drift->Prepare(**loaded);
+      if (!st.ok()) LOG(WARNING) << "node=" << options.node_id << " " << st;
+    }
+  }
+  impl->inference = std::make_unique<serving::InferenceService>(
+      impl->runtime.get(), &impl->health, impl->drift.get());
   net::GrpcServerOptions grpc_opts;
   grpc_opts.address = options.inference_address;
   grpc_opts.services = {{impl->inference.get(), v1::Inference::service_full_name()}};
@@ -84,6 +100,15 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   serving::HealthTracker* health = &impl->health;
   agent_opts.health_reports = [rt, health] { return health->Reports(rt->ActiveVersions()); };
   agent_opts.on_activated = [health](const v1::VersionRef& v) { health->Reset(v.sha256()); };
+  serving::DriftWatch* drift = impl->drift.get();
+  const std::string node_id = options.node_id;
+  agent_opts.on_active = [rt, drift, node_id](const v1::VersionRef& v) {
+    auto loaded = rt->Active(v.model());
+    if (!loaded.ok()) return;
+    absl::Status st = drift->Prepare(**loaded);
+    if (!st.ok()) LOG(WARNING) << "node=" << node_id << " " << st;
+  };
+  agent_opts.drift_reports = [drift] { return drift->TakeReports(); };
   if (impl->train.size() == 0) agent_opts.capabilities = {"predict"};
   impl->agent = std::make_unique<agent::Agent>(agent_opts);
   if (!options.cloud_address.empty()) impl->agent->Start();

@@ -40,6 +40,11 @@ class EdgeNode {
     int synthetic_window = 0;
     double holdout_fraction = 0.2;
 
+    // Drift watch over live inputs, against a reference built from the local training data.
+    int drift_window = 500;
+    double drift_psi_threshold = 0.2;
+    int drift_sustained_windows = 2;
+
     absl::Duration initial_backoff = absl::Milliseconds(200);
     absl::Duration max_backoff = absl::Seconds(30);
     uint64_t seed = 0;

@@ -72,7 +72,9 @@ grpc::Status InferenceService::Run(const std::string& model,
     health_->RecordFailure(loaded.ref, latency);
     return ToGrpcStatus(predictions.status());
   }
-  for (const auto& p : *predictions) {
+  for (size_t i = 0; i < predictions->size(); ++i) {
+    const auto& p = (*predictions)[i];
+    if (drift_ != nullptr) drift_->Observe(loaded.ref, flat.data() + static_cast<int64_t>(i) * width, p.label);
     v1::Prediction* o = out->Add();
     o->set_label(static_cast<int32_t>(p.label));
     if (p.label >= 0 && p.label < loaded.contract.labels_size()) {

@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include "edge/runtime/runtime.h"
+#include "edge/serving/drift_watch.h"
 #include "edge/serving/health.h"
 #include "fedge/v1/inference.grpc.pb.h"
 
@@ -14,8 +15,9 @@ namespace fedge::edge::serving {
 // model, so a hot swap never fails or stalls a request.
 class InferenceService final : public v1::Inference::Service {
  public:
-  InferenceService(runtime::Runtime* runtime, HealthTracker* health)
-      : runtime_(runtime), health_(health) {}
+  // drift may be null (inputs are not watched).
+  InferenceService(runtime::Runtime* runtime, HealthTracker* health, DriftWatch* drift = nullptr)
+      : runtime_(runtime), health_(health), drift_(drift) {}
 
   grpc::Status Predict(grpc::ServerContext* context, const v1::PredictRequest* request,
                        v1::PredictResponse* response) override;
@@ -33,6 +35,7 @@ class InferenceService final : public v1::Inference::Service {
 
   runtime::Runtime* const runtime_;
   HealthTracker* const health_;
+  DriftWatch* const drift_;
   std::atomic<uint64_t> next_id_{1};
   // Prediction ids are unique across restarts of the edge: a per-process prefix.
   const std::string prefix_ = NewPrefix();
