@@ -482,4 +482,57 @@ grpc::Status AdminService::RollbackDeployment(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status AdminService::SetRetrainPolicy(grpc::ServerContext* context,
+                                            const v1::SetRetrainPolicyRequest* request,
+                                            v1::RetrainPolicy* response) {
+  const v1::RetrainPolicy& p = request->policy();
+  if (p.drift_quorum_nodes() < 0 || p.drift_quorum_fraction() < 0 ||
+      p.drift_quorum_fraction() > 1 || p.drift_window_ms() < 0 || p.schedule_ms() < 0 ||
+      p.cooldown_ms() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "retraining policy: counts and times must be >= 0 and the quorum share "
+                        "in [0, 1]");
+  }
+  if (p.enabled() && p.drift_quorum_nodes() == 0 && p.drift_quorum_fraction() == 0 &&
+      p.schedule_ms() == 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "an enabled retraining policy needs a drift quorum or a schedule (the "
+                        "manual trigger works without a policy being enabled)");
+  }
+  absl::Status st = options_.registry->PutRetrainPolicy(
+      request->model(), p, {net::CallerPrincipal(*context), request->reason()});
+  if (!st.ok()) return ToGrpcStatus(st);
+  *response = p;
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetRetrainPolicy(grpc::ServerContext*,
+                                            const v1::GetRetrainPolicyRequest* request,
+                                            v1::RetrainPolicy* response) {
+  std::map<std::string, v1::RetrainPolicy> all;
+  FEDGE_GRPC_ASSIGN(all, options_.registry->RetrainPolicies());
+  auto it = all.find(request->model());
+  if (it == all.end()) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("model ", request->model(), " has no retraining policy"));
+  }
+  *response = it->second;
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::TriggerRetrain(grpc::ServerContext* context,
+                                          const v1::TriggerRetrainRequest* request,
+                                          v1::Job* response) {
+  if (options_.retrainer == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "retraining is not configured");
+  }
+  FEDGE_GRPC_ASSIGN(*response, options_.retrainer->Trigger(
+                                   request->model(),
+                                   request->reason().empty()
+                                       ? "manual"
+                                       : absl::StrCat("manual: ", request->reason()),
+                                   net::CallerPrincipal(*context)));
+  return grpc::Status::OK;
+}
+
 }  // namespace fedge::cloud::api

@@ -3,6 +3,7 @@
 
 #include "cloud/deploy/controller.h"
 #include "cloud/evaluation/federated.h"
+#include "cloud/policy/retrainer.h"
 #include "cloud/events/event_log.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
@@ -23,6 +24,7 @@ class AdminService final : public v1::Admin::Service {
     deploy::Controller* deploy = nullptr;
     events::EventLog* events = nullptr;
     evaluation::FederatedEvaluator* evaluator = nullptr;
+    policy::Retrainer* retrainer = nullptr;
     // The largest archive RegisterModel accepts.
     int64_t max_archive_bytes = int64_t{2} << 30;
   };
@@ -100,6 +102,15 @@ class AdminService final : public v1::Admin::Service {
   grpc::Status RollbackDeployment(grpc::ServerContext* context,
                                   const v1::DeploymentActionRequest* request,
                                   v1::Deployment* response) override;
+
+  grpc::Status SetRetrainPolicy(grpc::ServerContext* context,
+                                const v1::SetRetrainPolicyRequest* request,
+                                v1::RetrainPolicy* response) override;
+  grpc::Status GetRetrainPolicy(grpc::ServerContext* context,
+                                const v1::GetRetrainPolicyRequest* request,
+                                v1::RetrainPolicy* response) override;
+  grpc::Status TriggerRetrain(grpc::ServerContext* context,
+                              const v1::TriggerRetrainRequest* request, v1::Job* response) override;
 
   // Runs the model's gate on a version, stores the result and emits its event. Also used by the
   // coordinator after a job registers a version.

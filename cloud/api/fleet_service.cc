@@ -99,7 +99,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   SessionReactor(grpc::CallbackServerContext* context, fleet::Fleet* fleet,
                  jobs::JobManager* jobs, registry::Registry* registry,
                  deploy::Controller* deploy, evaluation::FederatedEvaluator* evaluator,
-                 events::EventLog* events)
+                 events::EventLog* events, policy::Retrainer* retrainer)
       : context_(context),
         fleet_(fleet),
         jobs_(jobs),
@@ -107,6 +107,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
         deploy_(deploy),
         evaluator_(evaluator),
         events_(events),
+        retrainer_(retrainer),
         outbox_(std::make_shared<Outbox>(this)) {
     auto id = net::CallerNodeId(*context);
     if (!id.ok()) {
@@ -196,6 +197,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
 
   void OnDrift(const v1::DriftReport& report) {
     DriftReports().Increment();
+    if (retrainer_ != nullptr) retrainer_->OnDrift(node_id_, report);
     LOG(WARNING) << "node=" << node_id_ << " reports drift in " << report.model() << " v"
                  << report.version().version() << ": "
                  << absl::StrJoin(report.drifted_features(), ", ");
@@ -247,6 +249,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   deploy::Controller* const deploy_;
   evaluation::FederatedEvaluator* const evaluator_;
   events::EventLog* const events_;
+  policy::Retrainer* const retrainer_;
   std::shared_ptr<Outbox> outbox_;
   std::string node_id_;
   uint64_t session_id_ = 0;
@@ -258,7 +261,8 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
 grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* FleetService::Session(
     grpc::CallbackServerContext* context) {
   return new SessionReactor(context, options_.fleet, options_.jobs, options_.registry,
-                            options_.deploy, options_.evaluator, options_.events);
+                            options_.deploy, options_.evaluator, options_.events,
+                            options_.retrainer);
 }
 
 grpc::Status FleetService::DownloadModel(grpc::ServerContext* context,

@@ -6,6 +6,7 @@
 #include "cloud/deploy/controller.h"
 #include "cloud/evaluation/federated.h"
 #include "cloud/events/event_log.h"
+#include "cloud/policy/retrainer.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
 #include "cloud/registry/registry.h"
@@ -26,6 +27,7 @@ class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Flee
     deploy::Controller* deploy = nullptr;  // optional: receives health and deploy reports
     evaluation::FederatedEvaluator* evaluator = nullptr;  // optional: evaluation results
     events::EventLog* events = nullptr;                   // optional: drift reports become events
+    policy::Retrainer* retrainer = nullptr;               // optional: drift reports count to quorums
   };
   explicit FleetService(Options options) : options_(options) {}
 

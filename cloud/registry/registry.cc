@@ -137,6 +137,13 @@ CREATE TABLE deployments (
 );
 CREATE INDEX deployments_by_created ON deployments(created_unix_ms DESC, id);
 )sql",
+      // 3: retraining policies.
+      R"sql(
+CREATE TABLE retrain_policies (
+  model TEXT PRIMARY KEY NOT NULL REFERENCES models(name),
+  proto BLOB NOT NULL  -- the full fedge.v1.RetrainPolicy
+);
+)sql",
   };
   return *kMigrations;
 }
@@ -1423,6 +1430,63 @@ absl::Status Registry::PutDeployment(const v1::Deployment& deployment,
     if (entry.version() == 0) entry.set_version(deployment.version());
     return impl_->AppendAuditLocked(std::move(entry));
   });
+}
+
+absl::Status Registry::PutRetrainPolicy(const std::string& model, const v1::RetrainPolicy& policy,
+                                        const Audit& audit) {
+  MutexLock lock(&impl_->mu);
+  return InTransaction(impl_->db, [&]() -> absl::Status {
+    impl_->mu.AssertHeld();
+    FEDGE_ASSIGN_OR_RETURN(Stmt exists,
+                           Stmt::Prepare(impl_->db, "SELECT 1 FROM models WHERE name = ?"));
+    exists.Bind(1, model);
+    FEDGE_ASSIGN_OR_RETURN(bool found, exists.Step());
+    if (!found) return absl::NotFoundError(absl::StrCat("model \"", model, "\" not found"));
+    FEDGE_ASSIGN_OR_RETURN(
+        Stmt stmt, Stmt::Prepare(impl_->db,
+                                 "INSERT INTO retrain_policies (model, proto) VALUES (?, ?) "
+                                 "ON CONFLICT (model) DO UPDATE SET proto = excluded.proto"));
+    const std::string bytes = policy.SerializeAsString();
+    stmt.Bind(1, model).BindBlob(2, bytes);
+    FEDGE_RETURN_IF_ERROR(stmt.Run());
+    v1::AuditEntry entry;
+    entry.set_action("retrain_policy");
+    entry.set_principal(audit.principal.empty() ? "anonymous" : audit.principal);
+    entry.set_model(model);
+    entry.set_reason(audit.reason);
+    entry.set_detail(policy.enabled() ? "enabled" : "disabled");
+    entry.set_time_unix_ms(absl::ToUnixMillis(impl_->clock->Now()));
+    FEDGE_ASSIGN_OR_RETURN(
+        Stmt insert,
+        Stmt::Prepare(impl_->db,
+                      "INSERT INTO audit (time_unix_ms, principal, action, model, version, reason, "
+                      "detail, job_id, deployment_id) VALUES (?, ?, ?, ?, 0, ?, ?, '', '')"));
+    insert.Bind(1, entry.time_unix_ms())
+        .Bind(2, entry.principal())
+        .Bind(3, entry.action())
+        .Bind(4, model)
+        .Bind(5, entry.reason())
+        .Bind(6, entry.detail());
+    return insert.Run();
+  });
+}
+
+absl::StatusOr<std::map<std::string, v1::RetrainPolicy>> Registry::RetrainPolicies() const {
+  MutexLock lock(&impl_->mu);
+  FEDGE_ASSIGN_OR_RETURN(Stmt stmt,
+                         Stmt::Prepare(impl_->db, "SELECT model, proto FROM retrain_policies"));
+  std::map<std::string, v1::RetrainPolicy> out;
+  while (true) {
+    FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    v1::RetrainPolicy policy;
+    absl::string_view bytes = stmt.Blob(1);
+    if (!policy.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      return absl::DataLossError("registry.db: a stored retraining policy is corrupt");
+    }
+    out[std::string(stmt.Text(0))] = std::move(policy);
+  }
+  return out;
 }
 
 absl::StatusOr<v1::Deployment> Registry::GetDeployment(const std::string& id) const {

@@ -150,6 +150,13 @@ class Registry {
                                                         const std::string& deployment_id,
                                                         int limit) const;
 
+  // --- Retraining policies (schema version 3) ------------------------------------------------
+  // Stores the model's policy (replacing it) with an audit entry, in one transaction.
+  absl::Status PutRetrainPolicy(const std::string& model, const v1::RetrainPolicy& policy,
+                                const Audit& audit);
+  // Every stored policy, by model.
+  absl::StatusOr<std::map<std::string, v1::RetrainPolicy>> RetrainPolicies() const;
+
   // Deployments are stored whole; `audit`, when set, is appended in the same transaction (its
   // deployment_id, model and version default to the deployment's).
   absl::Status PutDeployment(const v1::Deployment& deployment,

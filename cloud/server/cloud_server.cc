@@ -6,6 +6,7 @@
 #include "cloud/api/rest_gateway.h"
 #include "cloud/deploy/controller.h"
 #include "cloud/evaluation/federated.h"
+#include "cloud/policy/retrainer.h"
 #include "cloud/events/event_log.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
@@ -28,8 +29,9 @@ struct CloudServer::Impl {
   net::StartedGrpcServer admin_server;
   std::unique_ptr<net::HttpServer> http;
   std::unique_ptr<api::RestGateway> rest;
-  // Declared last so that it is destroyed first: its threads call into the services above.
+  // Declared last so that they are destroyed first: their threads call into what is above.
   std::unique_ptr<jobs::JobManager> jobs;
+  std::unique_ptr<policy::Retrainer> retrainer;
   bool shut_down = false;
 };
 
@@ -84,16 +86,28 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
                         !model->gate_policy().federated())) {
       return;
     }
-    auto st = raw->admin_service->RunGate(version, model->gate_policy(), "gate",
-                                          "validated on registration");
-    if (!st.ok()) LOG(WARNING) << "validation of " << version.model() << " v"
-                               << version.version() << " failed to run: " << st.status();
+    auto validated = raw->admin_service->RunGate(version, model->gate_policy(), "gate",
+                                                 "validated on registration");
+    if (!validated.ok()) {
+      LOG(WARNING) << "validation of " << version.model() << " v" << version.version()
+                   << " failed to run: " << validated.status();
+    }
+    raw->retrainer->OnRegistered(validated.ok() ? *validated : version);
   };
   impl->jobs = std::make_unique<jobs::JobManager>(job_opts);
+  policy::Retrainer::Options retrain_opts;
+  retrain_opts.registry = impl->registry.get();
+  retrain_opts.fleet = impl->fleet.get();
+  retrain_opts.jobs = impl->jobs.get();
+  retrain_opts.deploy = impl->deploy.get();
+  retrain_opts.events = event_log;
+  retrain_opts.clock = options.clock;
+  impl->retrainer = std::make_unique<policy::Retrainer>(retrain_opts);
   impl->evaluator = std::make_unique<evaluation::FederatedEvaluator>(impl->fleet.get());
   impl->fleet_service = std::make_unique<api::FleetService>(
       api::FleetService::Options{impl->fleet.get(), impl->jobs.get(), impl->registry.get(),
-                                 impl->deploy.get(), impl->evaluator.get(), event_log});
+                                 impl->deploy.get(), impl->evaluator.get(), event_log,
+                                 impl->retrainer.get()});
   api::AdminService::Options admin_core;
   admin_core.fleet = impl->fleet.get();
   admin_core.jobs = impl->jobs.get();
@@ -101,6 +115,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   admin_core.deploy = impl->deploy.get();
   admin_core.events = event_log;
   admin_core.evaluator = impl->evaluator.get();
+  admin_core.retrainer = impl->retrainer.get();
   impl->admin_service = std::make_unique<api::AdminService>(admin_core);
 
   net::GrpcServerOptions fleet_opts;
@@ -125,6 +140,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
 
   FEDGE_RETURN_IF_ERROR(impl->jobs->ResumeUnfinished());
   FEDGE_RETURN_IF_ERROR(impl->deploy->Start());
+  impl->retrainer->Start();
   LOG(INFO) << "fedge-cloud serving: fleet port " << impl->fleet_server.port << ", admin port "
             << impl->admin_server.port << ", metrics port " << impl->http->port()
             << ", REST port " << (impl->rest ? impl->rest->port() : 0)
@@ -146,6 +162,7 @@ void CloudServer::Shutdown() {
   if (impl_->shut_down) return;
   impl_->shut_down = true;
   LOG(INFO) << "fedge-cloud shutting down";
+  impl_->retrainer->Stop();
   impl_->evaluator->Shutdown();
   impl_->jobs->Shutdown();
   impl_->deploy->Stop();

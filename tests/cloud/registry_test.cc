@@ -577,7 +577,7 @@ TEST_F(RegistryTest, FinishJobIsAtomic) {
 // --- Schema ----------------------------------------------------------------------------------
 
 TEST_F(RegistryTest, FreshDatabaseIsAtCurrentSchemaInWalMode) {
-  EXPECT_EQ(Registry::CurrentSchemaVersion(), 2);
+  EXPECT_EQ(Registry::CurrentSchemaVersion(), 3);
   EXPECT_EQ(Reg().SchemaVersion(), Registry::CurrentSchemaVersion());
   EXPECT_EQ(RawSql(DbPath(), "PRAGMA user_version"),
             std::to_string(Registry::CurrentSchemaVersion()));
@@ -1359,7 +1359,8 @@ TEST_F(RegistryGovernanceTest, MigratesAVersionOneDatabaseKeepingItsData) {
       "");
 
   ASSERT_EQ(Reg().SchemaVersion(), 2);
-  EXPECT_EQ(RawSql(DbPath(), "PRAGMA user_version"), "2");
+  EXPECT_EQ(RawSql(DbPath(), "PRAGMA user_version"),
+            std::to_string(Registry::CurrentSchemaVersion()));
   auto v = Reg().GetVersion("hvac", 1);
   ASSERT_TRUE(v.ok()) << v.status();
   EXPECT_EQ(v->sha256(), sha);
