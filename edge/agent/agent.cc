@@ -382,13 +382,11 @@ absl::Status Agent::RunDeploy(const v1::VersionRef& version, const std::string& 
   if (instant) {
     LOG(INFO) << "node=" << options_.node_id << " swapped back to " << version.model() << " v"
               << version.version() << " (kept loaded)";
-    if (options_.on_active) options_.on_active(version);
     return absl::OkStatus();
   }
   int64_t downloaded = 0;
   FEDGE_ASSIGN_OR_RETURN(std::string archive, Fetch(version.sha256(), &downloaded));
   FEDGE_RETURN_IF_ERROR(options_.runtime->Activate(version, archive, schema_hash));
-  if (options_.on_active) options_.on_active(version);
   LOG(INFO) << "node=" << options_.node_id << " now serving " << version.model() << " v"
             << version.version();
   return absl::OkStatus();

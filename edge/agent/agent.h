@@ -43,8 +43,6 @@ class Agent {
     std::string software_version = "0.1.0";
     // Called as a version is about to become active (its health counts start over).
     std::function<void(const v1::VersionRef&)> on_activated;
-    // Called once a version is active (the drift watch builds its reference then).
-    std::function<void(const v1::VersionRef&)> on_active;
     // Drift reports waiting to be sent; polled with every heartbeat.
     std::function<std::vector<v1::DriftReport>()> drift_reports;
     // Health reports of the active versions, sent with every heartbeat.

@@ -131,6 +131,7 @@ absl::Status Runtime::Activate(const v1::VersionRef& ref, absl::string_view arch
                                const std::string& expected_schema_hash) {
   FEDGE_ASSIGN_OR_RETURN(auto loaded, Load(ref, archive, expected_schema_hash));
   FEDGE_RETURN_IF_ERROR(WriteCached(Sha256Hex(archive), archive));
+  if (options_.on_loaded) options_.on_loaded(*loaded);
   MutexLock lock(&mu_);
   auto it = active_.find(ref.model());
   if (it != active_.end()) previous_[ref.model()] = it->second;

@@ -1,6 +1,7 @@
 #ifndef FEDGE_EDGE_RUNTIME_RUNTIME_H_
 #define FEDGE_EDGE_RUNTIME_RUNTIME_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -41,6 +42,9 @@ class Runtime {
  public:
   struct Options {
     std::string state_dir;  // holds active.pb and the artifact cache (cache/<sha256>)
+    // Called with each newly loaded, warmed-up version just before it is swapped in (the drift
+    // watch builds its reference then, so no served row goes unwatched).
+    std::function<void(const LoadedModel&)> on_loaded;
   };
   static absl::StatusOr<std::unique_ptr<Runtime>> Open(Options options);
 

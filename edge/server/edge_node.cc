@@ -59,21 +59,22 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   if (all.size() > 0) {
     data::Split(all, options.holdout_fraction, options.seed, &impl->train, &impl->holdout);
   }
-  FEDGE_ASSIGN_OR_RETURN(impl->runtime, runtime::Runtime::Open({options.state_dir}));
   serving::DriftWatch::Options drift_opts;
   drift_opts.reference = &impl->train;
   drift_opts.monitor.window = options.drift_window;
   drift_opts.monitor.psi_threshold = options.drift_psi_threshold;
   drift_opts.monitor.sustained_windows = options.drift_sustained_windows;
   impl->drift = std::make_unique<serving::DriftWatch>(drift_opts);
-  // Versions restored from local state are watched from the start.
-  for (const auto& [model, ref] : impl->runtime->ActiveVersions()) {
-    auto loaded = impl->runtime->Active(model);
-    if (loaded.ok()) {
-      absl::Status st = impl->drift->Prepare(**loaded);
-      if (!st.ok()) LOG(WARNING) << "node=" << options.node_id << " " << st;
-    }
-  }
+  runtime::Runtime::Options runtime_opts;
+  runtime_opts.state_dir = options.state_dir;
+  serving::DriftWatch* drift = impl->drift.get();
+  const std::string node_id = options.node_id;
+  // Every version, restored at start-up or deployed later, is watched from its first row.
+  runtime_opts.on_loaded = [drift, node_id](const runtime::LoadedModel& loaded) {
+    absl::Status st = drift->Prepare(loaded);
+    if (!st.ok()) LOG(WARNING) << "node=" << node_id << " " << st;
+  };
+  FEDGE_ASSIGN_OR_RETURN(impl->runtime, runtime::Runtime::Open(runtime_opts));
   impl->inference = std::make_unique<serving::InferenceService>(
       impl->runtime.get(), &impl->health, impl->drift.get());
   net::GrpcServerOptions grpc_opts;
@@ -100,14 +101,6 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   serving::HealthTracker* health = &impl->health;
   agent_opts.health_reports = [rt, health] { return health->Reports(rt->ActiveVersions()); };
   agent_opts.on_activated = [health](const v1::VersionRef& v) { health->Reset(v.sha256()); };
-  serving::DriftWatch* drift = impl->drift.get();
-  const std::string node_id = options.node_id;
-  agent_opts.on_active = [rt, drift, node_id](const v1::VersionRef& v) {
-    auto loaded = rt->Active(v.model());
-    if (!loaded.ok()) return;
-    absl::Status st = drift->Prepare(**loaded);
-    if (!st.ok()) LOG(WARNING) << "node=" << node_id << " " << st;
-  };
   agent_opts.drift_reports = [drift] { return drift->TakeReports(); };
   if (impl->train.size() == 0) agent_opts.capabilities = {"predict"};
   impl->agent = std::make_unique<agent::Agent>(agent_opts);
