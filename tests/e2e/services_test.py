@@ -148,6 +148,17 @@ def test(fleet):
     assert subprocess.run(ctl + ["models", "show", "nope"], capture_output=True).returncode == 1
     assert subprocess.run(ctl + ["bogus"], capture_output=True).returncode == 2
 
+    # Retraining from the command line: a policy, then the manual trigger.
+    fleet.ctl("models", "register", "--name=svc", "--builtin=mlp", "--synthetic")
+    res = fleet.ctl("models", "retrain-policy", "svc", "--drift_quorum_nodes=2", "--rounds=1",
+                    json_output=False, check=False)
+    assert res.returncode == 0 and "retraining enabled" in res.stdout, res.stdout + res.stderr
+    job = fleet.ctl("models", "retrain", "svc", "--reason=new labels")
+    assert job["spec"]["trigger"] == "manual: new labels", job
+    assert fleet.wait_job(job["id"])["state"] == "JOB_SUCCEEDED"
+    res = fleet.ctl("models", "retrain", "nope", check=False, json_output=False)
+    assert res.returncode == 1 and "no retraining policy" in res.stderr, res.stderr
+
     # Bad flags get a message naming the problem, not a crash.
     res = subprocess.run([os.path.join(fleet.build, "edge/fedge-edge"), "--node_id=x",
                           "--state_dir=" + os.path.join(fleet.work, "s"),

@@ -65,6 +65,8 @@ int ModelsPolicy(const std::string& model);
 int ModelsValidate(const std::string& model);
 int ModelsRetention(const std::string& model);
 int ModelsAudit(const std::string& model);
+int ModelsRetrainPolicy(const std::string& model);
+int ModelsRetrain(const std::string& model);
 int DeployCreate();
 int DeployList();
 int DeployStatus(const std::string& id);

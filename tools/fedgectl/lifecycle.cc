@@ -28,6 +28,14 @@ ABSL_DECLARE_FLAG(uint64_t, synthetic_seed);
 ABSL_DECLARE_FLAG(int, synthetic_sites);
 ABSL_DECLARE_FLAG(int, synthetic_window);
 ABSL_DECLARE_FLAG(std::string, description);
+ABSL_DECLARE_FLAG(int, rounds);
+ABSL_DECLARE_FLAG(int, clients_per_round);
+ABSL_DECLARE_FLAG(int, min_clients);
+ABSL_DECLARE_FLAG(int64_t, round_timeout_ms);
+ABSL_DECLARE_FLAG(double, lr);
+ABSL_DECLARE_FLAG(int, epochs);
+ABSL_DECLARE_FLAG(int, batch_size);
+ABSL_DECLARE_FLAG(std::string, optimizer);
 
 ABSL_FLAG(std::string, alias, "", "Alias name for models alias / promote (promote: production).");
 ABSL_FLAG(bool, force, false, "models promote: promote despite a failed or missing validation.");
@@ -53,6 +61,16 @@ ABSL_FLAG(double, max_p99_ms, 0, "deploy create: roll back above this p99 Predic
 ABSL_FLAG(int64_t, wave_timeout_ms, 0, "deploy create: a wave must converge within this.");
 ABSL_FLAG(bool, allow_schema_change, false,
           "deploy create: deploy a version whose schema differs from what the nodes run.");
+ABSL_FLAG(bool, enable, true, "models retrain-policy: enable (true) or disable the policy.");
+ABSL_FLAG(int, drift_quorum_nodes, 0, "Retrain when this many nodes report drift.");
+ABSL_FLAG(double, drift_quorum_fraction, 0,
+          "Retrain when this share of the nodes serving the model report drift.");
+ABSL_FLAG(int64_t, drift_window_ms, 600000, "Drift reports count toward a quorum this long.");
+ABSL_FLAG(int64_t, schedule_ms, 0, "Retrain every this many ms (0: no schedule).");
+ABSL_FLAG(int64_t, cooldown_ms, 1800000, "No new retraining this long after one starts.");
+ABSL_FLAG(bool, auto_deploy, false,
+          "Roll a retrained version that passes the gate out (--waves, --soak_ms, gate flags) "
+          "and promote it when the rollout succeeds.");
 ABSL_FLAG(int64_t, after_id, 0, "events: start after this event id.");
 ABSL_FLAG(std::string, types, "", "events: types to show, e.g. deployment.,job.completed.");
 ABSL_FLAG(int, limit, 0, "events list / models audit: how many (0: 100).");
@@ -317,6 +335,81 @@ int ModelsAudit(const std::string& model) {
   return kOk;
 }
 
+// The rollout strategy the deploy flags describe; false (after printing why) if malformed.
+bool StrategyFromFlags(v1::RolloutStrategy* s) {
+  for (const std::string& w : SplitList(absl::GetFlag(FLAGS_waves))) {
+    double f = 0;
+    if (!absl::SimpleAtod(w, &f)) {
+      Usage(absl::StrCat("--waves entry '", w, "' is not a number"));
+      return false;
+    }
+    s->add_waves(f);
+  }
+  s->set_soak_ms(absl::GetFlag(FLAGS_soak_ms));
+  s->set_wave_timeout_ms(absl::GetFlag(FLAGS_wave_timeout_ms));
+  s->mutable_gate()->set_min_feedback_accuracy(absl::GetFlag(FLAGS_min_feedback_accuracy));
+  s->mutable_gate()->set_min_feedback(absl::GetFlag(FLAGS_min_feedback));
+  s->mutable_gate()->set_max_error_rate(absl::GetFlag(FLAGS_max_error_rate));
+  s->mutable_gate()->set_max_p99_latency_ms(absl::GetFlag(FLAGS_max_p99_ms));
+  return true;
+}
+
+int ModelsRetrainPolicy(const std::string& model) {
+  v1::SetRetrainPolicyRequest req;
+  req.set_model(model);
+  req.set_reason(absl::GetFlag(FLAGS_reason));
+  v1::RetrainPolicy* p = req.mutable_policy();
+  p->set_enabled(absl::GetFlag(FLAGS_enable));
+  p->set_drift_quorum_nodes(absl::GetFlag(FLAGS_drift_quorum_nodes));
+  p->set_drift_quorum_fraction(absl::GetFlag(FLAGS_drift_quorum_fraction));
+  p->set_drift_window_ms(absl::GetFlag(FLAGS_drift_window_ms));
+  p->set_schedule_ms(absl::GetFlag(FLAGS_schedule_ms));
+  p->set_cooldown_ms(absl::GetFlag(FLAGS_cooldown_ms));
+  v1::JobSpec* job = p->mutable_job();
+  job->set_rounds(absl::GetFlag(FLAGS_rounds));
+  job->set_clients_per_round(absl::GetFlag(FLAGS_clients_per_round));
+  job->set_min_clients(absl::GetFlag(FLAGS_min_clients));
+  job->set_round_timeout_ms(absl::GetFlag(FLAGS_round_timeout_ms));
+  job->set_learning_rate(absl::GetFlag(FLAGS_lr));
+  job->set_local_epochs(absl::GetFlag(FLAGS_epochs));
+  job->set_batch_size(absl::GetFlag(FLAGS_batch_size));
+  job->set_optimizer(absl::GetFlag(FLAGS_optimizer));
+  if (absl::GetFlag(FLAGS_holdout_synthetic)) {
+    job->mutable_holdout()->mutable_synthetic()->set_seed(absl::GetFlag(FLAGS_synthetic_seed));
+    job->mutable_holdout()->mutable_synthetic()->set_num_sites(absl::GetFlag(FLAGS_synthetic_sites));
+  } else if (!absl::GetFlag(FLAGS_holdout_csv).empty()) {
+    job->mutable_holdout()->set_csv_path(absl::GetFlag(FLAGS_holdout_csv));
+    job->mutable_holdout()->set_label_column(absl::GetFlag(FLAGS_label_column));
+  }
+  p->set_auto_deploy(absl::GetFlag(FLAGS_auto_deploy));
+  if (!StrategyFromFlags(p->mutable_rollout())) return kUsage;
+  v1::RetrainPolicy out;
+  if (!CallAdmin("models retrain-policy", &Admin::Stub::SetRetrainPolicy, req, &out)) {
+    return kFailed;
+  }
+  if (Json()) return PrintJson(out), kOk;
+  std::cout << model << ": retraining " << (out.enabled() ? "enabled" : "disabled")
+            << "; drift quorum " << out.drift_quorum_nodes() << " node(s)"
+            << (out.drift_quorum_fraction() > 0
+                    ? absl::StrCat(" or ", out.drift_quorum_fraction() * 100, "% of the fleet")
+                    : "")
+            << ", schedule " << (out.schedule_ms() ? absl::StrCat(out.schedule_ms(), " ms") : "off")
+            << ", cooldown " << out.cooldown_ms() << " ms"
+            << (out.auto_deploy() ? ", auto-deploy and promote" : "") << "\n";
+  return kOk;
+}
+
+int ModelsRetrain(const std::string& model) {
+  v1::TriggerRetrainRequest req;
+  req.set_model(model);
+  req.set_reason(absl::GetFlag(FLAGS_reason));
+  v1::Job job;
+  if (!CallAdmin("models retrain", &Admin::Stub::TriggerRetrain, req, &job)) return kFailed;
+  if (Json()) return PrintJson(job), kOk;
+  std::cout << "started " << job.id() << " (" << job.spec().trigger() << ")\n";
+  return kOk;
+}
+
 int DeployCreate() {
   v1::CreateDeploymentRequest req;
   req.set_model(absl::GetFlag(FLAGS_model));
@@ -327,18 +420,7 @@ int DeployCreate() {
   if (!ParseSelector(absl::GetFlag(FLAGS_selector), req.mutable_selector())) {
     return Usage("--selector must be key=value,...");
   }
-  v1::RolloutStrategy* s = req.mutable_strategy();
-  for (const std::string& w : SplitList(absl::GetFlag(FLAGS_waves))) {
-    double f = 0;
-    if (!absl::SimpleAtod(w, &f)) return Usage(absl::StrCat("--waves entry '", w, "' is not a number"));
-    s->add_waves(f);
-  }
-  s->set_soak_ms(absl::GetFlag(FLAGS_soak_ms));
-  s->set_wave_timeout_ms(absl::GetFlag(FLAGS_wave_timeout_ms));
-  s->mutable_gate()->set_min_feedback_accuracy(absl::GetFlag(FLAGS_min_feedback_accuracy));
-  s->mutable_gate()->set_min_feedback(absl::GetFlag(FLAGS_min_feedback));
-  s->mutable_gate()->set_max_error_rate(absl::GetFlag(FLAGS_max_error_rate));
-  s->mutable_gate()->set_max_p99_latency_ms(absl::GetFlag(FLAGS_max_p99_ms));
+  if (!StrategyFromFlags(req.mutable_strategy())) return kUsage;
   v1::Deployment d;
   if (!CallAdmin("deploy create", &Admin::Stub::CreateDeployment, req, &d)) return kFailed;
   if (absl::GetFlag(FLAGS_watch)) {

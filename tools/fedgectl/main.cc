@@ -97,6 +97,10 @@ constexpr char kUsageText[] =
     "  models tag NAME --version=V --tags=k=v,k2=   (empty value deletes)\n"
     "  models retention NAME [--keep_versions=N]\n"
     "  models audit [NAME] [--limit=N]\n"
+    "  models retrain-policy NAME [--drift_quorum_nodes=K | --drift_quorum_fraction=F]\n"
+    "                [--schedule_ms=T] [--cooldown_ms=C] [--rounds=R ...] [--auto_deploy\n"
+    "                 --waves=.. --soak_ms=..] [--enable=false]\n"
+    "  models retrain NAME [--reason=WHY]           start retraining now (manual trigger)\n"
     "  models export NAME [--version=V] --out=FILE   (opens with torch.jit.load)\n"
     "Training:\n"
     "  jobs start --model=N [--rounds=10 --clients_per_round=K --min_clients=M ...] [--watch]\n"
@@ -566,6 +570,8 @@ int main(int argc, char** argv) {
   if (is({"models", "validate"}) && a.size() == 3) return ModelsValidate(a[2]);
   if (is({"models", "retention"}) && a.size() == 3) return ModelsRetention(a[2]);
   if (is({"models", "audit"})) return ModelsAudit(a.size() == 3 ? a[2] : "");
+  if (is({"models", "retrain-policy"}) && a.size() == 3) return ModelsRetrainPolicy(a[2]);
+  if (is({"models", "retrain"}) && a.size() == 3) return ModelsRetrain(a[2]);
   if (is({"jobs", "watch"}) && a.size() == 3) return Watch(Stub().get(), a[2]);
   if (is({"jobs", "cancel"}) && a.size() == 3) return JobsCancel(a[2]);
   if (is({"events", "watch"})) return EventsWatch(true);
