@@ -37,7 +37,7 @@ v1::Hello HelloFrom(const std::string& id, std::map<std::string, std::string> la
 class FleetTest : public ::testing::Test {
  protected:
   testing::FakeClock clock_;
-  Fleet fleet_{Fleet::Options{&clock_, absl::Seconds(10), absl::Seconds(2)}};
+  Fleet fleet_{Fleet::Options{&clock_, absl::Seconds(10), absl::Seconds(2), nullptr}};
 };
 
 TEST_F(FleetTest, NodeIsAliveUntilItsHeartbeatsStop) {

@@ -81,7 +81,7 @@ struct Harness {
     EXPECT_TRUE(server.ok());
     started = std::move(*server);
     stub = v1::Fleet::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", started.port)));
-    auto rt = runtime::Runtime::Open({dir.path()});
+    auto rt = runtime::Runtime::Open({dir.path(), {}});
     EXPECT_TRUE(rt.ok());
     runtime = std::move(*rt);
   }

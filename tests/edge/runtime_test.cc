@@ -49,12 +49,12 @@ TEST(RuntimeTest, ServesTheLastActiveVersionAfterARestartWithoutTheCloud) {
   testing::TempDir dir;
   const std::string v1 = Archive(1);
   {
-    auto rt = Runtime::Open({dir.path()});
+    auto rt = Runtime::Open({dir.path(), {}});
     ASSERT_TRUE(rt.ok());
     EXPECT_EQ((*rt)->Active("m").status().code(), absl::StatusCode::kNotFound);
     ASSERT_TRUE((*rt)->Activate(Ref(v1, 1), v1).ok());
   }
-  auto rt = Runtime::Open({dir.path()});
+  auto rt = Runtime::Open({dir.path(), {}});
   ASSERT_TRUE(rt.ok());
   auto active = (*rt)->Active("m");
   ASSERT_TRUE(active.ok()) << active.status();
@@ -66,7 +66,7 @@ TEST(RuntimeTest, ServesTheLastActiveVersionAfterARestartWithoutTheCloud) {
 
 TEST(RuntimeTest, RefusesArchivesThatFailTheirDigestOrHaveNoContract) {
   testing::TempDir dir;
-  auto rt = Runtime::Open({dir.path()});
+  auto rt = Runtime::Open({dir.path(), {}});
   ASSERT_TRUE(rt.ok());
   const std::string v1 = Archive(1), v2 = Archive(2);
   ASSERT_TRUE((*rt)->Activate(Ref(v1, 1), v1).ok());
@@ -78,7 +78,7 @@ TEST(RuntimeTest, RefusesArchivesThatFailTheirDigestOrHaveNoContract) {
 
 TEST(RuntimeTest, RollbackReturnsToThePreviousVersion) {
   testing::TempDir dir;
-  auto rt = Runtime::Open({dir.path()});
+  auto rt = Runtime::Open({dir.path(), {}});
   ASSERT_TRUE(rt.ok());
   EXPECT_EQ((*rt)->Rollback("m").code(), absl::StatusCode::kFailedPrecondition);
   const std::string v1 = Archive(1), v2 = Archive(2);
@@ -91,7 +91,7 @@ TEST(RuntimeTest, RollbackReturnsToThePreviousVersion) {
 
 TEST(RuntimeTest, ThePreviousVersionStaysLoadedForAnInstantSwapBack) {
   testing::TempDir dir;
-  auto rt = Runtime::Open({dir.path()});
+  auto rt = Runtime::Open({dir.path(), {}});
   ASSERT_TRUE(rt.ok());
   const std::string v1 = Archive(1), v2 = Archive(2);
   ASSERT_TRUE((*rt)->Activate(Ref(v1, 1), v1).ok());
@@ -105,7 +105,7 @@ TEST(RuntimeTest, ThePreviousVersionStaysLoadedForAnInstantSwapBack) {
 
 TEST(RuntimeTest, NoPredictFailsWhileVersionsSwapUnderLoad) {
   testing::TempDir dir;
-  auto rt = Runtime::Open({dir.path()});
+  auto rt = Runtime::Open({dir.path(), {}});
   ASSERT_TRUE(rt.ok());
   std::vector<std::string> archives;
   for (int i = 0; i < 6; ++i) archives.push_back(Archive(10 + i));
@@ -135,7 +135,7 @@ TEST(RuntimeTest, NoPredictFailsWhileVersionsSwapUnderLoad) {
 
 TEST(RuntimeTest, CorruptedCacheIsDetectedAndRemoved) {
   testing::TempDir dir;
-  auto rt = Runtime::Open({dir.path()});
+  auto rt = Runtime::Open({dir.path(), {}});
   ASSERT_TRUE(rt.ok());
   const std::string v1 = Archive(1);
   ASSERT_TRUE((*rt)->Activate(Ref(v1, 1), v1).ok());
@@ -148,7 +148,7 @@ TEST(RuntimeTest, CorruptedCacheIsDetectedAndRemoved) {
   EXPECT_EQ((*rt)->ReadCached(Sha256Hex(v1)).status().code(), absl::StatusCode::kDataLoss);
   EXPECT_FALSE(std::filesystem::exists(path));
   // A restart with its active version's file gone starts empty instead of crashing.
-  auto again = Runtime::Open({dir.path()});
+  auto again = Runtime::Open({dir.path(), {}});
   ASSERT_TRUE(again.ok());
   EXPECT_EQ((*again)->Active("m").status().code(), absl::StatusCode::kNotFound);
 }

@@ -45,7 +45,7 @@ std::string Archive(uint64_t seed) {
 TEST(HotSwapTest, NoPredictFailsAcrossSwapsAndEachAnswerNamesItsVersion) {
   torchlib::SetNumThreads(1);
   testing::TempDir dir;
-  auto rt = edge::runtime::Runtime::Open({dir.path()});
+  auto rt = edge::runtime::Runtime::Open({dir.path(), {}});
   ASSERT_TRUE(rt.ok());
   edge::serving::HealthTracker health({});
   edge::serving::InferenceService service(rt->get(), &health);

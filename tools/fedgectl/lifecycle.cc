@@ -1,7 +1,5 @@
 // fedgectl's lifecycle commands: governance of the registry, rollouts, events.
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <iostream>
@@ -77,8 +75,6 @@ ABSL_FLAG(int, limit, 0, "events list / models audit: how many (0: 100).");
 
 namespace fedge::cli {
 namespace {
-
-bool IsTty() { return isatty(STDOUT_FILENO) != 0; }
 
 void PrintVersionLine(const v1::Version& v) {
   std::cout << v.model() << " v" << v.version()
