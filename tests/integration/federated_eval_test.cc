@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/test_cloud.h"
+#include "tests/testing/test_edges.h"
 
 namespace fedge {
 namespace {
@@ -21,25 +22,17 @@ TEST(FederatedEvalTest, TheGatePoolsTheEdgesLocalHoldouts) {
   std::vector<std::unique_ptr<edge::EdgeNode>> edges;
   constexpr int kSamples = 300;
   for (int i = 0; i < 3; ++i) {
-    edge::EdgeNode::Options o;
-    o.node_id = absl::StrCat("edge-", i);
-    o.cloud_address = cloud->fleet_address();
-    o.state_dir = absl::StrCat(dir.path(), "/edge", i);
-    o.inference_address = "127.0.0.1:0";
-    o.metrics_address = "127.0.0.1:0";
-    o.synthetic_site = i;
-    o.synthetic_samples = kSamples;
-    o.initial_backoff = absl::Milliseconds(20);
-    auto node = edge::EdgeNode::Start(o);
-    ASSERT_TRUE(node.ok()) << node.status();
-    edges.push_back(std::move(*node));
+    edges.push_back(testing::StartTestEdge(cloud->fleet_address(),
+                                           absl::StrCat(dir.path(), "/edge", i),
+                                           absl::StrCat("edge-", i), i, kSamples));
+    ASSERT_NE(edges.back(), nullptr);
   }
-  for (int i = 0; i < 500; ++i) {
-    bool all = true;
-    for (auto& e : edges) all = all && e->connected();
-    if (all) break;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  ASSERT_TRUE(testing::WaitUntil([&] {
+    for (auto& e : edges) {
+      if (!e->connected()) return false;
+    }
+    return true;
+  }));
   v1::Admin::Stub* admin = cloud->admin.get();
   auto version = testing::Register(admin, testing::SyntheticModelHeader("m"));
   ASSERT_TRUE(version.ok()) << version.status();

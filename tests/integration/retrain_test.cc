@@ -4,12 +4,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/data/synthetic.h"
-#include "common/net/servers.h"
 #include "edge/server/edge_node.h"
-#include "fedge/v1/inference.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/test_cloud.h"
+#include "tests/testing/test_edges.h"
 
 namespace fedge {
 namespace {
@@ -17,19 +16,7 @@ namespace {
 void SendDriftedTraffic(int port, uint64_t stream) {
   data::SyntheticOptions syn;
   syn.drift = 1.5;
-  const data::Dataset rows = data::GenerateSite(syn, 0, 600, stream);
-  auto stub = v1::Inference::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", port)));
-  const int64_t f = rows.num_features();
-  for (int64_t start = 0; start < rows.size(); start += 100) {
-    v1::PredictBatchRequest req;
-    for (int64_t r = start; r < std::min<int64_t>(start + 100, rows.size()); ++r) {
-      req.add_instances()->mutable_features()->Add(rows.features.begin() + r * f,
-                                                   rows.features.begin() + (r + 1) * f);
-    }
-    v1::PredictBatchResponse resp;
-    auto ctx = testing::Context();
-    ASSERT_TRUE(stub->PredictBatch(ctx.get(), req, &resp).ok());
-  }
+  ASSERT_TRUE(testing::PredictAll(port, data::GenerateSite(syn, 0, 600, stream)));
 }
 
 TEST(RetrainTest, ADriftQuorumStartsOneJobWhoseVersionIsGatedRolledOutAndPromoted) {
@@ -39,19 +26,10 @@ TEST(RetrainTest, ADriftQuorumStartsOneJobWhoseVersionIsGatedRolledOutAndPromote
   v1::Admin::Stub* admin = cloud->admin.get();
   std::vector<std::unique_ptr<edge::EdgeNode>> edges;
   for (int i = 0; i < 3; ++i) {
-    edge::EdgeNode::Options o;
-    o.node_id = absl::StrCat("plant-", i);
-    o.cloud_address = cloud->fleet_address();
-    o.state_dir = absl::StrCat(dir.path(), "/edge", i);
-    o.inference_address = "127.0.0.1:0";
-    o.metrics_address = "127.0.0.1:0";
-    o.synthetic_site = 0;
-    o.synthetic_samples = 1000;
-    o.drift_window = 200;
-    o.initial_backoff = absl::Milliseconds(20);
-    auto node = edge::EdgeNode::Start(o);
-    ASSERT_TRUE(node.ok()) << node.status();
-    edges.push_back(std::move(*node));
+    edges.push_back(testing::StartTestEdge(
+        cloud->fleet_address(), absl::StrCat(dir.path(), "/edge", i), absl::StrCat("plant-", i),
+        /*site=*/0, /*samples=*/1000, [](edge::EdgeNode::Options* o) { o->drift_window = 200; }));
+    ASSERT_NE(edges.back(), nullptr);
   }
   ASSERT_TRUE(testing::Register(admin, testing::SyntheticModelHeader("m")).ok());
   {
@@ -63,23 +41,23 @@ TEST(RetrainTest, ADriftQuorumStartsOneJobWhoseVersionIsGatedRolledOutAndPromote
     auto ctx = testing::Context();
     ASSERT_TRUE(admin->UpdateModel(ctx.get(), req, &out).ok());
   }
-  for (int i = 0; i < 500; ++i) {
-    bool all = true;
-    for (auto& e : edges) all = all && e->connected();
-    if (all) break;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  ASSERT_TRUE(testing::WaitUntil([&] {
+    for (auto& e : edges) {
+      if (!e->connected()) return false;
+    }
+    return true;
+  }));
   v1::DeployRequest deploy;
   deploy.set_model("m");
   v1::DeployResponse deployed;
   auto dctx = testing::Context();
   ASSERT_TRUE(admin->Deploy(dctx.get(), deploy, &deployed).ok());
-  for (int i = 0; i < 500; ++i) {
-    bool all = true;
-    for (auto& e : edges) all = all && e->ActiveVersions().count("m") > 0;
-    if (all) break;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  ASSERT_TRUE(testing::WaitUntil([&] {
+    for (auto& e : edges) {
+      if (e->ActiveVersions().count("m") == 0) return false;
+    }
+    return true;
+  }));
   {
     v1::SetRetrainPolicyRequest req;
     req.set_model("m");
@@ -107,7 +85,7 @@ TEST(RetrainTest, ADriftQuorumStartsOneJobWhoseVersionIsGatedRolledOutAndPromote
     EXPECT_TRUE(admin->ListJobs(ctx.get(), {}, &resp).ok());
     return std::vector<v1::Job>(resp.jobs().begin(), resp.jobs().end());
   };
-  for (int i = 0; i < 500 && jobs().empty(); ++i) absl::SleepFor(absl::Milliseconds(20));
+  testing::WaitUntil([&] { return !jobs().empty(); });
   ASSERT_EQ(jobs().size(), 1u);
   SendDriftedTraffic(edges[1]->inference_port(), 3);
   SendDriftedTraffic(edges[2]->inference_port(), 4);
