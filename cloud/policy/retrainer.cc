@@ -68,11 +68,12 @@ void Retrainer::OnDrift(const std::string& node_id, const v1::DriftReport& repor
   cv_.SignalAll();
 }
 
-bool Retrainer::JobRunningLocked(ModelState& state) {
-  if (state.running_job.empty()) return false;
-  auto job = options_.jobs->Get(state.running_job);
-  if (job.ok() && (job->state() == v1::JOB_RUNNING || job->state() == v1::JOB_PENDING)) {
-    return true;
+bool Retrainer::JobRunningLocked(const std::string& model, ModelState& state) {
+  // Any unfinished job of the model counts: ours, an operator's, or one resumed at start-up.
+  auto unfinished = options_.registry->UnfinishedJobs();
+  if (!unfinished.ok()) return true;  // unsure: do not start another
+  for (const auto& record : *unfinished) {
+    if (record.job.spec().model() == model) return true;
   }
   state.running_job.clear();
   return false;
@@ -88,8 +89,14 @@ absl::StatusOr<v1::Job> Retrainer::StartLocked(const std::string& model,
   spec.set_trigger(cause);
   if (spec.reason().empty()) spec.set_reason(absl::StrCat("retraining: ", cause));
   auto job = options_.jobs->Start(spec, principal);
-  if (!job.ok()) return job.status();
   ModelState& state = models_[model];
+  if (!job.ok()) {
+    // Back off for the cooldown instead of retrying every tick, and say why.
+    state.last_trigger = options_.clock->Now();
+    Emit("retrain.failed", model, 0, "",
+         absl::StrCat("could not start retraining (", cause, "): ", job.status().message()));
+    return job.status();
+  }
   state.running_job = job->id();
   state.last_trigger = options_.clock->Now();
   state.drift_by_node.clear();  // these reports are answered
@@ -108,7 +115,7 @@ absl::StatusOr<v1::Job> Retrainer::Trigger(const std::string& model, const std::
         "model ", model, " has no retraining policy; set one with fedgectl models retrain-policy"));
   }
   MutexLock lock(&mu_);
-  if (JobRunningLocked(models_[model])) {
+  if (JobRunningLocked(model, models_[model])) {
     return absl::FailedPreconditionError(absl::StrCat("a retraining job of ", model,
                                                       " is running: ", models_[model].running_job));
   }
@@ -120,9 +127,12 @@ void Retrainer::OnRegistered(const v1::Version& version) {
   if (!policies.ok()) return;
   auto it = policies->find(version.model());
   if (it == policies->end() || !it->second.enabled() || !it->second.auto_deploy()) return;
+  // Only results of jobs a policy started (their trigger is recorded with the job) roll out.
+  if (version.job_id().empty()) return;
+  auto job = options_.jobs->Get(version.job_id());
+  if (!job.ok() || job->spec().trigger().empty()) return;
   MutexLock lock(&mu_);
   ModelState& state = models_[version.model()];
-  if (version.job_id().empty() || version.job_id() != state.running_job) return;
   if (!version.validation().passed()) {
     Emit("retrain.held", version.model(), version.version(), version.job_id(),
          absl::StrCat("v", version.version(), " did not pass its gate: ",
@@ -149,6 +159,9 @@ void Retrainer::RunOnce() {
   const absl::Time now = options_.clock->Now();
   const std::vector<v1::Node> nodes = options_.fleet->List();
   MutexLock lock(&mu_);
+  for (auto it = models_.begin(); it != models_.end();) {  // reports for models without a policy
+    it = policies->count(it->first) ? std::next(it) : models_.erase(it);
+  }
   for (const auto& [model, policy] : *policies) {
     ModelState& state = models_[model];
     // Promote a finished automatic rollout.
@@ -168,7 +181,7 @@ void Retrainer::RunOnce() {
         state.pending_rollout.clear();  // rolled back or failed: production stays
       }
     }
-    if (!policy.enabled() || JobRunningLocked(state)) continue;  // debounce
+    if (!policy.enabled() || JobRunningLocked(model, state)) continue;  // debounce
     const absl::Duration cooldown = Or(policy.cooldown_ms(), absl::Minutes(30));
     if (state.last_trigger != absl::Time() && now - state.last_trigger < cooldown) continue;
     // Drift quorum over the recent window.
@@ -197,15 +210,16 @@ void Retrainer::RunOnce() {
       if (!job.ok()) LOG(WARNING) << "retraining " << model << " failed to start: " << job.status();
       continue;
     }
-    if (policy.schedule_ms() > 0 &&
-        (state.last_trigger == absl::Time() ||
-         now - state.last_trigger >= absl::Milliseconds(policy.schedule_ms()))) {
-      if (state.last_trigger == absl::Time()) {
-        state.last_trigger = now;  // the schedule counts from when the policy is first seen
-        continue;
+    if (policy.schedule_ms() > 0) {
+      // The schedule counts from the last retraining, or from when the policy is first seen.
+      if (state.schedule_anchor == absl::Time()) state.schedule_anchor = now;
+      const absl::Time since = std::max(state.schedule_anchor, state.last_trigger);
+      if (now - since >= absl::Milliseconds(policy.schedule_ms())) {
+        auto job = StartLocked(model, policy, "schedule", "retrainer");
+        if (!job.ok()) {
+          LOG(WARNING) << "retraining " << model << " failed to start: " << job.status();
+        }
       }
-      auto job = StartLocked(model, policy, "schedule", "retrainer");
-      if (!job.ok()) LOG(WARNING) << "retraining " << model << " failed to start: " << job.status();
     }
   }
 }

@@ -29,9 +29,10 @@ struct CloudServer::Impl {
   net::StartedGrpcServer admin_server;
   std::unique_ptr<net::HttpServer> http;
   std::unique_ptr<api::RestGateway> rest;
-  // Declared last so that they are destroyed first: their threads call into what is above.
-  std::unique_ptr<jobs::JobManager> jobs;
+  // Declared last so that they are destroyed first, jobs before the retrainer its threads call:
+  // their threads call into what is above.
   std::unique_ptr<policy::Retrainer> retrainer;
+  std::unique_ptr<jobs::JobManager> jobs;
   bool shut_down = false;
 };
 
@@ -84,6 +85,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
     if (!model.ok() || (!model->gate_policy().holdout().has_synthetic() &&
                         model->gate_policy().holdout().csv_path().empty() &&
                         !model->gate_policy().federated())) {
+      raw->retrainer->OnRegistered(version);  // no gate: an automatic rollout is held
       return;
     }
     auto validated = raw->admin_service->RunGate(version, model->gate_policy(), "gate",
