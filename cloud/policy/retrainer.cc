@@ -68,15 +68,14 @@ void Retrainer::OnDrift(const std::string& node_id, const v1::DriftReport& repor
   cv_.SignalAll();
 }
 
-bool Retrainer::JobRunningLocked(const std::string& model, ModelState& state) {
+std::string Retrainer::UnfinishedJobOf(const std::string& model) const {
   // Any unfinished job of the model counts: ours, an operator's, or one resumed at start-up.
   auto unfinished = options_.registry->UnfinishedJobs();
-  if (!unfinished.ok()) return true;  // unsure: do not start another
+  if (!unfinished.ok()) return "(unknown: the registry cannot be read)";  // do not start another
   for (const auto& record : *unfinished) {
-    if (record.job.spec().model() == model) return true;
+    if (record.job.spec().model() == model) return record.job.id();
   }
-  state.running_job.clear();
-  return false;
+  return "";
 }
 
 absl::StatusOr<v1::Job> Retrainer::StartLocked(const std::string& model,
@@ -97,7 +96,6 @@ absl::StatusOr<v1::Job> Retrainer::StartLocked(const std::string& model,
          absl::StrCat("could not start retraining (", cause, "): ", job.status().message()));
     return job.status();
   }
-  state.running_job = job->id();
   state.last_trigger = options_.clock->Now();
   state.drift_by_node.clear();  // these reports are answered
   TriggersCounter(cause.substr(0, cause.find(':'))).Increment();
@@ -115,9 +113,9 @@ absl::StatusOr<v1::Job> Retrainer::Trigger(const std::string& model, const std::
         "model ", model, " has no retraining policy; set one with fedgectl models retrain-policy"));
   }
   MutexLock lock(&mu_);
-  if (JobRunningLocked(model, models_[model])) {
-    return absl::FailedPreconditionError(absl::StrCat("a retraining job of ", model,
-                                                      " is running: ", models_[model].running_job));
+  if (const std::string running = UnfinishedJobOf(model); !running.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a training job of ", model, " is still running: ", running));
   }
   return StartLocked(model, it->second, cause, principal);
 }
@@ -181,7 +179,7 @@ void Retrainer::RunOnce() {
         state.pending_rollout.clear();  // rolled back or failed: production stays
       }
     }
-    if (!policy.enabled() || JobRunningLocked(model, state)) continue;  // debounce
+    if (!policy.enabled() || !UnfinishedJobOf(model).empty()) continue;  // debounce
     const absl::Duration cooldown = Or(policy.cooldown_ms(), absl::Minutes(30));
     if (state.last_trigger != absl::Time() && now - state.last_trigger < cooldown) continue;
     // Drift quorum over the recent window.

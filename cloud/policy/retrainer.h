@@ -62,14 +62,13 @@ class Retrainer {
     std::map<std::string, absl::Time> drift_by_node;  // latest report per node
     absl::Time last_trigger;
     absl::Time schedule_anchor;
-    std::string running_job;       // the job this policy started, while it runs
     std::string pending_rollout;   // deployment to promote when it succeeds
   };
   absl::StatusOr<v1::Job> StartLocked(const std::string& model, const v1::RetrainPolicy& policy,
                                       const std::string& cause, const std::string& principal)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool JobRunningLocked(const std::string& model, ModelState& state)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The id of an unfinished job of the model, or "" when none runs.
+  std::string UnfinishedJobOf(const std::string& model) const;
   void Emit(const std::string& type, const std::string& model, int64_t version,
             const std::string& job_id, const std::string& message);
 
