@@ -47,7 +47,13 @@ ABSL_FLAG(double, drift_psi_threshold, 0.2,
 ABSL_FLAG(int, drift_sustained_windows, 2,
           "Drifted windows in a row before a drift report goes to the cloud.");
 ABSL_FLAG(int, threads, 1, "LibTorch intra-op threads.");
+ABSL_FLAG(int, initial_backoff_ms, 200,
+          "First wait before dialling the cloud again; doubles per failure, with jitter.");
 ABSL_FLAG(int, max_backoff_ms, 30000, "Longest wait between reconnect attempts.");
+ABSL_FLAG(int64_t, outbox_max_messages, 100000,
+          "Most messages the outbox keeps for the cloud; beyond it the oldest are dropped.");
+ABSL_FLAG(int64_t, outbox_max_mb, 64, "Most megabytes the outbox keeps for the cloud.");
+ABSL_FLAG(int64_t, outbox_max_age_h, 72, "Hours an undelivered message is kept.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed for local shuffling and reconnect jitter.");
 
 int main(int argc, char** argv) {
@@ -83,7 +89,15 @@ int main(int argc, char** argv) {
   o.drift_window = absl::GetFlag(FLAGS_drift_window);
   o.drift_psi_threshold = absl::GetFlag(FLAGS_drift_psi_threshold);
   o.drift_sustained_windows = absl::GetFlag(FLAGS_drift_sustained_windows);
+  o.initial_backoff = absl::Milliseconds(absl::GetFlag(FLAGS_initial_backoff_ms));
   o.max_backoff = absl::Milliseconds(absl::GetFlag(FLAGS_max_backoff_ms));
+  if (o.initial_backoff <= absl::ZeroDuration() || o.max_backoff < o.initial_backoff) {
+    std::cerr << "fedge-edge: need 0 < --initial_backoff_ms <= --max_backoff_ms\n";
+    return 2;
+  }
+  o.outbox_max_messages = absl::GetFlag(FLAGS_outbox_max_messages);
+  o.outbox_max_bytes = absl::GetFlag(FLAGS_outbox_max_mb) << 20;
+  o.outbox_max_age = absl::Hours(absl::GetFlag(FLAGS_outbox_max_age_h));
   o.seed = absl::GetFlag(FLAGS_seed);
   auto node = fedge::edge::EdgeNode::Start(o);
   if (!node.ok()) {

@@ -12,6 +12,7 @@
 #include "common/metrics/metrics.h"
 #include "common/net/identity.h"
 #include "common/status/grpc_status.h"
+#include "common/status/status.h"
 #include "common/sync/mutex.h"
 #include "common/tensor/sha256.h"
 #include "glog/logging.h"
@@ -99,7 +100,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   SessionReactor(grpc::CallbackServerContext* context, fleet::Fleet* fleet,
                  jobs::JobManager* jobs, registry::Registry* registry,
                  deploy::Controller* deploy, evaluation::FederatedEvaluator* evaluator,
-                 events::EventLog* events, policy::Retrainer* retrainer)
+                 events::EventLog* events, policy::Retrainer* retrainer, inbox::Inbox* inbox)
       : context_(context),
         fleet_(fleet),
         jobs_(jobs),
@@ -108,6 +109,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
         evaluator_(evaluator),
         events_(events),
         retrainer_(retrainer),
+        inbox_(inbox),
         outbox_(std::make_shared<Outbox>(this)) {
     auto id = net::CallerNodeId(*context);
     if (!id.ok()) {
@@ -146,6 +148,39 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
     if (session_id_ == 0 && !in_.has_hello()) {
       return absl::FailedPreconditionError("the first Session message must be a Hello");
     }
+    if (in_.message_id() == 0) return Dispatch();
+    // An outbox message: applied at most once, then acknowledged so the edge can delete it.
+    if (inbox_ == nullptr) {
+      return absl::FailedPreconditionError("this coordinator keeps no inbox for outbox messages");
+    }
+    if (epoch_.empty()) {
+      return absl::InvalidArgumentError(
+          "an outbox message (message_id set) in a session whose Hello has no outbox_epoch");
+    }
+    if (in_.message_id() <= acked_) {
+      // Already applied in this session (the edge resent it): acknowledge again.
+      SendAck();
+      return absl::OkStatus();
+    }
+    absl::StatusOr<inbox::Inbox::Result> result = inbox_->Apply(node_id_, epoch_, in_);
+    if (!result.ok()) {
+      // Not acknowledged: the edge keeps the message and resends it on its next session.
+      return absl::UnavailableError(absl::StrCat("cannot record message ", in_.message_id(), ": ",
+                                                 result.status().message()));
+    }
+    acked_ = in_.message_id();
+    if (*result == inbox::Inbox::Result::kApplied) FEDGE_RETURN_IF_ERROR(Dispatch());
+    SendAck();
+    return absl::OkStatus();
+  }
+
+  void SendAck() {
+    v1::CloudMessage ack;
+    ack.mutable_ack()->set_applied_message_id(acked_);
+    outbox_->Send(ack);
+  }
+
+  absl::Status Dispatch() {
     switch (in_.kind_case()) {
       case v1::EdgeMessage::kHello: {
         if (session_id_ != 0) return absl::FailedPreconditionError("Hello sent twice");
@@ -159,8 +194,13 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
           LOG(INFO) << "node=" << node_id_ << " speaks protocol v"
                     << in_.hello().protocol_version() << "; this coordinator speaks v1";
         }
+        epoch_ = in_.hello().outbox_epoch();
+        if (!epoch_.empty() && inbox_ != nullptr) {
+          FEDGE_ASSIGN_OR_RETURN(acked_, inbox_->Applied(node_id_, epoch_));
+        }
         session_id_ = fleet_->Connect(in_.hello(), context_->peer(), outbox_);
         v1::CloudMessage ack;
+        ack.mutable_hello_ack()->set_applied_message_id(acked_);
         ack.mutable_hello_ack()->set_cloud_time_unix_ms(absl::ToUnixMillis(absl::Now()));
         ack.mutable_hello_ack()->set_heartbeat_interval_ms(
             absl::ToInt64Milliseconds(fleet_->heartbeat_interval()));
@@ -250,8 +290,11 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   evaluation::FederatedEvaluator* const evaluator_;
   events::EventLog* const events_;
   policy::Retrainer* const retrainer_;
+  inbox::Inbox* const inbox_;
   std::shared_ptr<Outbox> outbox_;
   std::string node_id_;
+  std::string epoch_;    // the Hello's outbox epoch
+  uint64_t acked_ = 0;   // the high-water mark of epoch_ as this session knows it
   uint64_t session_id_ = 0;
   v1::EdgeMessage in_;
 };
@@ -262,7 +305,7 @@ grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* FleetService::Sessio
     grpc::CallbackServerContext* context) {
   return new SessionReactor(context, options_.fleet, options_.jobs, options_.registry,
                             options_.deploy, options_.evaluator, options_.events,
-                            options_.retrainer);
+                            options_.retrainer, options_.inbox);
 }
 
 grpc::Status FleetService::DownloadModel(grpc::ServerContext* context,

@@ -6,6 +6,7 @@
 #include "cloud/deploy/controller.h"
 #include "cloud/evaluation/federated.h"
 #include "cloud/events/event_log.h"
+#include "cloud/inbox/inbox.h"
 #include "cloud/policy/retrainer.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
@@ -28,6 +29,9 @@ class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Flee
     evaluation::FederatedEvaluator* evaluator = nullptr;  // optional: evaluation results
     events::EventLog* events = nullptr;                   // optional: drift reports become events
     policy::Retrainer* retrainer = nullptr;               // optional: drift reports count to quorums
+    // Deduplicates outbox messages and keeps the report log. Required when edges send outbox
+    // messages (message_id > 0); without it such a session is refused.
+    inbox::Inbox* inbox = nullptr;
   };
   explicit FleetService(Options options) : options_(options) {}
 

@@ -20,6 +20,7 @@ namespace fedge::cloud {
 struct CloudServer::Impl {
   std::unique_ptr<registry::Registry> registry;
   std::unique_ptr<events::EventLog> events;
+  std::unique_ptr<inbox::Inbox> inbox;
   std::unique_ptr<fleet::Fleet> fleet;
   std::unique_ptr<deploy::Controller> deploy;
   std::unique_ptr<evaluation::FederatedEvaluator> evaluator;
@@ -50,6 +51,10 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   event_opts.webhook_secret = options.webhook_secret;
   FEDGE_ASSIGN_OR_RETURN(impl->events, events::EventLog::Open(event_opts));
   events::EventLog* event_log = impl->events.get();
+  inbox::Inbox::Options inbox_opts;
+  inbox_opts.data_dir = options.data_dir;
+  inbox_opts.clock = options.clock;
+  FEDGE_ASSIGN_OR_RETURN(impl->inbox, inbox::Inbox::Open(inbox_opts));
 
   fleet::Fleet::Options fleet_opts_core;
   fleet_opts_core.clock = options.clock;
@@ -109,7 +114,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   impl->fleet_service = std::make_unique<api::FleetService>(
       api::FleetService::Options{impl->fleet.get(), impl->jobs.get(), impl->registry.get(),
                                  impl->deploy.get(), impl->evaluator.get(), event_log,
-                                 impl->retrainer.get()});
+                                 impl->retrainer.get(), impl->inbox.get()});
   api::AdminService::Options admin_core;
   admin_core.fleet = impl->fleet.get();
   admin_core.jobs = impl->jobs.get();

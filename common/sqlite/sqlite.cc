@@ -181,6 +181,11 @@ Stmt& Stmt::BindBlob(int i, const std::string& bytes) {
   return *this;
 }
 
+Stmt& Stmt::BindDouble(int i, double v) {
+  sqlite3_bind_double(stmt_, i, v);
+  return *this;
+}
+
 Stmt& Stmt::BindNull(int i) {
   sqlite3_bind_null(stmt_, i);
   return *this;
@@ -199,6 +204,8 @@ absl::Status Stmt::Run() {
 }
 
 int64_t Stmt::Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+
+double Stmt::Double(int col) const { return sqlite3_column_double(stmt_, col); }
 
 bool Stmt::IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 

@@ -92,6 +92,7 @@ class Stmt {
   Stmt& Bind(int i, const char* text) { return Bind(i, absl::string_view(text)); }
   Stmt& Bind(int i, int64_t v);
   Stmt& BindBlob(int i, const std::string& bytes);
+  Stmt& BindDouble(int i, double v);
   Stmt& BindNull(int i);
 
   // True when a row is available, false when done.
@@ -100,6 +101,7 @@ class Stmt {
   absl::Status Run();
 
   int64_t Int(int col) const;
+  double Double(int col) const;
   bool IsNull(int col) const;
   std::string Text(int col) const;
   // Valid until the next Step() or the statement's destruction.

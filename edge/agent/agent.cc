@@ -13,6 +13,8 @@
 #include "common/tensor/sha256.h"
 #include "common/torch/model.h"
 #include "glog/logging.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
 namespace fedge::edge::agent {
 namespace {
@@ -69,7 +71,8 @@ bool Agent::Stopping() {
 void Agent::Start() {
   started_ = true;
   session_thread_ = std::thread([this] { SessionLoop(); });
-  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+  report_thread_ = std::thread([this] { ReportLoop(); });
+  delivery_thread_ = std::thread([this] { DeliveryLoop(); });
   worker_thread_ = std::thread([this] { WorkerLoop(); });
 }
 
@@ -83,7 +86,8 @@ void Agent::Stop() {
     cv_.SignalAll();
   }
   session_thread_.join();
-  heartbeat_thread_.join();
+  report_thread_.join();
+  delivery_thread_.join();
   worker_thread_.join();
 }
 
@@ -128,6 +132,7 @@ void Agent::SessionLoop() {
     hello->set_software_version(options_.software_version);
     hello->set_protocol_version(1);
     if (options_.train_data != nullptr) hello->set_local_samples(options_.train_data->size());
+    hello->set_outbox_epoch(options_.outbox->epoch());
 
     bool ok = stream->Write(hello_msg);
     if (ok) {
@@ -142,14 +147,22 @@ void Agent::SessionLoop() {
           connected_ = true;
           ConnectedGauge().Set(1);
           backoff = options_.initial_backoff;
-          MutexLock lock(&mu_);
-          if (in.hello_ack().heartbeat_interval_ms() > 0) {
-            heartbeat_interval_ = absl::Milliseconds(in.hello_ack().heartbeat_interval_ms());
+          {
+            MutexLock lock(&mu_);
+            if (in.hello_ack().heartbeat_interval_ms() > 0) {
+              heartbeat_interval_ = absl::Milliseconds(in.hello_ack().heartbeat_interval_ms());
+            }
           }
           LOG(INFO) << "node=" << options_.node_id << " connected to "
-                    << options_.cloud_address;
+                    << options_.cloud_address << "; "
+                    << options_.outbox->stats().messages << " outbox messages queued, the cloud "
+                    << "has applied up to " << in.hello_ack().applied_message_id();
+          OnApplied(in.hello_ack().applied_message_id(), /*new_session=*/true);
           break;
         }
+        case v1::CloudMessage::kAck:
+          OnApplied(in.ack().applied_message_id(), /*new_session=*/false);
+          break;
         case v1::CloudMessage::kTrainTask:
         case v1::CloudMessage::kEvaluate:
         case v1::CloudMessage::kDeploy: {
@@ -166,6 +179,8 @@ void Agent::SessionLoop() {
       MutexLock write_lock(&write_mu_);
       MutexLock lock(&mu_);
       stream_ = nullptr;
+      delivering_ = false;
+      cv_.SignalAll();
     }
     stream->WritesDone();
     grpc::Status st = stream->Finish();
@@ -191,7 +206,98 @@ void Agent::SessionLoop() {
   }
 }
 
-void Agent::HeartbeatLoop() {
+void Agent::OnApplied(uint64_t applied_id, bool new_session) {
+  absl::Status st = options_.outbox->Ack(applied_id);
+  if (!st.ok()) {
+    // The messages stay queued and are resent; the cloud acknowledges them as duplicates.
+    LOG(WARNING) << "node=" << options_.node_id << " cannot delete acknowledged messages: " << st;
+  }
+  MutexLock lock(&mu_);
+  if (new_session) {
+    ++session_gen_;
+    delivering_ = true;
+    sent_up_to_ = applied_id;
+    acked_ = applied_id;
+  } else {
+    acked_ = std::max(acked_, applied_id);
+  }
+  cv_.SignalAll();
+}
+
+void Agent::Enqueue(v1::EdgeMessage message) {
+  absl::StatusOr<uint64_t> id = options_.outbox->Push(message);
+  if (!id.ok()) {
+    // The disk is full or failing: better to try the live session than to lose the message.
+    LOG(ERROR) << "node=" << options_.node_id << " cannot queue a message for the cloud: "
+               << id.status();
+    SendOnSession(message);
+    return;
+  }
+  MutexLock lock(&mu_);
+  ++pushes_;
+  cv_.SignalAll();
+}
+
+void Agent::DeliveryLoop() {
+  const int window = std::max(options_.delivery_window, 1);
+  while (true) {
+    uint64_t gen;
+    uint64_t after;
+    uint64_t pushes;
+    {
+      MutexLock lock(&mu_);
+      auto in_flight = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return sent_up_to_ > acked_ ? sent_up_to_ - acked_ : 0;
+      };
+      while (!stopping_ && (!delivering_ || in_flight() >= static_cast<uint64_t>(window))) {
+        cv_.Wait(&mu_);
+      }
+      if (stopping_) return;
+      gen = session_gen_;
+      after = sent_up_to_;
+      pushes = pushes_;
+    }
+    auto batch = options_.outbox->After(after, std::min(window, 64));
+    if (!batch.ok()) {
+      LOG(ERROR) << "node=" << options_.node_id << " cannot read the outbox: " << batch.status();
+      MutexLock lock(&mu_);
+      if (!stopping_) cv_.WaitWithTimeout(&mu_, absl::Seconds(1));
+      continue;
+    }
+    if (batch->empty()) {
+      // Everything queued is on the wire: wait for a push or a new session.
+      MutexLock lock(&mu_);
+      while (!stopping_ && pushes_ == pushes && session_gen_ == gen && delivering_) cv_.Wait(&mu_);
+      continue;
+    }
+    for (const v1::EdgeMessage& message : *batch) {
+      {
+        MutexLock lock(&mu_);
+        if (stopping_ || session_gen_ != gen || !delivering_) break;
+      }
+      if (!SendOnSession(message)) break;  // the session ended; the next one resends
+      MutexLock lock(&mu_);
+      if (session_gen_ == gen) sent_up_to_ = message.message_id();
+    }
+  }
+}
+
+void Agent::ReportLoop() {
+  // Queues a report only when it differs from the last one queued under the same key.
+  auto queue_if_changed = [this](const std::string& key, v1::EdgeMessage message,
+                                 const google::protobuf::Message& content) {
+    std::string bytes;
+    {
+      google::protobuf::io::StringOutputStream out(&bytes);
+      google::protobuf::io::CodedOutputStream coded(&out);
+      coded.SetSerializationDeterministic(true);
+      content.SerializeToCodedStream(&coded);
+    }
+    std::string& last = last_reports_[key];
+    if (last == bytes) return;
+    last = std::move(bytes);
+    Enqueue(std::move(message));
+  };
   while (true) {
     absl::Duration interval;
     {
@@ -201,21 +307,37 @@ void Agent::HeartbeatLoop() {
       cv_.WaitWithTimeout(&mu_, interval);
       if (stopping_) return;
     }
-    v1::EdgeMessage msg;
-    msg.mutable_heartbeat()->set_sent_unix_ms(absl::ToUnixMillis(absl::Now()));
-    SendOnSession(msg);
+    if (connected_) {
+      v1::EdgeMessage msg;
+      msg.mutable_heartbeat()->set_sent_unix_ms(absl::ToUnixMillis(absl::Now()));
+      SendOnSession(msg);
+    }
     if (options_.drift_reports) {
       for (auto& report : options_.drift_reports()) {
         v1::EdgeMessage drift;
         *drift.mutable_drift() = std::move(report);
-        SendOnSession(drift);
+        Enqueue(std::move(drift));
       }
     }
     if (options_.health_reports) {
       for (auto& report : options_.health_reports()) {
+        // Compare without the send time, which always differs.
+        v1::HealthReport content = report;
+        content.clear_sent_unix_ms();
+        content.clear_window_ms();
         v1::EdgeMessage health;
         *health.mutable_health() = std::move(report);
-        SendOnSession(health);
+        queue_if_changed("health/" + content.version().sha256(), std::move(health), content);
+      }
+    }
+    if (options_.metrics) {
+      v1::EdgeMessage metrics;
+      for (const auto& [name, value] : options_.metrics()) {
+        (*metrics.mutable_metrics()->mutable_values())[name] = value;
+      }
+      if (!metrics.metrics().values().empty()) {
+        v1::MetricsReport content = metrics.metrics();
+        queue_if_changed("metrics", std::move(metrics), content);
       }
     }
   }
@@ -247,11 +369,11 @@ void Agent::WorkerLoop() {
         status.mutable_task_status()->set_message(std::string(st.message()));
         TasksCounter("failed").Increment();
       }
-      SendOnSession(status);
+      Enqueue(std::move(status));
     } else if (work.has_evaluate()) {
       v1::EdgeMessage answer;
       *answer.mutable_evaluate_result() = RunEvaluate(work.evaluate());
-      SendOnSession(answer);
+      Enqueue(std::move(answer));
     } else if (work.has_deploy()) {
       absl::Status st = RunDeploy(work.deploy().version(), work.deploy().schema_hash());
       v1::EdgeMessage status;
@@ -263,7 +385,7 @@ void Agent::WorkerLoop() {
                      << work.deploy().version().model() << " v"
                      << work.deploy().version().version() << " failed: " << st;
       }
-      SendOnSession(status);
+      Enqueue(std::move(status));
     }
   }
 }
@@ -272,10 +394,15 @@ absl::StatusOr<std::string> Agent::Fetch(const std::string& sha256, int64_t* dow
   return downloader_.Fetch(sha256, downloaded);
 }
 
-absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& payload) {
+absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& payload,
+                           int64_t deadline_unix_ms) {
+  // Retries while the link is down, until the task's deadline (or a few times without one).
+  constexpr int kAttemptsWithoutDeadline = 8;
+  std::mt19937_64 rng(options_.seed ^ std::hash<std::string>()(header.task_id()));
+  std::uniform_real_distribution<double> jitter(0.5, 1.0);
   absl::Duration backoff = options_.initial_backoff;
   grpc::Status st;
-  for (int attempt = 1; attempt <= 4; ++attempt) {
+  for (int attempt = 1;; ++attempt) {
     grpc::ClientContext context;
     net::SetCallerNodeId(&context, options_.node_id);
     context.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
@@ -297,10 +424,23 @@ absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& pa
       return absl::OkStatus();
     }
     if (st.ok() || !Retryable(st)) break;
+    const absl::Duration wait = backoff * jitter(rng);
+    if (deadline_unix_ms > 0) {
+      if (absl::ToUnixMillis(absl::Now() + wait) > deadline_unix_ms) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "the task's deadline passed while the cloud was unreachable (", st.error_message(),
+            "); the update is abandoned"));
+      }
+    } else if (attempt >= kAttemptsWithoutDeadline) {
+      break;
+    }
+    VLOG(1) << "node=" << options_.node_id << " upload attempt " << attempt
+            << " failed: " << st.error_message() << "; retrying";
     MutexLock lock(&mu_);
     if (stopping_) break;
-    cv_.WaitWithTimeout(&mu_, backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(5));
+    cv_.WaitWithTimeout(&mu_, wait);
+    if (stopping_) break;
+    backoff = std::min(backoff * 2, options_.max_backoff);
   }
   return FromGrpcStatus(st);
 }
@@ -334,7 +474,7 @@ absl::Status Agent::RunTask(const v1::TrainTask& task) {
   for (const auto& [k, v] : update.metrics) (*header.mutable_metrics())[k] = v;
   (*header.mutable_metrics())["bytes_down"] = static_cast<double>(downloaded);
   if (options_.on_update_sent) options_.on_update_sent(header, update.delta);
-  FEDGE_RETURN_IF_ERROR(Upload(header, payload));
+  FEDGE_RETURN_IF_ERROR(Upload(header, payload, task.deadline_unix_ms()));
   LOG(INFO) << "node=" << options_.node_id << " job=" << task.job_id()
             << " round=" << task.round() << " update sent: " << update.num_samples
             << " samples, train_loss=" << update.metrics["train_loss"];

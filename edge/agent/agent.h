@@ -16,6 +16,7 @@
 #include "common/data/dataset.h"
 #include "common/sync/mutex.h"
 #include "edge/agent/downloader.h"
+#include "edge/outbox/outbox.h"
 #include "edge/runtime/runtime.h"
 #include "fedge/v1/fleet.grpc.pb.h"
 
@@ -26,6 +27,12 @@ namespace fedge::edge::agent {
 // drops. Tasks and deploy commands run one at a time on a worker thread, so a long training
 // run never delays a heartbeat. Models are fetched by digest, cached, and resumed from their
 // offset after a broken download.
+//
+// Everything else bound for the cloud (task, deploy and health status, evaluation results,
+// drift and metrics reports) is queued in the durable outbox, online or not, and a delivery
+// thread streams it in id order whenever a session is open: from the id after the one the
+// HelloAck says the cloud applied, with at most a window of unacknowledged messages in flight.
+// The cloud's Acks delete what it has applied.
 class Agent {
  public:
   struct Options {
@@ -34,6 +41,7 @@ class Agent {
     std::map<std::string, std::string> labels;
     std::vector<std::string> capabilities = {"train", "predict"};
     runtime::Runtime* runtime = nullptr;
+    outbox::Outbox* outbox = nullptr;  // required
     const data::Dataset* train_data = nullptr;    // may be empty: the node cannot train
     const data::Dataset* holdout_data = nullptr;  // local holdout for local metrics
     absl::Duration initial_backoff = absl::Milliseconds(200);
@@ -45,8 +53,13 @@ class Agent {
     std::function<void(const v1::VersionRef&)> on_activated;
     // Drift reports waiting to be sent; polled with every heartbeat.
     std::function<std::vector<v1::DriftReport>()> drift_reports;
-    // Health reports of the active versions, sent with every heartbeat.
+    // Health reports of the active versions, polled with every heartbeat; queued when changed.
     std::function<std::vector<v1::HealthReport>()> health_reports;
+    // Counters about the node (e.g. samples_total), polled with every heartbeat; queued when
+    // changed.
+    std::function<std::map<std::string, double>()> metrics;
+    // Unacknowledged outbox messages in flight on one session.
+    int delivery_window = 256;
     // Called with each update as it is sent (tests check aggregation against it).
     std::function<void(const v1::UpdateHeader&, const FlatTensor& delta)> on_update_sent;
   };
@@ -65,15 +78,22 @@ class Agent {
   using Stream = grpc::ClientReaderWriter<v1::EdgeMessage, v1::CloudMessage>;
 
   void SessionLoop();
-  void HeartbeatLoop();
+  // Heartbeats while connected; health, drift and metrics reports into the outbox always.
+  void ReportLoop();
+  void DeliveryLoop();
   void WorkerLoop();
+  // Queues a message for the cloud in the outbox.
+  void Enqueue(v1::EdgeMessage message);
+  void OnApplied(uint64_t applied_id, bool new_session);
   absl::Status RunTask(const v1::TrainTask& task);
   absl::Status RunDeploy(const v1::VersionRef& version, const std::string& schema_hash);
   // Scores a version on the local holdout (federated evaluation).
   v1::EvaluateResult RunEvaluate(const v1::EvaluateTask& task);
   // The artifact, from the cache or downloaded; *downloaded counts bytes fetched.
   absl::StatusOr<std::string> Fetch(const std::string& sha256, int64_t* downloaded);
-  absl::Status Upload(const v1::UpdateHeader& header, const std::string& payload);
+  // Retries transient failures with backoff until deadline_unix_ms (0: a few attempts).
+  absl::Status Upload(const v1::UpdateHeader& header, const std::string& payload,
+                      int64_t deadline_unix_ms);
   // Writes on the session stream if one is open.
   bool SendOnSession(const v1::EdgeMessage& message);
   bool Stopping();
@@ -92,11 +112,20 @@ class Agent {
   Stream* stream_ ABSL_GUARDED_BY(mu_) = nullptr;
   absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(5);
   std::deque<v1::CloudMessage> work_ ABSL_GUARDED_BY(mu_);
+  // Delivery state of the current session.
+  bool delivering_ ABSL_GUARDED_BY(mu_) = false;  // a HelloAck arrived on the open session
+  uint64_t session_gen_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t sent_up_to_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t pushes_ ABSL_GUARDED_BY(mu_) = 0;  // outbox pushes so far, to wake the delivery
+  // What was last queued, to queue only changes.
+  std::map<std::string, std::string> last_reports_;  // report loop only
 
   Mutex write_mu_;  // one writer at a time on the stream
 
   std::thread session_thread_;
-  std::thread heartbeat_thread_;
+  std::thread report_thread_;
+  std::thread delivery_thread_;
   std::thread worker_thread_;
   bool started_ = false;
 };

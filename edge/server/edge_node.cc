@@ -7,6 +7,7 @@
 #include "common/net/servers.h"
 #include "common/status/status.h"
 #include "edge/agent/agent.h"
+#include "edge/outbox/outbox.h"
 #include "edge/runtime/runtime.h"
 #include "edge/serving/drift_watch.h"
 #include "edge/serving/health.h"
@@ -19,6 +20,7 @@ struct EdgeNode::Impl {
   data::Dataset train;
   data::Dataset holdout;
   std::unique_ptr<runtime::Runtime> runtime;
+  std::unique_ptr<outbox::Outbox> outbox;
   serving::HealthTracker health{serving::HealthTracker::Options{}};
   std::unique_ptr<serving::DriftWatch> drift;
   std::unique_ptr<serving::InferenceService> inference;
@@ -75,6 +77,12 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
     if (!st.ok()) LOG(WARNING) << "node=" << node_id << " " << st;
   };
   FEDGE_ASSIGN_OR_RETURN(impl->runtime, runtime::Runtime::Open(runtime_opts));
+  outbox::Outbox::Options outbox_opts;
+  outbox_opts.path = options.state_dir + "/outbox.db";
+  outbox_opts.max_messages = options.outbox_max_messages;
+  outbox_opts.max_bytes = options.outbox_max_bytes;
+  outbox_opts.max_age = options.outbox_max_age;
+  FEDGE_ASSIGN_OR_RETURN(impl->outbox, outbox::Outbox::Open(outbox_opts));
   impl->inference = std::make_unique<serving::InferenceService>(
       impl->runtime.get(), &impl->health, impl->drift.get());
   net::GrpcServerOptions grpc_opts;
@@ -91,6 +99,7 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   agent_opts.cloud_address = options.cloud_address;
   agent_opts.labels = options.labels;
   agent_opts.runtime = impl->runtime.get();
+  agent_opts.outbox = impl->outbox.get();
   agent_opts.train_data = &impl->train;
   agent_opts.holdout_data = &impl->holdout;
   agent_opts.initial_backoff = options.initial_backoff;
@@ -119,6 +128,7 @@ int EdgeNode::inference_port() const { return impl_->server.port; }
 int EdgeNode::metrics_port() const { return impl_->http->port(); }
 bool EdgeNode::connected() const { return impl_->agent->connected(); }
 int64_t EdgeNode::train_samples() const { return impl_->train.size(); }
+outbox::Outbox::Stats EdgeNode::outbox_stats() const { return impl_->outbox->stats(); }
 std::map<std::string, v1::VersionRef> EdgeNode::ActiveVersions() const {
   return impl_->runtime->ActiveVersions();
 }

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/tensor/flat.h"
+#include "edge/outbox/outbox.h"
 #include "fedge/v1/fleet.pb.h"
 
 namespace fedge::edge {
@@ -45,6 +46,11 @@ class EdgeNode {
     double drift_psi_threshold = 0.2;
     int drift_sustained_windows = 2;
 
+    // The outbox of messages for the cloud (state_dir/outbox.db) and its bounds.
+    int64_t outbox_max_messages = 100000;
+    int64_t outbox_max_bytes = 64 << 20;
+    absl::Duration outbox_max_age = absl::Hours(72);
+
     absl::Duration initial_backoff = absl::Milliseconds(200);
     absl::Duration max_backoff = absl::Seconds(30);
     uint64_t seed = 0;
@@ -60,6 +66,7 @@ class EdgeNode {
   int metrics_port() const;
   bool connected() const;
   int64_t train_samples() const;
+  outbox::Outbox::Stats outbox_stats() const;
   // The model versions this node serves, by model name.
   std::map<std::string, v1::VersionRef> ActiveVersions() const;
 
