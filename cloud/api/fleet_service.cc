@@ -2,8 +2,15 @@
 
 #include "cloud/api/blob_stream.h"
 
-#include <fstream>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -316,6 +323,62 @@ grpc::Status FleetService::DownloadModel(grpc::ServerContext* context,
   return StreamBlob(*options_.registry, request->sha256(), request->offset(), context, writer);
 }
 
+FleetService::FleetService(Options options) : options_(std::move(options)) {
+  if (options_.upload_dir.empty()) return;
+  if (::mkdir(options_.upload_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    LOG(WARNING) << "cannot create " << options_.upload_dir << ": " << std::strerror(errno)
+                 << "; interrupted uploads will start over";
+    return;
+  }
+  // Parts nobody came back for within a day are dropped.
+  std::error_code ec;
+  const auto cutoff = std::filesystem::file_time_type::clock::now() - std::chrono::hours(24);
+  for (const auto& entry : std::filesystem::directory_iterator(options_.upload_dir, ec)) {
+    if (entry.path().extension() == ".part" && entry.last_write_time(ec) < cutoff) {
+      std::filesystem::remove(entry.path(), ec);
+    }
+  }
+}
+
+std::string FleetService::PartPath(const std::string& node_id, const std::string& task_id,
+                                   const std::string& sha256) const {
+  // Hashed, so no byte of what the edge sent reaches the file name.
+  return absl::StrCat(options_.upload_dir, "/",
+                      Sha256Hex(absl::StrCat(node_id, "\n", task_id, "\n", sha256)).substr(0, 32),
+                      ".part");
+}
+
+namespace {
+
+prometheus::Counter& ResumedUploads() {
+  static auto& c = metrics::CounterFamily(
+                       "fedge_cloud_uploads_resumed_total",
+                       "Updates whose upload continued from the part an earlier attempt left.")
+                       .Add({});
+  return c;
+}
+
+int64_t FileSize(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+}
+
+}  // namespace
+
+grpc::Status FleetService::UploadOffset(grpc::ServerContext* context,
+                                        const v1::UploadOffsetRequest* request,
+                                        v1::UploadOffsetResponse* response) {
+  auto node = net::CallerNodeId(*context);
+  if (!node.ok()) return ToGrpcStatus(node.status());
+  if (!IsSha256Hex(request->sha256())) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "sha256 must be 64 hex digits");
+  }
+  if (!options_.upload_dir.empty()) {
+    response->set_received_bytes(FileSize(PartPath(*node, request->task_id(), request->sha256())));
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
                                         grpc::ServerReader<v1::UploadRequest>* reader,
                                         v1::UploadResponse* response) {
@@ -333,15 +396,47 @@ grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
   if (!IsSha256Hex(header.sha256())) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the header's sha256 is malformed");
   }
-  // Stage the payload as it streams in; CheckUpload bounded total_size by the model size.
+  // Stage the payload as it streams in, in memory and, for a resume after a broken stream, in a
+  // part file; CheckUpload bounded total_size by the model size.
+  const std::string part_path =
+      options_.upload_dir.empty() ? "" : PartPath(*node, header.task_id(), header.sha256());
   std::string payload;
   payload.reserve(static_cast<size_t>(header.total_size()));
   Sha256 digest;
+  std::ofstream part;
+  bool first = true;
   while (reader->Read(&msg)) {
     if (!msg.has_chunk()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a second header in one upload");
     }
     const v1::Chunk& chunk = msg.chunk();
+    if (first) {
+      first = false;
+      if (chunk.offset() > 0) {
+        // A resume: the chunks continue the part an earlier attempt left.
+        const int64_t held = part_path.empty() ? 0 : FileSize(part_path);
+        if (chunk.offset() != held) {
+          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              absl::StrCat("the upload resumes at offset ", chunk.offset(),
+                                           " but the cloud holds ", held,
+                                           " bytes of it; ask UploadOffset"));
+        }
+        std::ifstream in(part_path, std::ios::binary);
+        payload.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        if (static_cast<int64_t>(payload.size()) != held ||
+            held > header.total_size()) {
+          std::remove(part_path.c_str());
+          return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                              "the held part of the upload is unreadable; send it all again");
+        }
+        digest.Update(payload);
+        ResumedUploads().Increment();
+      }
+      if (!part_path.empty()) {
+        part.open(part_path, chunk.offset() > 0 ? std::ios::binary | std::ios::app
+                                                : std::ios::binary | std::ios::trunc);
+      }
+    }
     if (chunk.offset() != static_cast<int64_t>(payload.size())) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           absl::StrCat("chunk at offset ", chunk.offset(), ", expected ",
@@ -359,20 +454,28 @@ grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
     }
     digest.Update(chunk.data());
     payload.append(chunk.data());
+    if (part.is_open()) {
+      part.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+      part.flush();
+    }
   }
+  if (part.is_open()) part.close();
   if (static_cast<int64_t>(payload.size()) != header.total_size()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("upload truncated: received ", payload.size(), " of ",
-                                     header.total_size(), " bytes"));
+                                     header.total_size(), " bytes",
+                                     part_path.empty() ? "" : "; the rest may follow"));
   }
   const std::string got = digest.HexDigest();
   if (got != header.sha256()) {
+    if (!part_path.empty()) std::remove(part_path.c_str());
     return grpc::Status(grpc::StatusCode::DATA_LOSS,
                         absl::StrCat("upload corrupted: payload sha256 ", got.substr(0, 12),
                                      " does not match the header's ",
                                      header.sha256().substr(0, 12), "; send it again"));
   }
   st = options_.jobs->SubmitUpdate(*node, header, payload);
+  if (!part_path.empty()) std::remove(part_path.c_str());
   if (!st.ok()) return ToGrpcStatus(st);
   response->set_received_bytes(static_cast<int64_t>(payload.size()));
   return grpc::Status::OK;

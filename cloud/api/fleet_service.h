@@ -32,8 +32,11 @@ class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Flee
     // Deduplicates outbox messages and keeps the report log. Required when edges send outbox
     // messages (message_id > 0); without it such a session is refused.
     inbox::Inbox* inbox = nullptr;
+    // Where parts of interrupted uploads wait for their rest (created if missing). Empty: an
+    // upload that breaks off is dropped and must start again.
+    std::string upload_dir;
   };
-  explicit FleetService(Options options) : options_(options) {}
+  explicit FleetService(Options options);
 
   grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* Session(
       grpc::CallbackServerContext* context) override;
@@ -42,6 +45,12 @@ class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Flee
   grpc::Status UploadUpdate(grpc::ServerContext* context,
                             grpc::ServerReader<v1::UploadRequest>* reader,
                             v1::UploadResponse* response) override;
+  grpc::Status UploadOffset(grpc::ServerContext* context, const v1::UploadOffsetRequest* request,
+                            v1::UploadOffsetResponse* response) override;
+
+  // The part file of (node, task, payload digest) in upload_dir.
+  std::string PartPath(const std::string& node_id, const std::string& task_id,
+                       const std::string& sha256) const;
 
  private:
   const Options options_;

@@ -114,7 +114,8 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   impl->fleet_service = std::make_unique<api::FleetService>(
       api::FleetService::Options{impl->fleet.get(), impl->jobs.get(), impl->registry.get(),
                                  impl->deploy.get(), impl->evaluator.get(), event_log,
-                                 impl->retrainer.get(), impl->inbox.get()});
+                                 impl->retrainer.get(), impl->inbox.get(),
+                                 options.data_dir + "/uploads"});
   api::AdminService::Options admin_core;
   admin_core.fleet = impl->fleet.get();
   admin_core.jobs = impl->jobs.get();

@@ -403,6 +403,23 @@ absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& pa
   absl::Duration backoff = options_.initial_backoff;
   grpc::Status st;
   for (int attempt = 1;; ++attempt) {
+    // After a broken attempt, send only what the cloud does not hold yet.
+    int64_t start = 0;
+    if (attempt > 1) {
+      grpc::ClientContext offset_context;
+      net::SetCallerNodeId(&offset_context, options_.node_id);
+      offset_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+      v1::UploadOffsetRequest request;
+      request.set_task_id(header.task_id());
+      request.set_sha256(header.sha256());
+      v1::UploadOffsetResponse held;
+      if (stub_->UploadOffset(&offset_context, request, &held).ok() &&
+          held.received_bytes() > 0 && held.received_bytes() < static_cast<int64_t>(payload.size())) {
+        start = held.received_bytes();
+        LOG(INFO) << "node=" << options_.node_id << " task=" << header.task_id()
+                  << " resuming the upload at byte " << start << " of " << payload.size();
+      }
+    }
     grpc::ClientContext context;
     net::SetCallerNodeId(&context, options_.node_id);
     context.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
@@ -411,7 +428,7 @@ absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& pa
     v1::UploadRequest msg;
     *msg.mutable_header() = header;
     bool ok = writer->Write(msg);
-    for (int64_t off = 0; ok && off < static_cast<int64_t>(payload.size()); off += kChunkBytes) {
+    for (int64_t off = start; ok && off < static_cast<int64_t>(payload.size()); off += kChunkBytes) {
       v1::UploadRequest chunk;
       chunk.mutable_chunk()->set_offset(off);
       chunk.mutable_chunk()->set_data(payload.substr(static_cast<size_t>(off), kChunkBytes));

@@ -70,9 +70,10 @@ class BadInputTest : public ::testing::Test {
   }
 
   // Sends a header and the payload in chunks of `chunk` bytes as `node`.
+  // Only the chunks in [from, to) are sent (to = 0: to the end).
   grpc::Status Upload(const v1::UpdateHeader& header, const std::string& payload,
                       const std::string& node = "fake-1", size_t chunk = 1000,
-                      bool reorder = false) {
+                      bool reorder = false, size_t from = 0, size_t to = 0) {
     auto stub = v1::Fleet::NewStub(channel_);
     auto ctx = testing::Context(node);
     v1::UploadResponse resp;
@@ -81,7 +82,9 @@ class BadInputTest : public ::testing::Test {
     *req.mutable_header() = header;
     writer->Write(req);
     std::vector<size_t> offsets;
-    for (size_t off = 0; off < payload.size(); off += chunk) offsets.push_back(off);
+    for (size_t off = from; off < (to == 0 ? payload.size() : to); off += chunk) {
+      offsets.push_back(off);
+    }
     if (reorder && offsets.size() > 2) std::swap(offsets[1], offsets[2]);
     for (size_t off : offsets) {
       v1::UploadRequest c;
@@ -196,6 +199,69 @@ TEST_F(BadInputTest, EveryBadUpdateIsRefusedAndTheRoundStillCompletesCleanly) {
   FlatTensor b = (*base_model)->Flat(), n = (*new_model)->Flat();
   ASSERT_EQ(b.size(), n.size());
   for (size_t i = 0; i < b.size(); ++i) ASSERT_FLOAT_EQ(n[i], b[i] + 0.01f) << i;
+}
+
+int64_t HeldBytes(v1::Fleet::Stub* stub, const v1::UpdateHeader& header,
+                  const std::string& node = "fake-1") {
+  auto ctx = testing::Context(node);
+  v1::UploadOffsetRequest req;
+  req.set_task_id(header.task_id());
+  req.set_sha256(header.sha256());
+  v1::UploadOffsetResponse resp;
+  grpc::Status st = stub->UploadOffset(ctx.get(), req, &resp);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return resp.received_bytes();
+}
+
+// An upload that breaks off continues from what the cloud holds; a resume at the wrong offset
+// is refused, and the result is exactly the update that was meant.
+TEST_F(BadInputTest, AnInterruptedUploadResumesFromWhatTheCloudHolds) {
+  const v1::TrainTask task = StartRound();
+  auto stub = v1::Fleet::NewStub(channel_);
+  std::string payload = Payload(0.02f);
+  const v1::UpdateHeader h = HeaderFor(task, payload);
+  ASSERT_GT(payload.size(), 3000u);
+  EXPECT_EQ(HeldBytes(stub.get(), h), 0);
+  // The first attempt stops after 3 chunks of 1000 bytes.
+  grpc::Status cut = Upload(h, payload, "fake-1", 1000, false, 0, 3000);
+  EXPECT_EQ(cut.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << cut.error_message();
+  EXPECT_EQ(HeldBytes(stub.get(), h), 3000);
+  EXPECT_EQ(HeldBytes(stub.get(), h, "fake-2"), 0) << "parts belong to their node";
+  // Resuming anywhere but at the held offset is refused, naming both.
+  grpc::Status wrong = Upload(h, payload, "fake-1", 1000, false, 2000);
+  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(wrong.error_message().find("holds 3000"), std::string::npos) << wrong.error_message();
+  EXPECT_EQ(HeldBytes(stub.get(), h), 3000);
+  // The rest completes the update.
+  grpc::Status rest = Upload(h, payload, "fake-1", 1000, false, 3000);
+  ASSERT_TRUE(rest.ok()) << rest.error_message();
+  EXPECT_EQ(HeldBytes(stub.get(), h), 0) << "the part is gone once the update is in";
+  auto job = testing::WaitForJob(admin_.get(), job_.id(), absl::Seconds(30));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->state(), v1::JOB_SUCCEEDED) << job->error();
+  auto base_model = torchlib::Model::Load(*testing::DownloadVersion(admin_.get(), "m", 1));
+  auto new_model = torchlib::Model::Load(*testing::DownloadVersion(admin_.get(), "m", 2));
+  ASSERT_TRUE(base_model.ok() && new_model.ok());
+  FlatTensor b = (*base_model)->Flat(), n = (*new_model)->Flat();
+  ASSERT_EQ(b.size(), n.size());
+  for (size_t i = 0; i < b.size(); ++i) ASSERT_FLOAT_EQ(n[i], b[i] + 0.02f) << i;
+}
+
+TEST_F(BadInputTest, AResumeOverACorruptedPartStartsOver) {
+  const v1::TrainTask task = StartRound();
+  auto stub = v1::Fleet::NewStub(channel_);
+  const std::string payload = Payload(0.03f);
+  const v1::UpdateHeader h = HeaderFor(task, payload);
+  // The held part does not match the payload the header names (e.g. a torn write).
+  std::string other = payload;
+  other[10] ^= 0x40;
+  Upload(h, other, "fake-1", 1000, false, 0, 2000);
+  ASSERT_EQ(HeldBytes(stub.get(), h), 2000);
+  grpc::Status bad = Upload(h, payload, "fake-1", 1000, false, 2000);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::DATA_LOSS) << bad.error_message();
+  EXPECT_EQ(HeldBytes(stub.get(), h), 0) << "the bad part is dropped";
+  grpc::Status whole = Upload(h, payload);
+  EXPECT_TRUE(whole.ok()) << whole.error_message();
 }
 
 TEST_F(BadInputTest, DuplicateUpdateIsAlreadyExists) {
