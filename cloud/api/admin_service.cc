@@ -488,16 +488,17 @@ grpc::Status AdminService::SetRetrainPolicy(grpc::ServerContext* context,
   const v1::RetrainPolicy& p = request->policy();
   if (p.drift_quorum_nodes() < 0 || p.drift_quorum_fraction() < 0 ||
       p.drift_quorum_fraction() > 1 || p.drift_window_ms() < 0 || p.schedule_ms() < 0 ||
-      p.cooldown_ms() < 0) {
+      p.cooldown_ms() < 0 || p.min_new_samples() < 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "retraining policy: counts and times must be >= 0 and the quorum share "
                         "in [0, 1]");
   }
   if (p.enabled() && p.drift_quorum_nodes() == 0 && p.drift_quorum_fraction() == 0 &&
-      p.schedule_ms() == 0) {
+      p.schedule_ms() == 0 && p.min_new_samples() == 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "an enabled retraining policy needs a drift quorum or a schedule (the "
-                        "manual trigger works without a policy being enabled)");
+                        "an enabled retraining policy needs a drift quorum, a schedule or a "
+                        "new-samples count (the manual trigger works without a policy being "
+                        "enabled)");
   }
   absl::Status st = options_.registry->PutRetrainPolicy(
       request->model(), p, {net::CallerPrincipal(*context), request->reason()});

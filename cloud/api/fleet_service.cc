@@ -244,7 +244,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
 
   void OnDrift(const v1::DriftReport& report) {
     DriftReports().Increment();
-    if (retrainer_ != nullptr) retrainer_->OnDrift(node_id_, report);
+    const bool counted = retrainer_ == nullptr || retrainer_->OnDrift(node_id_, report);
     LOG(WARNING) << "node=" << node_id_ << " reports drift in " << report.model() << " v"
                  << report.version().version() << ": "
                  << absl::StrJoin(report.drifted_features(), ", ");
@@ -262,8 +262,10 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
       (*e.mutable_attributes())[absl::StrCat("psi.", f)] =
           psi == report.psi().end() ? "" : absl::StrFormat("%.4f", psi->second);
     }
+    (*e.mutable_attributes())["counted"] = counted ? "true" : "false";
     e.set_message(absl::StrCat("input drift on ", absl::StrJoin(parts, ", "), " at window ",
-                               report.window_index()));
+                               report.window_index(),
+                               counted ? "" : " (stale: not counted toward retraining)"));
     events_->Append(std::move(e));
   }
 

@@ -46,6 +46,15 @@ CREATE TABLE node_metrics (
   updated_unix_ms INTEGER NOT NULL,
   PRIMARY KEY (node_id, name)
 );
+-- Per model, each node's samples_total when the model's latest version was made: the baseline
+-- of the data-arrival retraining trigger. A row with node_id '' marks a model whose baseline
+-- is set while no node had reported yet.
+CREATE TABLE sample_marks (
+  model   TEXT NOT NULL,
+  node_id TEXT NOT NULL,
+  samples REAL NOT NULL,
+  PRIMARY KEY (model, node_id)
+);
 )sql",
   };
   return *kMigrations;
@@ -212,6 +221,38 @@ absl::StatusOr<Inbox::Result> Inbox::Apply(const std::string& node_id, const std
     if (!st.ok()) LOG(WARNING) << "pruning the report log: " << st;
   }
   return result;
+}
+
+absl::StatusOr<std::optional<std::map<std::string, double>>> Inbox::SampleMarks(
+    const std::string& model) {
+  MutexLock lock(&impl_->mu);
+  FEDGE_ASSIGN_OR_RETURN(
+      Stmt q, Stmt::Prepare(impl_->db, "SELECT node_id, samples FROM sample_marks WHERE model = ?"));
+  q.Bind(1, model);
+  std::optional<std::map<std::string, double>> out;
+  while (true) {
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    if (!out) out.emplace();
+    if (!q.Text(0).empty()) (*out)[q.Text(0)] = q.Double(1);
+  }
+  return out;
+}
+
+absl::Status Inbox::MarkSamples(const std::string& model) {
+  MutexLock lock(&impl_->mu);
+  const sqlite::Db& db = impl_->db;
+  return sqlite::InTransaction(db, [&]() -> absl::Status {
+    FEDGE_ASSIGN_OR_RETURN(Stmt del, Stmt::Prepare(db, "DELETE FROM sample_marks WHERE model = ?"));
+    del.Bind(1, model);
+    FEDGE_RETURN_IF_ERROR(del.Run());
+    FEDGE_ASSIGN_OR_RETURN(
+        Stmt ins, Stmt::Prepare(db, "INSERT INTO sample_marks (model, node_id, samples) "
+                                    "SELECT ?, node_id, value FROM node_metrics WHERE name = ? "
+                                    "UNION ALL SELECT ?, '', 0"));
+    ins.Bind(1, model).Bind(2, kSamplesTotal).Bind(3, model);
+    return ins.Run();
+  });
 }
 
 absl::StatusOr<std::map<std::string, double>> Inbox::LatestMetric(const std::string& metric) {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,9 @@
 #include "fedge/v1/fleet.pb.h"
 
 namespace fedge::cloud::inbox {
+
+// The MetricsReport entry with the labelled samples a node's sample store has taken in total.
+inline constexpr char kSamplesTotal[] = "samples_total";
 
 // The cloud's side of the edges' durable outboxes (`inbox.db` under data_dir).
 //
@@ -50,6 +54,13 @@ class Inbox {
 
   // The latest value each node reported for `metric` in a MetricsReport.
   absl::StatusOr<std::map<std::string, double>> LatestMetric(const std::string& metric);
+
+  // The data-arrival baseline of `model`: each node's kSamplesTotal when MarkSamples last ran
+  // for it, or nullopt if it never did.
+  absl::StatusOr<std::optional<std::map<std::string, double>>> SampleMarks(
+      const std::string& model);
+  // Sets the baseline of `model` to every node's latest kSamplesTotal.
+  absl::Status MarkSamples(const std::string& model);
 
  private:
   struct Impl;

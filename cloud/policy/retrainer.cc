@@ -19,6 +19,15 @@ prometheus::Counter& TriggersCounter(const std::string& cause) {
       .Add({{"cause", cause}});
 }
 
+prometheus::Counter& StaleDriftCounter() {
+  static auto& c = metrics::CounterFamily(
+                       "fedge_cloud_drift_reports_stale_total",
+                       "Drift reports ignored by the retrainer: about a version the node no "
+                       "longer runs, or made before the model's last retraining started.")
+                       .Add({});
+  return c;
+}
+
 absl::Duration Or(int64_t ms, absl::Duration fallback) {
   return ms > 0 ? absl::Milliseconds(ms) : fallback;
 }
@@ -62,10 +71,30 @@ void Retrainer::Emit(const std::string& type, const std::string& model, int64_t 
   options_.events->Append(std::move(e));
 }
 
-void Retrainer::OnDrift(const std::string& node_id, const v1::DriftReport& report) {
+bool Retrainer::OnDrift(const std::string& node_id, const v1::DriftReport& report) {
+  // Only drift in the version the node serves now counts.
+  for (const v1::Node& node : options_.fleet->List()) {
+    if (node.node_id() != node_id) continue;
+    auto active = node.active_versions().find(report.model());
+    if (active != node.active_versions().end() &&
+        active->second.sha256() != report.version().sha256()) {
+      VLOG(1) << "node=" << node_id << " drift report about " << report.model() << " v"
+              << report.version().version() << " ignored: the node now runs v"
+              << active->second.version();
+      StaleDriftCounter().Increment();
+      return false;
+    }
+  }
   MutexLock lock(&mu_);
-  models_[report.model()].drift_by_node[node_id] = options_.clock->Now();
+  ModelState& state = models_[report.model()];
+  if (report.sent_unix_ms() > 0 && state.last_trigger != absl::Time() &&
+      absl::FromUnixMillis(report.sent_unix_ms()) < state.last_trigger) {
+    StaleDriftCounter().Increment();
+    return false;  // made before the last retraining started: already answered
+  }
+  state.drift_by_node[node_id] = options_.clock->Now();
   cv_.SignalAll();
+  return true;
 }
 
 std::string Retrainer::UnfinishedJobOf(const std::string& model) const {
@@ -121,6 +150,11 @@ absl::StatusOr<v1::Job> Retrainer::Trigger(const std::string& model, const std::
 }
 
 void Retrainer::OnRegistered(const v1::Version& version) {
+  if (options_.inbox != nullptr) {
+    // New samples count from this version on.
+    absl::Status st = options_.inbox->MarkSamples(version.model());
+    if (!st.ok()) LOG(WARNING) << "cannot record the sample baseline of " << version.model() << ": " << st;
+  }
   auto policies = options_.registry->RetrainPolicies();
   if (!policies.ok()) return;
   auto it = policies->find(version.model());
@@ -207,6 +241,34 @@ void Retrainer::RunOnce() {
                              "retrainer");
       if (!job.ok()) LOG(WARNING) << "retraining " << model << " failed to start: " << job.status();
       continue;
+    }
+    if (policy.min_new_samples() > 0 && options_.inbox != nullptr) {
+      auto marks = options_.inbox->SampleMarks(model);
+      auto latest = options_.inbox->LatestMetric(inbox::kSamplesTotal);
+      if (marks.ok() && latest.ok()) {
+        if (!marks->has_value()) {
+          // First sight of the policy: samples count from now.
+          absl::Status st = options_.inbox->MarkSamples(model);
+          if (!st.ok()) LOG(WARNING) << "cannot record the sample baseline of " << model << ": " << st;
+        } else {
+          double fresh = 0;
+          for (const auto& [node, total] : *latest) {
+            auto mark = (*marks)->find(node);
+            fresh += std::max(0.0, total - (mark == (*marks)->end() ? 0.0 : mark->second));
+          }
+          if (fresh >= static_cast<double>(policy.min_new_samples())) {
+            auto job = StartLocked(
+                model, policy,
+                absl::StrCat("data: ", static_cast<int64_t>(fresh),
+                             " new labelled samples across the fleet since the latest version"),
+                "retrainer");
+            if (!job.ok()) {
+              LOG(WARNING) << "retraining " << model << " failed to start: " << job.status();
+            }
+            continue;
+          }
+        }
+      }
     }
     if (policy.schedule_ms() > 0) {
       // The schedule counts from the last retraining, or from when the policy is first seen.

@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "cloud/deploy/controller.h"
 #include "cloud/fleet/fleet.h"
+#include "cloud/inbox/inbox.h"
 #include "cloud/jobs/job_manager.h"
 #include "cloud/registry/registry.h"
 #include "common/sync/mutex.h"
@@ -23,8 +24,11 @@ class EventLog;
 namespace fedge::cloud::policy {
 
 // The retraining policies. Per model: a drift quorum (k nodes, or a share of the nodes serving
-// the model, report drift within a window), a schedule, and the manual trigger each start one
-// training job from the policy's template, recorded with its cause. Debounce: never while a job
+// the model, report drift within a window), a schedule, data arrival (the fleet's sample
+// stores took N new labelled samples since the model's latest version) and the manual trigger
+// each start one training job from the policy's template, recorded with its cause. A drift
+// report counts only if it concerns the version its node runs now and was made after the last
+// retraining started (reports that waited in an outbox may be about a replaced version). Debounce: never while a job
 // of the model runs; cooldown: not again within cooldown_ms of the last triggered job. With
 // auto_deploy, a result that passes the validation gate rolls out with the policy's strategy
 // and is promoted to production when the rollout succeeds. RunOnce() is one step; Start() runs
@@ -37,6 +41,7 @@ class Retrainer {
     jobs::JobManager* jobs = nullptr;
     deploy::Controller* deploy = nullptr;
     events::EventLog* events = nullptr;  // optional
+    inbox::Inbox* inbox = nullptr;       // optional: the data-arrival trigger needs it
     Clock* clock = Clock::Real();
     absl::Duration tick = absl::Milliseconds(200);
   };
@@ -46,8 +51,8 @@ class Retrainer {
   void Start();
   void Stop();
 
-  // A drift report from a node's Session.
-  void OnDrift(const std::string& node_id, const v1::DriftReport& report);
+  // A drift report from a node's Session. False when it is ignored as stale.
+  bool OnDrift(const std::string& node_id, const v1::DriftReport& report);
   // A version was registered and its gate has run (the coordinator calls this).
   void OnRegistered(const v1::Version& version);
   // Starts a job from the model's policy now. NOT_FOUND without a policy; FAILED_PRECONDITION

@@ -108,6 +108,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   retrain_opts.jobs = impl->jobs.get();
   retrain_opts.deploy = impl->deploy.get();
   retrain_opts.events = event_log;
+  retrain_opts.inbox = impl->inbox.get();
   retrain_opts.clock = options.clock;
   impl->retrainer = std::make_unique<policy::Retrainer>(retrain_opts);
   impl->evaluator = std::make_unique<evaluation::FederatedEvaluator>(impl->fleet.get());

@@ -146,7 +146,8 @@ grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
 }
 
 FakeEdge::FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& node_id,
-                   const std::map<std::string, v1::VersionRef>& active)
+                   const std::map<std::string, v1::VersionRef>& active,
+                   const std::string& outbox_epoch)
     : node_id_(node_id), stub_(v1::Fleet::NewStub(channel)) {
   net::SetCallerNodeId(&context_, node_id);
   stream_ = stub_->Session(&context_);
@@ -155,6 +156,7 @@ FakeEdge::FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& no
   hello.mutable_hello()->add_capabilities("train");
   hello.mutable_hello()->add_capabilities("predict");
   hello.mutable_hello()->set_protocol_version(1);
+  hello.mutable_hello()->set_outbox_epoch(outbox_epoch);
   for (const auto& [model, ref] : active) {
     (*hello.mutable_hello()->mutable_active_versions())[model] = ref;
   }

@@ -55,8 +55,10 @@ grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
 // messages one at a time. Tests use it to send what no well-behaved edge would.
 class FakeEdge {
  public:
+  // A non-empty outbox_epoch lets the edge send outbox messages (message_id set).
   FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& node_id,
-           const std::map<std::string, v1::VersionRef>& active = {});
+           const std::map<std::string, v1::VersionRef>& active = {},
+           const std::string& outbox_epoch = "");
   ~FakeEdge();
   // Waits for the next message of the cloud; false at end of stream.
   bool Next(v1::CloudMessage* message);

@@ -65,6 +65,9 @@ ABSL_FLAG(double, drift_quorum_fraction, 0,
           "Retrain when this share of the nodes serving the model report drift.");
 ABSL_FLAG(int64_t, drift_window_ms, 600000, "Drift reports count toward a quorum this long.");
 ABSL_FLAG(int64_t, schedule_ms, 0, "Retrain every this many ms (0: no schedule).");
+ABSL_FLAG(int64_t, min_new_samples, 0,
+          "Retrain once the fleet's edges have taken this many new labelled samples since the "
+          "latest version (0: not used).");
 ABSL_FLAG(int64_t, cooldown_ms, 1800000, "No new retraining this long after one starts.");
 ABSL_FLAG(bool, auto_deploy, false,
           "Roll a retrained version that passes the gate out (--waves, --soak_ms, gate flags) "
@@ -360,6 +363,7 @@ int ModelsRetrainPolicy(const std::string& model) {
   p->set_drift_quorum_fraction(absl::GetFlag(FLAGS_drift_quorum_fraction));
   p->set_drift_window_ms(absl::GetFlag(FLAGS_drift_window_ms));
   p->set_schedule_ms(absl::GetFlag(FLAGS_schedule_ms));
+  p->set_min_new_samples(absl::GetFlag(FLAGS_min_new_samples));
   p->set_cooldown_ms(absl::GetFlag(FLAGS_cooldown_ms));
   v1::JobSpec* job = p->mutable_job();
   job->set_rounds(absl::GetFlag(FLAGS_rounds));
@@ -390,6 +394,8 @@ int ModelsRetrainPolicy(const std::string& model) {
                     ? absl::StrCat(" or ", out.drift_quorum_fraction() * 100, "% of the fleet")
                     : "")
             << ", schedule " << (out.schedule_ms() ? absl::StrCat(out.schedule_ms(), " ms") : "off")
+            << ", new samples "
+            << (out.min_new_samples() ? absl::StrCat(out.min_new_samples()) : "off")
             << ", cooldown " << out.cooldown_ms() << " ms"
             << (out.auto_deploy() ? ", auto-deploy and promote" : "") << "\n";
   return kOk;
