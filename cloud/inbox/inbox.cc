@@ -167,11 +167,10 @@ absl::StatusOr<Inbox::Result> Inbox::Apply(const std::string& node_id, const std
   Result result = Result::kApplied;
   int64_t previous = 0;
   MutexLock lock(&impl_->mu);
-  const sqlite::Db& db = impl_->db;
-  FEDGE_RETURN_IF_ERROR(sqlite::InTransaction(db, [&]() -> absl::Status {
+  FEDGE_RETURN_IF_ERROR(sqlite::InTransaction(impl_->db, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     {
       FEDGE_ASSIGN_OR_RETURN(
-          Stmt q, Stmt::Prepare(db, "SELECT epoch, applied_id FROM cursors WHERE node_id = ?"));
+          Stmt q, Stmt::Prepare(impl_->db, "SELECT epoch, applied_id FROM cursors WHERE node_id = ?"));
       q.Bind(1, node_id);
       FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
       previous = row && q.Text(0) == epoch ? q.Int(1) : 0;
@@ -183,7 +182,7 @@ absl::StatusOr<Inbox::Result> Inbox::Apply(const std::string& node_id, const std
     std::string proto;
     message.SerializeToString(&proto);
     FEDGE_ASSIGN_OR_RETURN(
-        Stmt ins, Stmt::Prepare(db, "INSERT INTO reports (node_id, epoch, message_id, kind, "
+        Stmt ins, Stmt::Prepare(impl_->db, "INSERT INTO reports (node_id, epoch, message_id, kind, "
                                     "queued_unix_ms, received_unix_ms, proto) "
                                     "VALUES (?, ?, ?, ?, ?, ?, ?)"));
     ins.Bind(1, node_id).Bind(2, epoch).Bind(3, id).Bind(4, kind);
@@ -192,14 +191,14 @@ absl::StatusOr<Inbox::Result> Inbox::Apply(const std::string& node_id, const std
     if (message.has_metrics()) {
       for (const auto& [name, value] : message.metrics().values()) {
         FEDGE_ASSIGN_OR_RETURN(
-            Stmt m, Stmt::Prepare(db, "INSERT OR REPLACE INTO node_metrics "
+            Stmt m, Stmt::Prepare(impl_->db, "INSERT OR REPLACE INTO node_metrics "
                                       "(node_id, name, value, updated_unix_ms) VALUES (?, ?, ?, ?)"));
         m.Bind(1, node_id).Bind(2, name).BindDouble(3, value).Bind(4, now_ms);
         FEDGE_RETURN_IF_ERROR(m.Run());
       }
     }
     FEDGE_ASSIGN_OR_RETURN(
-        Stmt cur, Stmt::Prepare(db, "INSERT OR REPLACE INTO cursors "
+        Stmt cur, Stmt::Prepare(impl_->db, "INSERT OR REPLACE INTO cursors "
                                     "(node_id, epoch, applied_id, updated_unix_ms) "
                                     "VALUES (?, ?, ?, ?)"));
     cur.Bind(1, node_id).Bind(2, epoch).Bind(3, id).Bind(4, now_ms);
@@ -241,13 +240,12 @@ absl::StatusOr<std::optional<std::map<std::string, double>>> Inbox::SampleMarks(
 
 absl::Status Inbox::MarkSamples(const std::string& model) {
   MutexLock lock(&impl_->mu);
-  const sqlite::Db& db = impl_->db;
-  return sqlite::InTransaction(db, [&]() -> absl::Status {
-    FEDGE_ASSIGN_OR_RETURN(Stmt del, Stmt::Prepare(db, "DELETE FROM sample_marks WHERE model = ?"));
+  return sqlite::InTransaction(impl_->db, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    FEDGE_ASSIGN_OR_RETURN(Stmt del, Stmt::Prepare(impl_->db, "DELETE FROM sample_marks WHERE model = ?"));
     del.Bind(1, model);
     FEDGE_RETURN_IF_ERROR(del.Run());
     FEDGE_ASSIGN_OR_RETURN(
-        Stmt ins, Stmt::Prepare(db, "INSERT INTO sample_marks (model, node_id, samples) "
+        Stmt ins, Stmt::Prepare(impl_->db, "INSERT INTO sample_marks (model, node_id, samples) "
                                     "SELECT ?, node_id, value FROM node_metrics WHERE name = ? "
                                     "UNION ALL SELECT ?, '', 0"));
     ins.Bind(1, model).Bind(2, kSamplesTotal).Bind(3, model);
