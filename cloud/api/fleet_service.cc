@@ -1,7 +1,5 @@
 #include "cloud/api/fleet_service.h"
 
-#include "cloud/api/blob_stream.h"
-
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -16,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "cloud/api/blob_stream.h"
 #include "common/metrics/metrics.h"
 #include "common/net/identity.h"
 #include "common/status/grpc_status.h"
@@ -104,10 +103,10 @@ class Outbox : public fleet::SessionSink {
 
 class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage> {
  public:
-  SessionReactor(grpc::CallbackServerContext* context, fleet::Fleet* fleet,
-                 jobs::JobManager* jobs, registry::Registry* registry,
-                 deploy::Controller* deploy, evaluation::FederatedEvaluator* evaluator,
-                 events::EventLog* events, policy::Retrainer* retrainer, inbox::Inbox* inbox)
+  SessionReactor(grpc::CallbackServerContext* context, fleet::Fleet* fleet, jobs::JobManager* jobs,
+                 registry::Registry* registry, deploy::Controller* deploy,
+                 evaluation::FederatedEvaluator* evaluator, events::EventLog* events,
+                 policy::Retrainer* retrainer, inbox::Inbox* inbox)
       : context_(context),
         fleet_(fleet),
         jobs_(jobs),
@@ -302,8 +301,8 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   inbox::Inbox* const inbox_;
   std::shared_ptr<Outbox> outbox_;
   std::string node_id_;
-  std::string epoch_;    // the Hello's outbox epoch
-  uint64_t acked_ = 0;   // the high-water mark of epoch_ as this session knows it
+  std::string epoch_;   // the Hello's outbox epoch
+  uint64_t acked_ = 0;  // the high-water mark of epoch_ as this session knows it
   uint64_t session_id_ = 0;
   v1::EdgeMessage in_;
 };
@@ -418,15 +417,14 @@ grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
         // A resume: the chunks continue the part an earlier attempt left.
         const int64_t held = part_path.empty() ? 0 : FileSize(part_path);
         if (chunk.offset() != held) {
-          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                              absl::StrCat("the upload resumes at offset ", chunk.offset(),
-                                           " but the cloud holds ", held,
-                                           " bytes of it; ask UploadOffset"));
+          return grpc::Status(
+              grpc::StatusCode::INVALID_ARGUMENT,
+              absl::StrCat("the upload resumes at offset ", chunk.offset(), " but the cloud holds ",
+                           held, " bytes of it; ask UploadOffset"));
         }
         std::ifstream in(part_path, std::ios::binary);
         payload.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-        if (static_cast<int64_t>(payload.size()) != held ||
-            held > header.total_size()) {
+        if (static_cast<int64_t>(payload.size()) != held || held > header.total_size()) {
           std::remove(part_path.c_str());
           return grpc::Status(grpc::StatusCode::DATA_LOSS,
                               "the held part of the upload is unreadable; send it all again");
@@ -463,10 +461,10 @@ grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
   }
   if (part.is_open()) part.close();
   if (static_cast<int64_t>(payload.size()) != header.total_size()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("upload truncated: received ", payload.size(), " of ",
-                                     header.total_size(), " bytes",
-                                     part_path.empty() ? "" : "; the rest may follow"));
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("upload truncated: received ", payload.size(), " of ", header.total_size(),
+                     " bytes", part_path.empty() ? "" : "; the rest may follow"));
   }
   const std::string got = digest.HexDigest();
   if (got != header.sha256()) {

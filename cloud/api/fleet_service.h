@@ -6,10 +6,10 @@
 #include "cloud/deploy/controller.h"
 #include "cloud/evaluation/federated.h"
 #include "cloud/events/event_log.h"
-#include "cloud/inbox/inbox.h"
-#include "cloud/policy/retrainer.h"
 #include "cloud/fleet/fleet.h"
+#include "cloud/inbox/inbox.h"
 #include "cloud/jobs/job_manager.h"
+#include "cloud/policy/retrainer.h"
 #include "cloud/registry/registry.h"
 #include "fedge/v1/fleet.grpc.pb.h"
 

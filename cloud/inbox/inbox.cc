@@ -69,11 +69,11 @@ prometheus::Counter& MessagesCounter(const std::string& kind, const std::string&
 }
 
 prometheus::Counter& GapCounter() {
-  static auto& c = metrics::CounterFamily(
-                       "fedge_cloud_edge_message_gaps_total",
-                       "Outbox message ids skipped: messages edges dropped to stay within "
-                       "their outbox bounds.")
-                       .Add({});
+  static auto& c =
+      metrics::CounterFamily("fedge_cloud_edge_message_gaps_total",
+                             "Outbox message ids skipped: messages edges dropped to stay within "
+                             "their outbox bounds.")
+          .Add({});
   return c;
 }
 
@@ -115,9 +115,9 @@ struct Inbox::Impl {
                            Stmt::Prepare(db, "DELETE FROM reports WHERE received_unix_ms < ?"));
     old.Bind(1, cutoff);
     FEDGE_RETURN_IF_ERROR(old.Run());
-    FEDGE_ASSIGN_OR_RETURN(
-        Stmt over, Stmt::Prepare(db, "DELETE FROM reports WHERE seq <= "
-                                     "(SELECT MAX(seq) FROM reports) - ?"));
+    FEDGE_ASSIGN_OR_RETURN(Stmt over, Stmt::Prepare(db,
+                                                    "DELETE FROM reports WHERE seq <= "
+                                                    "(SELECT MAX(seq) FROM reports) - ?"));
     over.Bind(1, options.max_reports);
     return over.Run();
   }
@@ -167,43 +167,49 @@ absl::StatusOr<Inbox::Result> Inbox::Apply(const std::string& node_id, const std
   Result result = Result::kApplied;
   int64_t previous = 0;
   MutexLock lock(&impl_->mu);
-  FEDGE_RETURN_IF_ERROR(sqlite::InTransaction(impl_->db, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
-    {
-      FEDGE_ASSIGN_OR_RETURN(
-          Stmt q, Stmt::Prepare(impl_->db, "SELECT epoch, applied_id FROM cursors WHERE node_id = ?"));
-      q.Bind(1, node_id);
-      FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
-      previous = row && q.Text(0) == epoch ? q.Int(1) : 0;
-    }
-    if (id <= previous) {
-      result = Result::kDuplicate;
-      return absl::OkStatus();
-    }
-    std::string proto;
-    message.SerializeToString(&proto);
-    FEDGE_ASSIGN_OR_RETURN(
-        Stmt ins, Stmt::Prepare(impl_->db, "INSERT INTO reports (node_id, epoch, message_id, kind, "
+  FEDGE_RETURN_IF_ERROR(
+      sqlite::InTransaction(impl_->db, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+        {
+          FEDGE_ASSIGN_OR_RETURN(
+              Stmt q,
+              Stmt::Prepare(impl_->db, "SELECT epoch, applied_id FROM cursors WHERE node_id = ?"));
+          q.Bind(1, node_id);
+          FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
+          previous = row && q.Text(0) == epoch ? q.Int(1) : 0;
+        }
+        if (id <= previous) {
+          result = Result::kDuplicate;
+          return absl::OkStatus();
+        }
+        std::string proto;
+        message.SerializeToString(&proto);
+        FEDGE_ASSIGN_OR_RETURN(
+            Stmt ins, Stmt::Prepare(impl_->db,
+                                    "INSERT INTO reports (node_id, epoch, message_id, kind, "
                                     "queued_unix_ms, received_unix_ms, proto) "
                                     "VALUES (?, ?, ?, ?, ?, ?, ?)"));
-    ins.Bind(1, node_id).Bind(2, epoch).Bind(3, id).Bind(4, kind);
-    ins.Bind(5, message.queued_unix_ms()).Bind(6, now_ms).BindBlob(7, proto);
-    FEDGE_RETURN_IF_ERROR(ins.Run());
-    if (message.has_metrics()) {
-      for (const auto& [name, value] : message.metrics().values()) {
-        FEDGE_ASSIGN_OR_RETURN(
-            Stmt m, Stmt::Prepare(impl_->db, "INSERT OR REPLACE INTO node_metrics "
-                                      "(node_id, name, value, updated_unix_ms) VALUES (?, ?, ?, ?)"));
-        m.Bind(1, node_id).Bind(2, name).BindDouble(3, value).Bind(4, now_ms);
-        FEDGE_RETURN_IF_ERROR(m.Run());
-      }
-    }
-    FEDGE_ASSIGN_OR_RETURN(
-        Stmt cur, Stmt::Prepare(impl_->db, "INSERT OR REPLACE INTO cursors "
-                                    "(node_id, epoch, applied_id, updated_unix_ms) "
-                                    "VALUES (?, ?, ?, ?)"));
-    cur.Bind(1, node_id).Bind(2, epoch).Bind(3, id).Bind(4, now_ms);
-    return cur.Run();
-  }));
+        ins.Bind(1, node_id).Bind(2, epoch).Bind(3, id).Bind(4, kind);
+        ins.Bind(5, message.queued_unix_ms()).Bind(6, now_ms).BindBlob(7, proto);
+        FEDGE_RETURN_IF_ERROR(ins.Run());
+        if (message.has_metrics()) {
+          for (const auto& [name, value] : message.metrics().values()) {
+            FEDGE_ASSIGN_OR_RETURN(
+                Stmt m,
+                Stmt::Prepare(impl_->db,
+                              "INSERT OR REPLACE INTO node_metrics "
+                              "(node_id, name, value, updated_unix_ms) VALUES (?, ?, ?, ?)"));
+            m.Bind(1, node_id).Bind(2, name).BindDouble(3, value).Bind(4, now_ms);
+            FEDGE_RETURN_IF_ERROR(m.Run());
+          }
+        }
+        FEDGE_ASSIGN_OR_RETURN(Stmt cur,
+                               Stmt::Prepare(impl_->db,
+                                             "INSERT OR REPLACE INTO cursors "
+                                             "(node_id, epoch, applied_id, updated_unix_ms) "
+                                             "VALUES (?, ?, ?, ?)"));
+        cur.Bind(1, node_id).Bind(2, epoch).Bind(3, id).Bind(4, now_ms);
+        return cur.Run();
+      }));
   if (result == Result::kDuplicate) {
     MessagesCounter(kind, "duplicate").Increment();
     return result;
@@ -226,7 +232,8 @@ absl::StatusOr<std::optional<std::map<std::string, double>>> Inbox::SampleMarks(
     const std::string& model) {
   MutexLock lock(&impl_->mu);
   FEDGE_ASSIGN_OR_RETURN(
-      Stmt q, Stmt::Prepare(impl_->db, "SELECT node_id, samples FROM sample_marks WHERE model = ?"));
+      Stmt q,
+      Stmt::Prepare(impl_->db, "SELECT node_id, samples FROM sample_marks WHERE model = ?"));
   q.Bind(1, model);
   std::optional<std::map<std::string, double>> out;
   while (true) {
@@ -241,13 +248,15 @@ absl::StatusOr<std::optional<std::map<std::string, double>>> Inbox::SampleMarks(
 absl::Status Inbox::MarkSamples(const std::string& model) {
   MutexLock lock(&impl_->mu);
   return sqlite::InTransaction(impl_->db, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
-    FEDGE_ASSIGN_OR_RETURN(Stmt del, Stmt::Prepare(impl_->db, "DELETE FROM sample_marks WHERE model = ?"));
+    FEDGE_ASSIGN_OR_RETURN(Stmt del,
+                           Stmt::Prepare(impl_->db, "DELETE FROM sample_marks WHERE model = ?"));
     del.Bind(1, model);
     FEDGE_RETURN_IF_ERROR(del.Run());
     FEDGE_ASSIGN_OR_RETURN(
-        Stmt ins, Stmt::Prepare(impl_->db, "INSERT INTO sample_marks (model, node_id, samples) "
-                                    "SELECT ?, node_id, value FROM node_metrics WHERE name = ? "
-                                    "UNION ALL SELECT ?, '', 0"));
+        Stmt ins, Stmt::Prepare(impl_->db,
+                                "INSERT INTO sample_marks (model, node_id, samples) "
+                                "SELECT ?, node_id, value FROM node_metrics WHERE name = ? "
+                                "UNION ALL SELECT ?, '', 0"));
     ins.Bind(1, model).Bind(2, kSamplesTotal).Bind(3, model);
     return ins.Run();
   });

@@ -20,11 +20,11 @@ prometheus::Counter& TriggersCounter(const std::string& cause) {
 }
 
 prometheus::Counter& StaleDriftCounter() {
-  static auto& c = metrics::CounterFamily(
-                       "fedge_cloud_drift_reports_stale_total",
-                       "Drift reports ignored by the retrainer: about a version the node no "
-                       "longer runs, or made before the model's last retraining started.")
-                       .Add({});
+  static auto& c =
+      metrics::CounterFamily("fedge_cloud_drift_reports_stale_total",
+                             "Drift reports ignored by the retrainer: about a version the node no "
+                             "longer runs, or made before the model's last retraining started.")
+          .Add({});
   return c;
 }
 
@@ -153,7 +153,8 @@ void Retrainer::OnRegistered(const v1::Version& version) {
   if (options_.inbox != nullptr) {
     // New samples count from this version on.
     absl::Status st = options_.inbox->MarkSamples(version.model());
-    if (!st.ok()) LOG(WARNING) << "cannot record the sample baseline of " << version.model() << ": " << st;
+    if (!st.ok())
+      LOG(WARNING) << "cannot record the sample baseline of " << version.model() << ": " << st;
   }
   auto policies = options_.registry->RetrainPolicies();
   if (!policies.ok()) return;
@@ -249,7 +250,8 @@ void Retrainer::RunOnce() {
         if (!marks->has_value()) {
           // First sight of the policy: samples count from now.
           absl::Status st = options_.inbox->MarkSamples(model);
-          if (!st.ok()) LOG(WARNING) << "cannot record the sample baseline of " << model << ": " << st;
+          if (!st.ok())
+            LOG(WARNING) << "cannot record the sample baseline of " << model << ": " << st;
         } else {
           double fresh = 0;
           for (const auto& [node, total] : *latest) {

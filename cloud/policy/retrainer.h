@@ -28,11 +28,11 @@ namespace fedge::cloud::policy {
 // stores took N new labelled samples since the model's latest version) and the manual trigger
 // each start one training job from the policy's template, recorded with its cause. A drift
 // report counts only if it concerns the version its node runs now and was made after the last
-// retraining started (reports that waited in an outbox may be about a replaced version). Debounce: never while a job
-// of the model runs; cooldown: not again within cooldown_ms of the last triggered job. With
-// auto_deploy, a result that passes the validation gate rolls out with the policy's strategy
-// and is promoted to production when the rollout succeeds. RunOnce() is one step; Start() runs
-// it on a thread. Thread-safe.
+// retraining started (reports that waited in an outbox may be about a replaced version). Debounce:
+// never while a job of the model runs; cooldown: not again within cooldown_ms of the last triggered
+// job. With auto_deploy, a result that passes the validation gate rolls out with the policy's
+// strategy and is promoted to production when the rollout succeeds. RunOnce() is one step; Start()
+// runs it on a thread. Thread-safe.
 class Retrainer {
  public:
   struct Options {

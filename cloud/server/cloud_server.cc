@@ -112,11 +112,10 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   retrain_opts.clock = options.clock;
   impl->retrainer = std::make_unique<policy::Retrainer>(retrain_opts);
   impl->evaluator = std::make_unique<evaluation::FederatedEvaluator>(impl->fleet.get());
-  impl->fleet_service = std::make_unique<api::FleetService>(
-      api::FleetService::Options{impl->fleet.get(), impl->jobs.get(), impl->registry.get(),
-                                 impl->deploy.get(), impl->evaluator.get(), event_log,
-                                 impl->retrainer.get(), impl->inbox.get(),
-                                 options.data_dir + "/uploads"});
+  impl->fleet_service = std::make_unique<api::FleetService>(api::FleetService::Options{
+      impl->fleet.get(), impl->jobs.get(), impl->registry.get(), impl->deploy.get(),
+      impl->evaluator.get(), event_log, impl->retrainer.get(), impl->inbox.get(),
+      options.data_dir + "/uploads"});
   api::AdminService::Options admin_core;
   admin_core.fleet = impl->fleet.get();
   admin_core.jobs = impl->jobs.get();

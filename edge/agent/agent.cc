@@ -153,9 +153,9 @@ void Agent::SessionLoop() {
               heartbeat_interval_ = absl::Milliseconds(in.hello_ack().heartbeat_interval_ms());
             }
           }
-          LOG(INFO) << "node=" << options_.node_id << " connected to "
-                    << options_.cloud_address << "; "
-                    << options_.outbox->stats().messages << " outbox messages queued, the cloud "
+          LOG(INFO) << "node=" << options_.node_id << " connected to " << options_.cloud_address
+                    << "; " << options_.outbox->stats().messages
+                    << " outbox messages queued, the cloud "
                     << "has applied up to " << in.hello_ack().applied_message_id();
           OnApplied(in.hello_ack().applied_message_id(), /*new_session=*/true);
           break;
@@ -228,8 +228,8 @@ void Agent::Enqueue(v1::EdgeMessage message) {
   absl::StatusOr<uint64_t> id = options_.outbox->Push(message);
   if (!id.ok()) {
     // The disk is full or failing: better to try the live session than to lose the message.
-    LOG(ERROR) << "node=" << options_.node_id << " cannot queue a message for the cloud: "
-               << id.status();
+    LOG(ERROR) << "node=" << options_.node_id
+               << " cannot queue a message for the cloud: " << id.status();
     SendOnSession(message);
     return;
   }
@@ -413,8 +413,8 @@ absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& pa
       request.set_task_id(header.task_id());
       request.set_sha256(header.sha256());
       v1::UploadOffsetResponse held;
-      if (stub_->UploadOffset(&offset_context, request, &held).ok() &&
-          held.received_bytes() > 0 && held.received_bytes() < static_cast<int64_t>(payload.size())) {
+      if (stub_->UploadOffset(&offset_context, request, &held).ok() && held.received_bytes() > 0 &&
+          held.received_bytes() < static_cast<int64_t>(payload.size())) {
         start = held.received_bytes();
         LOG(INFO) << "node=" << options_.node_id << " task=" << header.task_id()
                   << " resuming the upload at byte " << start << " of " << payload.size();
@@ -428,7 +428,8 @@ absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& pa
     v1::UploadRequest msg;
     *msg.mutable_header() = header;
     bool ok = writer->Write(msg);
-    for (int64_t off = start; ok && off < static_cast<int64_t>(payload.size()); off += kChunkBytes) {
+    for (int64_t off = start; ok && off < static_cast<int64_t>(payload.size());
+         off += kChunkBytes) {
       v1::UploadRequest chunk;
       chunk.mutable_chunk()->set_offset(off);
       chunk.mutable_chunk()->set_data(payload.substr(static_cast<size_t>(off), kChunkBytes));
@@ -444,9 +445,9 @@ absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& pa
     const absl::Duration wait = backoff * jitter(rng);
     if (deadline_unix_ms > 0) {
       if (absl::ToUnixMillis(absl::Now() + wait) > deadline_unix_ms) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "the task's deadline passed while the cloud was unreachable (", st.error_message(),
-            "); the update is abandoned"));
+        return absl::DeadlineExceededError(
+            absl::StrCat("the task's deadline passed while the cloud was unreachable (",
+                         st.error_message(), "); the update is abandoned"));
       }
     } else if (attempt >= kAttemptsWithoutDeadline) {
       break;

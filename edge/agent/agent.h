@@ -41,7 +41,7 @@ class Agent {
     std::map<std::string, std::string> labels;
     std::vector<std::string> capabilities = {"train", "predict"};
     runtime::Runtime* runtime = nullptr;
-    outbox::Outbox* outbox = nullptr;  // required
+    outbox::Outbox* outbox = nullptr;             // required
     const data::Dataset* train_data = nullptr;    // may be empty: the node cannot train
     const data::Dataset* holdout_data = nullptr;  // local holdout for local metrics
     absl::Duration initial_backoff = absl::Milliseconds(200);

@@ -48,9 +48,9 @@ prometheus::Gauge& BytesGauge() {
 }
 
 prometheus::Gauge& LastIdGauge() {
-  static auto& g = metrics::GaugeFamily("fedge_edge_outbox_last_id",
-                                        "The newest outbox message id assigned.")
-                       .Add({});
+  static auto& g =
+      metrics::GaugeFamily("fedge_edge_outbox_last_id", "The newest outbox message id assigned.")
+          .Add({});
   return g;
 }
 
@@ -88,7 +88,8 @@ int64_t ToInt(const std::string& s) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Outbox>> Outbox::Open(Options options) {
-  if (options.max_messages < 1 || options.max_bytes < 1 || options.max_age <= absl::ZeroDuration()) {
+  if (options.max_messages < 1 || options.max_bytes < 1 ||
+      options.max_age <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "outbox bounds must be positive: max_messages=", options.max_messages,
         " max_bytes=", options.max_bytes, " max_age=", absl::FormatDuration(options.max_age)));
@@ -101,33 +102,33 @@ absl::StatusOr<std::unique_ptr<Outbox>> Outbox::Open(Options options) {
   MutexLock lock(&box->mu_);
   FEDGE_RETURN_IF_ERROR(box->Load());
   // Bounds may have shrunk since the last run.
-  FEDGE_RETURN_IF_ERROR(
-      sqlite::InTransaction(box->db_, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
-        return box->EnforceBoundsLocked();
-      }));
+  FEDGE_RETURN_IF_ERROR(sqlite::InTransaction(
+      box->db_,
+      [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status { return box->EnforceBoundsLocked(); }));
   FEDGE_RETURN_IF_ERROR(box->Load());
   box->PublishLocked();
   return box;
 }
 
 absl::Status Outbox::Load() {
-  FEDGE_RETURN_IF_ERROR(sqlite::InTransaction(db_, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
-    FEDGE_ASSIGN_OR_RETURN(std::string epoch, ReadMeta(db_, "epoch"));
-    if (epoch.empty()) {
-      epoch = NewEpoch();
-      FEDGE_RETURN_IF_ERROR(WriteMeta(db_, "epoch", epoch));
-    }
-    epoch_ = epoch;
-    return absl::OkStatus();
-  }));
+  FEDGE_RETURN_IF_ERROR(
+      sqlite::InTransaction(db_, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+        FEDGE_ASSIGN_OR_RETURN(std::string epoch, ReadMeta(db_, "epoch"));
+        if (epoch.empty()) {
+          epoch = NewEpoch();
+          FEDGE_RETURN_IF_ERROR(WriteMeta(db_, "epoch", epoch));
+        }
+        epoch_ = epoch;
+        return absl::OkStatus();
+      }));
   Stats s;
   FEDGE_ASSIGN_OR_RETURN(s.messages, sqlite::QueryInt(db_, "SELECT COUNT(*) FROM messages"));
   FEDGE_ASSIGN_OR_RETURN(s.bytes,
                          sqlite::QueryInt(db_, "SELECT COALESCE(SUM(size), 0) FROM messages"));
-  FEDGE_ASSIGN_OR_RETURN(
-      int64_t last,
-      sqlite::QueryInt(db_, "SELECT COALESCE((SELECT seq FROM sqlite_sequence "
-                            "WHERE name = 'messages'), 0)"));
+  FEDGE_ASSIGN_OR_RETURN(int64_t last,
+                         sqlite::QueryInt(db_,
+                                          "SELECT COALESCE((SELECT seq FROM sqlite_sequence "
+                                          "WHERE name = 'messages'), 0)"));
   s.last_id = static_cast<uint64_t>(last);
   FEDGE_ASSIGN_OR_RETURN(std::string v, ReadMeta(db_, "dropped_count"));
   s.dropped_count = ToInt(v);
@@ -141,8 +142,9 @@ absl::Status Outbox::Load() {
 
 absl::Status Outbox::DropOldestLocked(const char* reason, int64_t* counter) {
   FEDGE_ASSIGN_OR_RETURN(
-      Stmt q, Stmt::Prepare(db_, "DELETE FROM messages WHERE id = (SELECT MIN(id) FROM messages) "
-                                 "RETURNING size"));
+      Stmt q, Stmt::Prepare(db_,
+                            "DELETE FROM messages WHERE id = (SELECT MIN(id) FROM messages) "
+                            "RETURNING size"));
   FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
   if (!row) return absl::InternalError("outbox.db: the message count is out of step");
   stats_.bytes -= q.Int(0);
@@ -159,9 +161,10 @@ absl::Status Outbox::EnforceBoundsLocked() {
     int64_t n = 0;
     int64_t bytes = 0;
     {
-      FEDGE_ASSIGN_OR_RETURN(
-          Stmt q, Stmt::Prepare(db_, "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages "
-                                     "WHERE queued_unix_ms < ?"));
+      FEDGE_ASSIGN_OR_RETURN(Stmt q,
+                             Stmt::Prepare(db_,
+                                           "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages "
+                                           "WHERE queued_unix_ms < ?"));
       q.Bind(1, cutoff);
       FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
       if (row) {
@@ -211,25 +214,26 @@ absl::StatusOr<uint64_t> Outbox::Push(v1::EdgeMessage message) {
   }
   const int64_t size = static_cast<int64_t>(proto.size());
   if (size > options_.max_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("a ", size, "-byte message exceeds the outbox's bound of ", options_.max_bytes,
-                     " bytes"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "a ", size, "-byte message exceeds the outbox's bound of ", options_.max_bytes, " bytes"));
   }
   MutexLock lock(&mu_);
   const Stats before = stats_;
   uint64_t id = 0;
-  absl::Status st = sqlite::InTransaction(db_, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
-    FEDGE_ASSIGN_OR_RETURN(
-        Stmt q, Stmt::Prepare(db_, "INSERT INTO messages (queued_unix_ms, size, proto) "
-                                   "VALUES (?, ?, ?)"));
-    q.Bind(1, absl::ToUnixMillis(options_.clock->Now())).Bind(2, size).BindBlob(3, proto);
-    FEDGE_RETURN_IF_ERROR(q.Run());
-    id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_.get()));
-    stats_.messages += 1;
-    stats_.bytes += size;
-    stats_.last_id = id;
-    return EnforceBoundsLocked();
-  });
+  absl::Status st =
+      sqlite::InTransaction(db_, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+        FEDGE_ASSIGN_OR_RETURN(Stmt q,
+                               Stmt::Prepare(db_,
+                                             "INSERT INTO messages (queued_unix_ms, size, proto) "
+                                             "VALUES (?, ?, ?)"));
+        q.Bind(1, absl::ToUnixMillis(options_.clock->Now())).Bind(2, size).BindBlob(3, proto);
+        FEDGE_RETURN_IF_ERROR(q.Run());
+        id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_.get()));
+        stats_.messages += 1;
+        stats_.bytes += size;
+        stats_.last_id = id;
+        return EnforceBoundsLocked();
+      });
   if (!st.ok()) {
     stats_ = before;
     return st;
@@ -249,8 +253,9 @@ absl::StatusOr<std::vector<v1::EdgeMessage>> Outbox::After(uint64_t after_id, in
   }
   PublishLocked();
   FEDGE_ASSIGN_OR_RETURN(
-      Stmt q, Stmt::Prepare(db_, "SELECT id, queued_unix_ms, proto FROM messages WHERE id > ? "
-                                 "ORDER BY id LIMIT ?"));
+      Stmt q, Stmt::Prepare(db_,
+                            "SELECT id, queued_unix_ms, proto FROM messages WHERE id > ? "
+                            "ORDER BY id LIMIT ?"));
   q.Bind(1, static_cast<int64_t>(after_id)).Bind(2, static_cast<int64_t>(std::max(limit, 0)));
   std::vector<v1::EdgeMessage> out;
   while (true) {
@@ -273,9 +278,10 @@ absl::Status Outbox::Ack(uint64_t applied_id) {
   int64_t n = 0;
   int64_t bytes = 0;
   {
-    FEDGE_ASSIGN_OR_RETURN(
-        Stmt q, Stmt::Prepare(db_, "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages "
-                                   "WHERE id <= ?"));
+    FEDGE_ASSIGN_OR_RETURN(Stmt q,
+                           Stmt::Prepare(db_,
+                                         "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages "
+                                         "WHERE id <= ?"));
     q.Bind(1, static_cast<int64_t>(applied_id));
     FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row || q.Int(0) == 0) return absl::OkStatus();

@@ -31,7 +31,8 @@ std::map<std::pair<std::string, int64_t>, int> ReportCounts(const std::string& d
   EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT node_id, message_id FROM reports", -1, &q, nullptr),
             SQLITE_OK);
   while (sqlite3_step(q) == SQLITE_ROW) {
-    ++counts[{reinterpret_cast<const char*>(sqlite3_column_text(q, 0)), sqlite3_column_int64(q, 1)}];
+    ++counts[{reinterpret_cast<const char*>(sqlite3_column_text(q, 0)),
+              sqlite3_column_int64(q, 1)}];
   }
   sqlite3_finalize(q);
   sqlite3_close(db);
@@ -60,7 +61,8 @@ TEST_F(InboxTest, AppliesEachIdOnceAcrossReplaysAndRestarts) {
     }
     // The edge resends 3..7 (its acks were lost): 3..5 are duplicates, 6..7 new.
     for (uint64_t id = 3; id <= 7; ++id) {
-      EXPECT_EQ(*inbox->Apply("n1", "e1", Drift(id)), id <= 5 ? Result::kDuplicate : Result::kApplied);
+      EXPECT_EQ(*inbox->Apply("n1", "e1", Drift(id)),
+                id <= 5 ? Result::kDuplicate : Result::kApplied);
     }
     EXPECT_EQ(*inbox->Applied("n1", "e1"), 7u);
   }

@@ -142,7 +142,8 @@ TEST_F(OutboxTest, ByteBoundDropsOldestAndCountsThem) {
   const int64_t bound = one * 10 + one / 2;  // room for 10 messages
   auto box = Open(1000000, bound);
   for (int i = 0; i < 100; ++i) {
-    ASSERT_TRUE(box->Push(Status("t" + std::string(4, static_cast<char>('a' + i % 26)), 1000)).ok());
+    ASSERT_TRUE(
+        box->Push(Status("t" + std::string(4, static_cast<char>('a' + i % 26)), 1000)).ok());
     ASSERT_LE(box->stats().bytes, bound);
   }
   s = box->stats();

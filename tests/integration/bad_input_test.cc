@@ -72,8 +72,8 @@ class BadInputTest : public ::testing::Test {
   // Sends a header and the payload in chunks of `chunk` bytes as `node`.
   // Only the chunks in [from, to) are sent (to = 0: to the end).
   grpc::Status Upload(const v1::UpdateHeader& header, const std::string& payload,
-                      const std::string& node = "fake-1", size_t chunk = 1000,
-                      bool reorder = false, size_t from = 0, size_t to = 0) {
+                      const std::string& node = "fake-1", size_t chunk = 1000, bool reorder = false,
+                      size_t from = 0, size_t to = 0) {
     auto stub = v1::Fleet::NewStub(channel_);
     auto ctx = testing::Context(node);
     v1::UploadResponse resp;

@@ -79,9 +79,9 @@ class RetrainTriggersTest : public ::testing::Test {
       auto task = e->NextTask();
       ASSERT_TRUE(task.ok()) << task.status();
       const size_t n = static_cast<size_t>(Schema::FromProto(base_.schema()).NumElements());
-      ASSERT_TRUE(testing::SendUpdate(e->stub(), e->node_id(), *task, std::vector<float>(n, 0.0f),
-                                      100)
-                      .ok());
+      ASSERT_TRUE(
+          testing::SendUpdate(e->stub(), e->node_id(), *task, std::vector<float>(n, 0.0f), 100)
+              .ok());
     }
     auto job = testing::WaitForJob(cloud_.admin.get(), job_id, absl::Seconds(30));
     ASSERT_TRUE(job.ok()) << job.status();
