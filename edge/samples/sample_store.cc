@@ -137,6 +137,10 @@ absl::StatusOr<std::unique_ptr<SampleStore>> SampleStore::Open(Options options) 
     FEDGE_ASSIGN_OR_RETURN(count, sqlite::QueryInt(db, "SELECT COUNT(*) FROM samples"));
     return absl::OkStatus();
   }));
+  // Every series exists from the start, so rates and alerts see zeros rather than gaps.
+  AddedCounter(Source::kIngest);
+  AddedCounter(Source::kFeedback);
+  DroppedCounter();
   std::unique_ptr<SampleStore> store(new SampleStore(std::move(options), std::move(db)));
   {
     MutexLock lock(&store->mu_);
