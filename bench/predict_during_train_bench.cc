@@ -2,9 +2,12 @@
 // InferenceService over gRPC on loopback, (a) with no training, (b) during an uncapped
 // fine-tune (the serving threads' setting, a whole core, normal priority) and (c) during a
 // fine-tune under the edge's default limits (1 thread, half a core, nice +10). Prints p50 and
-// p99 per phase, the training throughput, and the p99 ratios against (a).
+// p99 per phase, the training throughput, and the p99 ratios against (a). The phases take
+// turns in short slices, round after round, so that other load on the machine falls on all
+// three alike.
 //
-//   build/bench/predict_during_train_bench [--seconds=5] [--interval_us=1000] [--hidden=256,128]
+//   build/bench/predict_during_train_bench [--rounds=6] [--seconds=1] [--interval_us=1000]
+//     [--hidden=256,128]
 
 #include <algorithm>
 #include <atomic>
@@ -36,7 +39,8 @@ namespace {
 using fedge::edge::runtime::TrainLimits;
 
 struct Flags {
-  double seconds = 5;      // per phase
+  int rounds = 6;
+  double seconds = 1;      // per phase and round
   int interval_us = 1000;  // pause between a response and the next request
   std::vector<int> hidden = {256, 128};
   int64_t train_samples = 4000;
@@ -47,7 +51,9 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
   for (int i = 1; i < argc; ++i) {
     std::pair<std::string, std::string> kv = absl::StrSplit(argv[i], absl::MaxSplits('=', 1));
     bool ok = false;
-    if (kv.first == "--seconds") {
+    if (kv.first == "--rounds") {
+      ok = absl::SimpleAtoi(kv.second, &f->rounds) && f->rounds > 0;
+    } else if (kv.first == "--seconds") {
       ok = absl::SimpleAtod(kv.second, &f->seconds) && f->seconds > 0;
     } else if (kv.first == "--interval_us") {
       ok = absl::SimpleAtoi(kv.second, &f->interval_us) && f->interval_us >= 0;
@@ -97,7 +103,9 @@ struct Phase {
   std::string name;
   std::vector<double> latencies_ms;
   int64_t errors = 0;
-  double train_samples_per_s = 0;
+  const TrainLimits* limits = nullptr;  // null: no training
+  int64_t trained = 0;
+  double seconds = 0;
 };
 
 double Percentile(std::vector<double> v, double q) {
@@ -176,24 +184,32 @@ int main(int argc, char** argv) {
   }
   std::printf(
       "model: mlp hidden=%s, %zu features; training set %lld rows, batch 32; "
-      "serving threads %d; %u cores\n",
+      "serving threads %d; %u cores; %d rounds of %.1f s per phase\n",
       absl::StrJoin(flags.hidden, ",").c_str(), queries.feature_names.size(),
       static_cast<long long>(flags.train_samples), flags.serving_threads,
-      std::thread::hardware_concurrency());
+      std::thread::hardware_concurrency(), flags.rounds, flags.seconds);
 
-  std::vector<Phase> phases;
-  auto run = [&](const std::string& name, const TrainLimits* limits) {
-    Phase phase;
-    phase.name = name;
+  TrainLimits uncapped;  // the process's intra-op threads (the serving setting), no cap
+  TrainLimits capped;
+  capped.threads = 1;
+  capped.cpu_share = 0.5;
+  capped.nice = 10;
+  std::vector<Phase> phases(3);
+  phases[0].name = "a) no training";
+  phases[1].name = "b) uncapped fine-tune";
+  phases[1].limits = &uncapped;
+  phases[2].name = "c) capped fine-tune";
+  phases[2].limits = &capped;
+  auto slice = [&](Phase& phase) {
     std::atomic<bool> stop{false};
     std::atomic<int64_t> trained{0};
     std::thread trainer;
     const auto start = std::chrono::steady_clock::now();
-    if (limits != nullptr) {
+    if (phase.limits != nullptr) {
       trainer = std::thread([&] {
         while (!stop) {
           auto update =
-              fedge::edge::runtime::Runtime::Train(task, archive, train, no_holdout, *limits);
+              fedge::edge::runtime::Runtime::Train(task, archive, train, no_holdout, *phase.limits);
           if (!update.ok()) {
             std::fprintf(stderr, "training failed: %s\n", update.status().ToString().c_str());
             return;
@@ -205,19 +221,13 @@ int main(int argc, char** argv) {
     Drive(stub.get(), queries, flags.seconds, flags.interval_us, &phase);
     stop = true;
     if (trainer.joinable()) trainer.join();
-    const double elapsed =
+    phase.trained += trained.load();
+    phase.seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    phase.train_samples_per_s = static_cast<double>(trained.load()) / elapsed;
-    phases.push_back(std::move(phase));
   };
-  TrainLimits uncapped;  // the process's intra-op threads (the serving setting), no cap
-  TrainLimits capped;
-  capped.threads = 1;
-  capped.cpu_share = 0.5;
-  capped.nice = 10;
-  run("a) no training", nullptr);
-  run("b) uncapped fine-tune", &uncapped);
-  run("c) capped fine-tune", &capped);
+  for (int round = 0; round < flags.rounds; ++round) {
+    for (Phase& phase : phases) slice(phase);
+  }
 
   std::printf("%-24s %9s %7s %9s %9s %9s %16s\n", "phase", "requests", "errors", "p50_ms", "p99_ms",
               "max_ms", "train_samples/s");
@@ -225,7 +235,7 @@ int main(int argc, char** argv) {
     std::printf("%-24s %9zu %7lld %9.3f %9.3f %9.3f %16.0f\n", p.name.c_str(),
                 p.latencies_ms.size(), static_cast<long long>(p.errors),
                 Percentile(p.latencies_ms, 0.5), Percentile(p.latencies_ms, 0.99),
-                Percentile(p.latencies_ms, 1.0), p.train_samples_per_s);
+                Percentile(p.latencies_ms, 1.0), static_cast<double>(p.trained) / p.seconds);
   }
   const double a99 = Percentile(phases[0].latencies_ms, 0.99);
   std::printf("p99 ratio uncapped/none: %.2f\n", Percentile(phases[1].latencies_ms, 0.99) / a99);
