@@ -211,6 +211,7 @@ absl::Status SampleStore::Add(const std::vector<Sample>& samples) {
   const int64_t n = static_cast<int64_t>(samples.size());
   int64_t evicted = 0;
   FEDGE_RETURN_IF_ERROR(sqlite::InTransaction(db_, [&]() -> absl::Status {
+    mu_.AssertHeld();
     for (const Sample& s : samples) {
       FEDGE_ASSIGN_OR_RETURN(Stmt stmt,
                              Stmt::Prepare(db_,
@@ -242,6 +243,7 @@ absl::Status SampleStore::TrimLocked() {
   }
   int64_t evicted = 0;
   FEDGE_RETURN_IF_ERROR(sqlite::InTransaction(db_, [&]() -> absl::Status {
+    mu_.AssertHeld();
     FEDGE_ASSIGN_OR_RETURN(evicted, EvictLocked(count_));
     return evicted > 0 ? WriteMeta(db_, "dropped", dropped_ + evicted) : absl::OkStatus();
   }));
