@@ -41,14 +41,27 @@ ABSL_FLAG(int64_t, synthetic_samples, 2000, "Samples this site generates.");
 ABSL_FLAG(double, synthetic_drift, 0.0, "Covariate drift of the synthetic data (0 = none).");
 ABSL_FLAG(int, synthetic_window, 0, "> 0: raw sensor windows of this length (for conv1d).");
 ABSL_FLAG(double, holdout_fraction, 0.2, "Share of local data kept out of training.");
+ABSL_FLAG(int64_t, max_samples, 20000,
+          "Labelled samples (Ingest, and Feedback on recent predictions) kept in "
+          "<state_dir>/samples.db for fine-tuning, oldest dropped first. 0: keep none.");
+ABSL_FLAG(int64_t, max_sample_age_s, 7 * 24 * 3600,
+          "Stored samples older than this are dropped. 0: never.");
+ABSL_FLAG(int64_t, reference_rows, 2000,
+          "A newly active version's drift reference is the newest this many stored samples "
+          "when the store holds that many, else the local training data.");
 ABSL_FLAG(int, drift_window, 500, "Live input rows per drift window.");
 ABSL_FLAG(double, drift_psi_threshold, 0.2,
           "A feature drifts when its PSI against the training data reaches this.");
 ABSL_FLAG(int, drift_sustained_windows, 2,
           "Drifted windows in a row before a drift report goes to the cloud.");
-ABSL_FLAG(int, threads, 1, "LibTorch intra-op threads.");
 ABSL_FLAG(int, initial_backoff_ms, 200,
           "First wait before dialling the cloud again; doubles per failure, with jitter.");
+ABSL_FLAG(int, threads, 1, "LibTorch intra-op threads for serving.");
+ABSL_FLAG(int, train_threads, 1,
+          "LibTorch intra-op threads of the fine-tuning thread (serving keeps --threads).");
+ABSL_FLAG(double, train_cpu_share, 0.5,
+          "Fine-tuning sleeps after each batch so that its thread uses at most this share of "
+          "one core (0 < share <= 1; 1 = no cap). It also runs at nice +10.");
 ABSL_FLAG(int, max_backoff_ms, 30000, "Longest wait between reconnect attempts.");
 ABSL_FLAG(int64_t, outbox_max_messages, 100000,
           "Most messages the outbox keeps for the cloud; beyond it the oldest are dropped.");
@@ -86,6 +99,11 @@ int main(int argc, char** argv) {
   o.synthetic_drift = absl::GetFlag(FLAGS_synthetic_drift);
   o.synthetic_window = absl::GetFlag(FLAGS_synthetic_window);
   o.holdout_fraction = absl::GetFlag(FLAGS_holdout_fraction);
+  o.max_samples = absl::GetFlag(FLAGS_max_samples);
+  o.max_sample_age = absl::Seconds(absl::GetFlag(FLAGS_max_sample_age_s));
+  o.reference_rows = absl::GetFlag(FLAGS_reference_rows);
+  o.train_threads = absl::GetFlag(FLAGS_train_threads);
+  o.train_cpu_share = absl::GetFlag(FLAGS_train_cpu_share);
   o.drift_window = absl::GetFlag(FLAGS_drift_window);
   o.drift_psi_threshold = absl::GetFlag(FLAGS_drift_psi_threshold);
   o.drift_sustained_windows = absl::GetFlag(FLAGS_drift_sustained_windows);

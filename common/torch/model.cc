@@ -391,4 +391,6 @@ absl::StatusOr<EvalResult> Model::Evaluate(const data::Dataset& data) const {
 
 void SetNumThreads(int threads) { at::set_num_threads(std::max(1, threads)); }
 
+int NumThreads() { return at::get_num_threads(); }
+
 }  // namespace fedge::torchlib

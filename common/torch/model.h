@@ -5,14 +5,15 @@
 // header; everything else sees models through this interface.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "common/data/dataset.h"
 #include "common/tensor/flat.h"
@@ -44,6 +45,12 @@ struct TrainOptions {
   int epochs = 1;
   int batch_size = 32;
   uint64_t seed = 0;
+  // Intra-op threads for this call (0: the calling thread's current setting). Applies to the
+  // calling thread alone and is restored on return: other threads, and threads started later,
+  // keep the process-wide SetNumThreads value.
+  int threads = 0;
+  // Runs on the training thread after each optimizer step, e.g. to pace a CPU cap.
+  std::function<void()> between_batches;
 };
 
 struct TrainResult {
@@ -114,8 +121,11 @@ class Model {
   std::unique_ptr<Impl> impl_;
 };
 
-// Intra-op threads for this process (tests and small gateways use 1).
+// Intra-op threads for this process (tests and small gateways use 1): the calling thread's, and
+// the default of every thread that has not run a parallel operation yet.
 void SetNumThreads(int threads);
+// The calling thread's intra-op threads.
+int NumThreads();
 
 }  // namespace fedge::torchlib
 

@@ -1,6 +1,8 @@
 // Model::Train: mini-batch fine-tuning with cross-entropy.
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Config.h>
+#include <ATen/Parallel.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/sgd.h>
 #include <torch/script.h>
@@ -16,8 +18,38 @@
 #include "common/torch/internal.h"
 #include "common/torch/model.h"
 
+#if AT_PARALLEL_OPENMP
+#include <omp.h>
+#endif
+
 namespace fedge::torchlib {
 namespace {
+
+// Sets the calling thread's intra-op threads for a scope. at::set_num_threads would also
+// change the process-wide default that every thread takes on its first parallel operation
+// (gRPC starts threads at any time), so serving threads could end up with the training cap.
+// With LibTorch's OpenMP backend a thread's parallel regions use that thread's own OpenMP
+// setting, and only that is changed here. Other backends keep the process setting.
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int threads) {
+#if AT_PARALLEL_OPENMP
+    if (threads <= 0) return;
+    previous_ = at::get_num_threads();  // first applies the process default to a new thread
+    if (previous_ != threads) omp_set_num_threads(threads);
+#endif
+  }
+  ~ScopedThreads() {
+#if AT_PARALLEL_OPENMP
+    if (previous_ > 0) omp_set_num_threads(previous_);
+#endif
+  }
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int previous_ = 0;
+};
 
 absl::Status ValidateOptions(const TrainOptions& o) {
   if (o.optimizer != "sgd" && o.optimizer != "adam") {
@@ -29,6 +61,7 @@ absl::Status ValidateOptions(const TrainOptions& o) {
         absl::StrCat("learning rate must be positive, got ", o.learning_rate));
   }
   if (o.epochs < 1) return absl::InvalidArgumentError(absl::StrCat("epochs is ", o.epochs));
+  if (o.threads < 0) return absl::InvalidArgumentError(absl::StrCat("threads is ", o.threads));
   if (o.batch_size < 1) {
     return absl::InvalidArgumentError(absl::StrCat("batch_size is ", o.batch_size));
   }
@@ -44,6 +77,7 @@ void ClearGrads(const torch::jit::Module& module) {
 absl::StatusOr<TrainResult> Model::Train(const data::Dataset& data, const TrainOptions& options) {
   FEDGE_RETURN_IF_ERROR(ValidateOptions(options));
   FEDGE_RETURN_IF_ERROR(Impl::CheckDataset(data, "train on"));
+  ScopedThreads threads(options.threads);
   const auto start = std::chrono::steady_clock::now();
   Impl& impl = *impl_;
   torch::jit::Module& module = impl.module;
@@ -119,6 +153,7 @@ absl::StatusOr<TrainResult> Model::Train(const data::Dataset& data, const TrainO
           }
           loss.backward();
           optimizer->step();
+          if (options.between_batches) options.between_batches();
           loss_sum += value * static_cast<double>(idx.size(0));
         }
         result.train_loss = loss_sum / static_cast<double>(n);

@@ -131,7 +131,7 @@ void Agent::SessionLoop() {
     }
     hello->set_software_version(options_.software_version);
     hello->set_protocol_version(1);
-    if (options_.train_data != nullptr) hello->set_local_samples(options_.train_data->size());
+    if (options_.local_samples) hello->set_local_samples(options_.local_samples());
     hello->set_outbox_epoch(options_.outbox->epoch());
 
     bool ok = stream->Write(hello_msg);
@@ -464,11 +464,12 @@ absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& pa
 }
 
 absl::Status Agent::RunTask(const v1::TrainTask& task) {
-  if (options_.train_data == nullptr || options_.train_data->size() == 0) {
-    return absl::FailedPreconditionError("this node has no local training data");
-  }
   if (task.deadline_unix_ms() > 0 && absl::ToUnixMillis(absl::Now()) > task.deadline_unix_ms()) {
     return absl::DeadlineExceededError("the task's deadline passed before it started");
+  }
+  const data::Dataset train = options_.training_data ? options_.training_data() : data::Dataset();
+  if (train.size() == 0) {
+    return absl::FailedPreconditionError("this node has no local training data");
   }
   VLOG(1) << "node=" << options_.node_id << " job=" << task.job_id() << " round=" << task.round()
           << " training";
@@ -477,8 +478,9 @@ absl::Status Agent::RunTask(const v1::TrainTask& task) {
   static const data::Dataset kEmpty;
   FEDGE_ASSIGN_OR_RETURN(
       runtime::LocalUpdate update,
-      runtime::Runtime::Train(task, base, *options_.train_data,
-                              options_.holdout_data ? *options_.holdout_data : kEmpty));
+      runtime::Runtime::Train(task, base, train,
+                              options_.holdout_data ? *options_.holdout_data : kEmpty,
+                              options_.train_limits));
   v1::UpdateHeader header;
   header.set_task_id(task.task_id());
   header.set_job_id(task.job_id());

@@ -42,8 +42,14 @@ class Agent {
     std::vector<std::string> capabilities = {"train", "predict"};
     runtime::Runtime* runtime = nullptr;
     outbox::Outbox* outbox = nullptr;             // required
-    const data::Dataset* train_data = nullptr;    // may be empty: the node cannot train
+    // The data a training task fine-tunes on, read when the task starts (the node's base data
+    // and the labelled samples it has gathered). Null or no rows: the task fails.
+    std::function<data::Dataset()> training_data;
+    // Hello.local_samples: the rows training_data() would give now. Null: 0.
+    std::function<int64_t()> local_samples;
     const data::Dataset* holdout_data = nullptr;  // local holdout for local metrics
+    // How much of the machine fine-tuning may take while the node serves.
+    runtime::TrainLimits train_limits;
     absl::Duration initial_backoff = absl::Milliseconds(200);
     absl::Duration max_backoff = absl::Seconds(30);
     absl::Duration rpc_timeout = absl::Seconds(120);

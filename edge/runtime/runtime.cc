@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/status/status.h"
@@ -205,8 +206,24 @@ absl::Status Runtime::WriteCached(const std::string& sha256, absl::string_view b
 
 absl::StatusOr<LocalUpdate> Runtime::Train(const v1::TrainTask& task,
                                            absl::string_view base_archive,
-                                           const data::Dataset& train,
-                                           const data::Dataset& holdout) {
+                                           const data::Dataset& train, const data::Dataset& holdout,
+                                           const TrainLimits& limits) {
+  FEDGE_RETURN_IF_ERROR(ValidateTrainLimits(limits));
+  // A thread of its own, so that its priority, intra-op threads and pacing end with it.
+  absl::StatusOr<LocalUpdate> result = absl::InternalError("training did not run");
+  std::thread trainer([&] {
+    LowerThreadPriority(limits.nice);
+    result = TrainHere(task, base_archive, train, holdout, limits);
+  });
+  trainer.join();
+  return result;
+}
+
+absl::StatusOr<LocalUpdate> Runtime::TrainHere(const v1::TrainTask& task,
+                                               absl::string_view base_archive,
+                                               const data::Dataset& train,
+                                               const data::Dataset& holdout,
+                                               const TrainLimits& limits) {
   FEDGE_ASSIGN_OR_RETURN(auto model, torchlib::Model::Load(base_archive));
   const std::string schema_hash = model->schema().Hash();
   if (schema_hash != task.schema_hash()) {
@@ -232,6 +249,9 @@ absl::StatusOr<LocalUpdate> Runtime::Train(const v1::TrainTask& task,
   opt.epochs = task.epochs();
   opt.batch_size = task.batch_size();
   opt.seed = task.seed();
+  opt.threads = limits.threads;
+  DutyCycle duty(limits.cpu_share);
+  if (limits.cpu_share < 1.0) opt.between_batches = [&duty] { duty.Pace(); };
   FEDGE_ASSIGN_OR_RETURN(torchlib::TrainResult result, model->Train(train, opt));
   LocalUpdate update;
   update.delta = model->Flat();

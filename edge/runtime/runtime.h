@@ -14,6 +14,7 @@
 #include "common/sync/mutex.h"
 #include "common/tensor/flat.h"
 #include "common/torch/model.h"
+#include "edge/runtime/train_limits.h"
 #include "fedge/v1/fleet.pb.h"
 #include "fedge/v1/model.pb.h"
 
@@ -65,11 +66,12 @@ class Runtime {
   std::map<std::string, v1::VersionRef> ActiveVersions() const;
 
   // Fine-tunes a copy of `base_archive` on data, as the task says. The base's schema hash must
-  // equal the task's. Never touches the serving models.
+  // equal the task's. Never touches the serving models. Runs on a thread of its own, under
+  // `limits` (threads, CPU share, priority), and waits for it.
   static absl::StatusOr<LocalUpdate> Train(const v1::TrainTask& task,
                                            absl::string_view base_archive,
-                                           const data::Dataset& train,
-                                           const data::Dataset& holdout);
+                                           const data::Dataset& train, const data::Dataset& holdout,
+                                           const TrainLimits& limits = TrainLimits());
 
   // The artifact cache, keyed by digest.
   std::string CachePath(const std::string& sha256) const;
@@ -79,6 +81,11 @@ class Runtime {
  private:
   explicit Runtime(Options options) : options_(std::move(options)) {}
   absl::Status Persist() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static absl::StatusOr<LocalUpdate> TrainHere(const v1::TrainTask& task,
+                                               absl::string_view base_archive,
+                                               const data::Dataset& train,
+                                               const data::Dataset& holdout,
+                                               const TrainLimits& limits);
   absl::StatusOr<std::shared_ptr<const LoadedModel>> Load(
       const v1::VersionRef& ref, absl::string_view archive,
       const std::string& expected_schema_hash) const;

@@ -9,6 +9,7 @@
 #include "edge/agent/agent.h"
 #include "edge/outbox/outbox.h"
 #include "edge/runtime/runtime.h"
+#include "edge/samples/sample_store.h"
 #include "edge/serving/drift_watch.h"
 #include "edge/serving/health.h"
 #include "edge/serving/inference_service.h"
@@ -19,6 +20,8 @@ namespace fedge::edge {
 struct EdgeNode::Impl {
   data::Dataset train;
   data::Dataset holdout;
+  // Declared before its users, so that it outlives them.
+  std::unique_ptr<samples::SampleStore> store;
   std::unique_ptr<runtime::Runtime> runtime;
   std::unique_ptr<outbox::Outbox> outbox;
   serving::HealthTracker health{serving::HealthTracker::Options{}};
@@ -61,8 +64,52 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   if (all.size() > 0) {
     data::Split(all, options.holdout_fraction, options.seed, &impl->train, &impl->holdout);
   }
+  impl->train.feature_names = all.feature_names;
+  impl->holdout.feature_names = all.feature_names;
+  runtime::TrainLimits limits;
+  limits.threads = options.train_threads;
+  limits.cpu_share = options.train_cpu_share;
+  limits.nice = options.train_nice;
+  FEDGE_RETURN_IF_ERROR(runtime::ValidateTrainLimits(limits));
+  if (options.train_threads < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--train_threads must be at least 1, got ", options.train_threads));
+  }
+  if (options.reference_rows < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--reference_rows must be at least 1, got ", options.reference_rows));
+  }
+  if (options.max_samples < 0 || options.max_sample_age < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--max_samples and --max_sample_age_s must not be negative");
+  }
+  // Class names, when the node knows them: for sample labels sent by name.
+  std::vector<std::string> label_names = options.label_names;
+  if (options.synthetic_site >= 0) label_names = data::SyntheticLabels();
+  // The store takes the local data's feature schema; a node without local data has none.
+  if (options.max_samples > 0 && !all.feature_names.empty()) {
+    samples::SampleStore::Options store_opts;
+    store_opts.path = options.state_dir + "/samples.db";
+    store_opts.feature_names = all.feature_names;
+    store_opts.num_classes = static_cast<int64_t>(label_names.size());
+    store_opts.max_samples = options.max_samples;
+    store_opts.max_age = options.max_sample_age;
+    FEDGE_ASSIGN_OR_RETURN(impl->store, samples::SampleStore::Open(store_opts));
+  }
+  Impl* const state = impl.get();
   serving::DriftWatch::Options drift_opts;
-  drift_opts.reference = &impl->train;
+  // The newest samples describe today's conditions best; the base data stands in until there
+  // are enough of them.
+  drift_opts.reference = [state, rows = options.reference_rows, node_id = options.node_id] {
+    if (state->store != nullptr && state->store->Count() >= rows) {
+      auto recent = state->store->Recent(rows);
+      if (recent.ok() && recent->size() >= rows) return *std::move(recent);
+      if (!recent.ok()) {
+        LOG(WARNING) << "node=" << node_id
+                     << " drift reference from the base data: " << recent.status();
+      }
+    }
+    return state->train;
+  };
   drift_opts.monitor.window = options.drift_window;
   drift_opts.monitor.psi_threshold = options.drift_psi_threshold;
   drift_opts.monitor.sustained_windows = options.drift_sustained_windows;
@@ -83,8 +130,11 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   outbox_opts.max_bytes = options.outbox_max_bytes;
   outbox_opts.max_age = options.outbox_max_age;
   FEDGE_ASSIGN_OR_RETURN(impl->outbox, outbox::Outbox::Open(outbox_opts));
+  serving::LocalSamples local;
+  local.store = impl->store.get();
+  local.label_names = label_names;
   impl->inference = std::make_unique<serving::InferenceService>(
-      impl->runtime.get(), &impl->health, impl->drift.get());
+      impl->runtime.get(), &impl->health, impl->drift.get(), std::move(local));
   net::GrpcServerOptions grpc_opts;
   grpc_opts.address = options.inference_address;
   grpc_opts.services = {{impl->inference.get(), v1::Inference::service_full_name()}};
@@ -100,7 +150,31 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   agent_opts.labels = options.labels;
   agent_opts.runtime = impl->runtime.get();
   agent_opts.outbox = impl->outbox.get();
-  agent_opts.train_data = &impl->train;
+  // The base data plus every labelled sample gathered so far, read as each task starts.
+  agent_opts.training_data = [state, node_id] {
+    data::Dataset train = state->train;
+    if (state->store != nullptr) {
+      auto gathered = state->store->All();
+      absl::Status st = gathered.status();
+      if (st.ok()) st = train.Append(*gathered);
+      if (!st.ok()) {
+        LOG(WARNING) << "node=" << node_id << " training without the sample store: " << st;
+      }
+    }
+    return train;
+  };
+  agent_opts.local_samples = [state] {
+    return state->train.size() + (state->store != nullptr ? state->store->Count() : 0);
+  };
+  agent_opts.train_limits = limits;
+  // What the cloud's data-arrival retraining trigger counts.
+  agent_opts.metrics = [state] {
+    std::map<std::string, double> values;
+    if (state->store != nullptr) {
+      values["samples_total"] = static_cast<double>(state->store->TotalAdded());
+    }
+    return values;
+  };
   agent_opts.holdout_data = &impl->holdout;
   agent_opts.initial_backoff = options.initial_backoff;
   agent_opts.max_backoff = options.max_backoff;
@@ -111,13 +185,14 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   agent_opts.health_reports = [rt, health] { return health->Reports(rt->ActiveVersions()); };
   agent_opts.on_activated = [health](const v1::VersionRef& v) { health->Reset(v.sha256()); };
   agent_opts.drift_reports = [drift] { return drift->TakeReports(); };
-  if (impl->train.size() == 0) agent_opts.capabilities = {"predict"};
+  if (impl->train.size() == 0 && impl->store == nullptr) agent_opts.capabilities = {"predict"};
   impl->agent = std::make_unique<agent::Agent>(agent_opts);
   if (!options.cloud_address.empty()) impl->agent->Start();
   LOG(INFO) << "node=" << options.node_id << " fedge-edge serving Inference on port "
             << impl->server.port << ", metrics on port " << impl->http->port() << "; "
-            << impl->train.size() << " training and " << impl->holdout.size()
-            << " holdout samples";
+            << impl->train.size() << " training and " << impl->holdout.size() << " holdout samples"
+            << (impl->store != nullptr ? absl::StrCat("; ", impl->store->Count(), " stored samples")
+                                       : std::string());
   return std::unique_ptr<EdgeNode>(new EdgeNode(std::move(impl)));
 }
 
@@ -129,6 +204,12 @@ int EdgeNode::metrics_port() const { return impl_->http->port(); }
 bool EdgeNode::connected() const { return impl_->agent->connected(); }
 int64_t EdgeNode::train_samples() const { return impl_->train.size(); }
 outbox::Outbox::Stats EdgeNode::outbox_stats() const { return impl_->outbox->stats(); }
+int64_t EdgeNode::samples_stored() const {
+  return impl_->store != nullptr ? impl_->store->Count() : 0;
+}
+int64_t EdgeNode::samples_total() const {
+  return impl_->store != nullptr ? impl_->store->TotalAdded() : 0;
+}
 std::map<std::string, v1::VersionRef> EdgeNode::ActiveVersions() const {
   return impl_->runtime->ActiveVersions();
 }

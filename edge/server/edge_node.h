@@ -41,7 +41,16 @@ class EdgeNode {
     int synthetic_window = 0;
     double holdout_fraction = 0.2;
 
-    // Drift watch over live inputs, against a reference built from the local training data.
+    // Labelled samples from the field (Ingest, and Feedback on remembered predictions), kept
+    // in <state_dir>/samples.db with the local data's feature schema. Fine-tuning uses the local
+    // data plus these. 0 max_samples: no store (a node without local data has none either).
+    int64_t max_samples = 20000;
+    absl::Duration max_sample_age = absl::Hours(24 * 7);  // zero: samples never expire
+
+    // Drift watch over live inputs, against a reference built from the node's newest
+    // reference_rows samples when the store holds that many, else from the local training
+    // data.
+    int64_t reference_rows = 2000;
     int drift_window = 500;
     double drift_psi_threshold = 0.2;
     int drift_sustained_windows = 2;
@@ -50,6 +59,11 @@ class EdgeNode {
     int64_t outbox_max_messages = 100000;
     int64_t outbox_max_bytes = 64 << 20;
     absl::Duration outbox_max_age = absl::Hours(72);
+    // Fine-tuning runs beside serving: its own intra-op threads, at most this share of one
+    // core, and a nice increment for its thread.
+    int train_threads = 1;
+    double train_cpu_share = 0.5;
+    int train_nice = 10;
 
     absl::Duration initial_backoff = absl::Milliseconds(200);
     absl::Duration max_backoff = absl::Seconds(30);
@@ -65,8 +79,12 @@ class EdgeNode {
   int inference_port() const;
   int metrics_port() const;
   bool connected() const;
+  // Rows of the local (base) training data.
   int64_t train_samples() const;
   outbox::Outbox::Stats outbox_stats() const;
+  // Samples the sample store holds now, and has ever accepted (0 without a store).
+  int64_t samples_stored() const;
+  int64_t samples_total() const;
   // The model versions this node serves, by model name.
   std::map<std::string, v1::VersionRef> ActiveVersions() const;
 

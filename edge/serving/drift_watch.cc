@@ -34,12 +34,14 @@ prometheus::Gauge& PsiGauge(const std::string& feature) {
 DriftWatch::DriftWatch(Options options) : options_(std::move(options)) {}
 
 absl::Status DriftWatch::Prepare(const runtime::LoadedModel& loaded) {
-  const data::Dataset* ref = options_.reference;
-  if (ref == nullptr || ref->size() == 0) return absl::OkStatus();
+  if (!options_.reference) return absl::OkStatus();
   {
     MutexLock lock(&mu_);
     if (by_sha_.count(loaded.ref.sha256()) > 0) return absl::OkStatus();
   }
+  const data::Dataset reference = options_.reference();
+  const data::Dataset* ref = &reference;
+  if (ref->size() == 0) return absl::OkStatus();
   if (ref->num_features() != loaded.contract.feature_names_size()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "local data has ", ref->num_features(), " features; ", loaded.ref.model(), " takes ",

@@ -2,6 +2,7 @@
 #define FEDGE_EDGE_SERVING_DRIFT_WATCH_H_
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,14 +18,17 @@
 namespace fedge::edge::serving {
 
 // Watches the live inputs of each active version for drift. When a version becomes active,
-// Prepare builds its reference profile from this edge's own training data (features as the
+// Prepare builds its reference profile from this edge's own recent data (features as the
 // devices send them, and the version's predictions on them); Predict then feeds every scored
 // row to the version's monitor. A drift that holds for the sustained windows becomes a
 // DriftReport for the cloud. Thread-safe.
 class DriftWatch {
  public:
   struct Options {
-    const data::Dataset* reference = nullptr;  // no data: nothing is watched
+    // The data a newly active version's inputs are compared with, asked for once per version
+    // (the node's newest samples, so that a version trained after a drift is judged against
+    // the new conditions). Null or no rows: nothing is watched.
+    std::function<data::Dataset()> reference;
     drift::Monitor::Options monitor;
     size_t max_pending_reports = 100;
   };

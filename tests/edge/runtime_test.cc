@@ -1,6 +1,10 @@
 #include "edge/runtime/runtime.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -178,6 +182,86 @@ TEST(RuntimeTest, TrainRefusesAnotherSchemaOrFeatureCountAndReturnsTheDelta) {
   narrow.feature_names.pop_back();
   EXPECT_EQ(Runtime::Train(task, base, narrow, narrow).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+double Seconds(clockid_t clock) {
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// These check a behaviour with a wide margin, not a speed: a capped thread must stay well
+// clear of a whole core even on a busy machine.
+TEST(TrainLimitsTest, DutyCycleHoldsABusyThreadToItsShare) {
+  constexpr double kShare = 0.3;
+  double cpu = 0, wall = 0;
+  std::thread([&] {
+    DutyCycle duty(kShare);
+    const double cpu0 = Seconds(CLOCK_THREAD_CPUTIME_ID), wall0 = Seconds(CLOCK_MONOTONIC);
+    while (Seconds(CLOCK_MONOTONIC) - wall0 < 0.6) {
+      const double until = Seconds(CLOCK_THREAD_CPUTIME_ID) + 0.002;  // 2 ms of work
+      while (Seconds(CLOCK_THREAD_CPUTIME_ID) < until) {
+      }
+      duty.Pace();
+    }
+    cpu = Seconds(CLOCK_THREAD_CPUTIME_ID) - cpu0;
+    wall = Seconds(CLOCK_MONOTONIC) - wall0;
+  }).join();
+  EXPECT_GT(cpu, 0.0);
+  EXPECT_LE(cpu / wall, kShare + 0.1) << cpu << " s of CPU in " << wall << " s";
+}
+
+TEST(TrainLimitsTest, TrainingUnderACpuShareUsesAtMostThatShare) {
+  constexpr double kShare = 0.3;
+  const std::string base = Archive(1);
+  auto model = torchlib::Model::Load(base);
+  ASSERT_TRUE(model.ok());
+  const data::Dataset local = data::GenerateSite({}, 0, 3000);
+  const data::Dataset holdout = data::GenerateSite({}, 0, 50, /*stream=*/1);
+  v1::TrainTask task;
+  task.set_schema_hash((*model)->schema().Hash());
+  task.set_learning_rate(0.05);
+  task.set_epochs(8);
+  task.set_batch_size(16);
+  TrainLimits limits;
+  limits.threads = 1;
+  limits.cpu_share = kShare;
+  // Nothing else runs in this process, so its CPU time is the trainer's (and any helper
+  // thread LibTorch or BLAS might start).
+  const double cpu0 = Seconds(CLOCK_PROCESS_CPUTIME_ID), wall0 = Seconds(CLOCK_MONOTONIC);
+  auto update = Runtime::Train(task, base, local, holdout, limits);
+  const double cpu = Seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
+  const double wall = Seconds(CLOCK_MONOTONIC) - wall0;
+  ASSERT_TRUE(update.ok()) << update.status();
+  EXPECT_EQ(update->num_samples, 3000);
+  EXPECT_LE(cpu / wall, kShare + 0.15) << cpu << " s of CPU in " << wall << " s";
+  RecordProperty("cpu_seconds", std::to_string(cpu));
+  RecordProperty("wall_seconds", std::to_string(wall));
+}
+
+TEST(TrainLimitsTest, BadLimitsAreRefused) {
+  const std::string base = Archive(1);
+  const data::Dataset local = data::GenerateSite({}, 0, 10);
+  for (double share : {0.0, -0.5, 1.5}) {
+    TrainLimits limits;
+    limits.cpu_share = share;
+    EXPECT_EQ(Runtime::Train({}, base, local, local, limits).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << share;
+  }
+}
+
+TEST(TrainLimitsTest, LowerPriorityAppliesToTheCallingThreadOnly) {
+  const int before = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  int inside = 0, expected = 0;
+  std::thread([&] {
+    const id_t tid = static_cast<id_t>(gettid());
+    expected = std::min(19, getpriority(PRIO_PROCESS, tid) + 5);
+    LowerThreadPriority(5);
+    inside = getpriority(PRIO_PROCESS, tid);
+  }).join();
+  EXPECT_EQ(inside, expected);
+  EXPECT_EQ(getpriority(PRIO_PROCESS, static_cast<id_t>(gettid())), before);
 }
 
 }  // namespace

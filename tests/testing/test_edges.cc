@@ -43,6 +43,26 @@ bool PredictAll(int inference_port, const data::Dataset& rows) {
   return true;
 }
 
+bool IngestAll(int inference_port, const data::Dataset& rows) {
+  auto stub = v1::Inference::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", inference_port)));
+  const int64_t f = rows.num_features();
+  auto ctx = Context();
+  v1::IngestResponse resp;
+  auto writer = stub->Ingest(ctx.get(), &resp);
+  for (int64_t start = 0; start < rows.size(); start += 100) {
+    v1::IngestRequest req;
+    for (int64_t r = start; r < std::min<int64_t>(start + 100, rows.size()); ++r) {
+      v1::LabelledSample* s = req.add_samples();
+      s->mutable_features()->Add(rows.features.begin() + r * f,
+                                 rows.features.begin() + (r + 1) * f);
+      s->set_label(static_cast<int32_t>(rows.labels[static_cast<size_t>(r)]));
+    }
+    if (!writer->Write(req)) break;
+  }
+  writer->WritesDone();
+  return writer->Finish().ok() && resp.accepted() == rows.size();
+}
+
 bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
   const absl::Time until = absl::Now() + timeout;
   while (!done()) {

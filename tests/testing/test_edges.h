@@ -22,6 +22,10 @@ std::unique_ptr<edge::EdgeNode> StartTestEdge(
 // call fails.
 bool PredictAll(int inference_port, const data::Dataset& rows);
 
+// Streams every row of `rows`, with its label, through the edge's Ingest in messages of 100
+// samples; false if the call fails.
+bool IngestAll(int inference_port, const data::Dataset& rows);
+
 // Polls `done` every 10 ms until it holds or the timeout passes; returns its last value.
 bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10));
 
