@@ -149,3 +149,63 @@ TEST(LocalDataTest, ANewVersionsDriftReferenceIsTheEdgesRecentSamples) {
 
 }  // namespace
 }  // namespace fedge
+
+namespace fedge {
+namespace {
+
+// Data arrival over real edges: labelled samples ingested at two edges are reported to the
+// cloud, and once the fleet has taken min_new_samples since the policy's baseline a retraining
+// job starts, recording the count as its cause.
+TEST(LocalDataTest, IngestedSamplesFleetWideStartRetraining) {
+  testing::TempDir dir;
+  auto cloud = testing::TestCloud::Start(dir.path() + "/cloud", absl::Milliseconds(100));
+  ASSERT_TRUE(cloud.ok()) << cloud.status();
+  v1::Admin::Stub* admin = cloud->admin.get();
+  std::vector<std::unique_ptr<edge::EdgeNode>> edges;
+  for (int i = 0; i < 2; ++i) {
+    edges.push_back(testing::StartTestEdge(cloud->fleet_address(),
+                                           absl::StrCat(dir.path(), "/edge", i),
+                                           absl::StrCat("plant-", i), i, 200));
+    ASSERT_NE(edges.back(), nullptr);
+  }
+  ASSERT_TRUE(testing::Register(admin, testing::SyntheticModelHeader("m")).ok());
+  ASSERT_TRUE(testing::WaitUntil([&] { return edges[0]->connected() && edges[1]->connected(); }));
+  // Samples gathered before the policy exists are the baseline, not new.
+  ASSERT_TRUE(testing::IngestAll(edges[0]->inference_port(), data::GenerateSite({}, 0, 500, 7)));
+  absl::SleepFor(absl::Milliseconds(500));  // reported with the next heartbeats
+  v1::SetRetrainPolicyRequest req;
+  req.set_model("m");
+  req.mutable_policy()->set_enabled(true);
+  req.mutable_policy()->set_min_new_samples(300);
+  req.mutable_policy()->mutable_job()->set_rounds(1);
+  req.mutable_policy()->mutable_job()->set_min_clients(2);
+  v1::RetrainPolicy out;
+  auto pctx = testing::Context();
+  ASSERT_TRUE(admin->SetRetrainPolicy(pctx.get(), req, &out).ok());
+  auto jobs = [&] {
+    v1::ListJobsResponse resp;
+    auto ctx = testing::Context();
+    EXPECT_TRUE(admin->ListJobs(ctx.get(), {}, &resp).ok());
+    return std::vector<v1::Job>(resp.jobs().begin(), resp.jobs().end());
+  };
+  absl::SleepFor(absl::Seconds(1));
+  ASSERT_TRUE(jobs().empty());
+  // 200 + 150 new samples at two edges: 350 >= 300.
+  ASSERT_TRUE(testing::IngestAll(edges[0]->inference_port(), data::GenerateSite({}, 0, 200, 8)));
+  absl::SleepFor(absl::Seconds(1));
+  ASSERT_TRUE(jobs().empty()) << "200 new samples are not enough";
+  ASSERT_TRUE(testing::IngestAll(edges[1]->inference_port(), data::GenerateSite({}, 1, 150, 9)));
+  ASSERT_TRUE(testing::WaitUntil([&] { return !jobs().empty(); }));
+  const auto started = jobs();
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_EQ(started[0].spec().trigger(),
+            "data: 350 new labelled samples across the fleet since the latest version");
+  auto done = testing::WaitForJob(admin, started[0].id(), absl::Seconds(60));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->error();
+  for (auto& e : edges) e->Shutdown();
+  cloud->server->Shutdown();
+}
+
+}  // namespace
+}  // namespace fedge
