@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The fedge demo: a cloud and 4 edges as separate processes on loopback run the whole loop on
 # the built-in synthetic machine-health task. Register a model, federate it for 10 rounds,
-# register the result, deploy it to the edges, ask an edge for a prediction, and compare with
-# central and single-site training. Leaves nothing running.
+# register the result, gate, promote and canary it, ask an edge for a prediction, canary a bad
+# candidate that rolls back on its own, inject drift at two plants and watch the fleet retrain,
+# validate, canary and promote on its own, and compare with central and single-site training.
+# Leaves nothing running.
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -97,7 +99,7 @@ BAD=$("${CTL[@]}" models versions machine-health | tail -n 1 | awk '{print $1}')
 LOADS=()
 for i in $(seq 0 $((SITES - 1))); do
   "$BIN/tools/loadgen/fedge-loadgen" --edge=127.0.0.1:$(port_of "$WORK/edge$i.ports" inference) \
-    --duration_ms=8000 --interval_ms=10 --offset=$((i * 500)) >"$WORK/load$i.json" 2>/dev/null &
+    --synthetic_site="$i" --duration_ms=8000 --interval_ms=10 >"$WORK/load$i.json" 2>/dev/null &
   LOADS+=($!)
 done
 ROLLBACK=0
@@ -110,6 +112,54 @@ ERRORS=$(cat "$WORK"/load*.json | sed -n 's/.*"errors": \([0-9]*\).*/\1/p' | awk
 echo "Predict errors during the canary and its rollback: $ERRORS"
 
 echo
+echo "== drift: plants 1 and 2 get recalibrated sensors; the fleet notices and heals itself"
+# Retrain when 2 plants report drift; a result that passes the gate goes out in canary waves
+# judged on live Feedback labels, and becomes production when the rollout succeeds.
+"${CTL[@]}" models retrain-policy machine-health --drift_quorum_nodes=2 \
+  --drift_window_ms=600000 --cooldown_ms=3600000 --rounds=5 --min_clients=$SITES \
+  --auto_deploy --waves=0.5,1 --soak_ms=1000 --min_feedback_accuracy=0.6 --min_feedback=20 \
+  --reason="demo: heal drift on its own"
+MARK=$("${CTL[@]}" events list --limit=100000 | tail -n 1 | awk '{print $1}')
+DRIFT_START=$(date +%s.%N)
+LOADS=()
+for i in $(seq 0 $((SITES - 1))); do
+  DRIFT_FLAGS=()
+  # The drifted plants' devices also deliver labelled readings (Ingest) for retraining.
+  if [ "$i" = 1 ] || [ "$i" = 2 ]; then DRIFT_FLAGS=(--synthetic_drift=1.5 --ingest --rows=2500); fi
+  "$BIN/tools/loadgen/fedge-loadgen" --edge=127.0.0.1:$(port_of "$WORK/edge$i.ports" inference) \
+    --synthetic_site="$i" --synthetic_stream=$((20 + i)) "${DRIFT_FLAGS[@]}" \
+    --duration_ms=180000 --interval_ms=5 >"$WORK/drift-load$i.json" 2>/dev/null &
+  LOADS+=($!)
+done
+HEALED=""
+for _ in $(seq 1 1200); do
+  HEALED=$("${CTL[@]}" events list --after_id="$MARK" --types=version.promoted |
+    grep automatic | head -n 1 || true)
+  [ -n "$HEALED" ] && break
+  sleep 0.1
+done
+HEAL_SECONDS=$(awk -v s="$DRIFT_START" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
+# The retrained version's drift reference is each plant's recent data: the drifted plants'
+# traffic no longer counts as drift. Watch two more windows of it.
+[ -n "$HEALED" ] && sleep 8
+for pid in "${LOADS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${LOADS[@]}"; do wait "$pid" || true; done
+"${CTL[@]}" events list --after_id="$MARK" \
+  --types=drift.detected,retrain.,job.completed,validation.,deployment.completed,version.promoted
+[ -n "$HEALED" ] || { echo "demo: the fleet did not heal its drift; see $WORK" >&2; exit 1; }
+"${CTL[@]}" nodes list
+DRIFTED=$("${CTL[@]}" --output=json events list --after_id="$MARK" --types=drift.detected |
+  grep -o '"node_id": *"[^"]*"' | sort -u | wc -l)
+RETRAINED=$("${CTL[@]}" events list --after_id="$MARK" --types=version.promoted | grep -c automatic || true)
+DRIFT_ERRORS=$(cat "$WORK"/drift-load*.json | sed -n 's/.*"errors": \([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}')
+ERRORS=$((ERRORS + DRIFT_ERRORS))
+HEALED_VERSION=$(echo "$HEALED" | sed -n 's/.*production -> v\([0-9]*\).*/\1/p')
+AFTER=$("${CTL[@]}" events list --after_id="$MARK" --types=drift.detected |
+  grep -c "machine-health:v$HEALED_VERSION " || true)
+echo "drift reports about v$HEALED_VERSION while the drifted traffic went on: $AFTER"
+echo "drift on 2 plants detected, retrained, validated, canaried and promoted in $HEAL_SECONDS s; Predict errors: $DRIFT_ERRORS"
+
+echo
 echo "== baselines on the same fleet-wide holdout: central (pooled data) and each plant alone"
 "${CTL[@]}" models export machine-health --version=1 --out="$WORK/v1.pt" >/dev/null
 "$BIN/tools/baseline/fedge-baseline" --archive="$WORK/v1.pt" --synthetic_sites=$SITES \
@@ -120,4 +170,4 @@ VERSIONS=$("${CTL[@]}" models versions machine-health | tail -n +2 | wc -l)
 SECONDS_TAKEN=$(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
 GAP=$(awk -v f="$FINAL" -v c="$CENTRAL" 'BEGIN {printf "%.4f", c - f}')
 echo
-echo "demo: rounds=$ROUNDS final_accuracy=$FINAL versions=$VERSIONS central_accuracy=$CENTRAL best_site_accuracy=$BEST_SITE federated_gap=$GAP canary_rolled_back=$ROLLBACK predict_errors=$ERRORS seconds=$SECONDS_TAKEN"
+echo "demo: rounds=$ROUNDS final_accuracy=$FINAL versions=$VERSIONS central_accuracy=$CENTRAL best_site_accuracy=$BEST_SITE federated_gap=$GAP canary_rolled_back=$ROLLBACK drift_detected=$DRIFTED retrained_versions=$RETRAINED predict_errors=$ERRORS seconds=$SECONDS_TAKEN"

@@ -9,6 +9,8 @@
 //   fedge-loadgen --edge=127.0.0.1:7080 --synthetic_site=0 --synthetic_drift=1.5 --ingest
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <chrono>
 #include <iostream>
 #include <map>
@@ -26,7 +28,8 @@
 #include "fedge/v1/inference.grpc.pb.h"
 
 ABSL_FLAG(std::string, edge, "127.0.0.1:7080", "host:port of the edge's Inference API.");
-ABSL_FLAG(int64_t, duration_ms, 10000, "How long to run.");
+ABSL_FLAG(int64_t, duration_ms, 10000,
+          "How long to run; SIGTERM or SIGINT ends it early (the summary is still printed).");
 ABSL_FLAG(int64_t, interval_ms, 20, "Pause between requests.");
 ABSL_FLAG(bool, feedback, true, "Send each row's true label back with Feedback.");
 ABSL_FLAG(bool, wrong_labels, false,
@@ -49,6 +52,12 @@ ABSL_FLAG(bool, ingest, false,
           "--ingest_batch samples a message), then run Predict traffic for --duration_ms.");
 ABSL_FLAG(int, ingest_batch, 100, "Samples per Ingest message (at most 4096).");
 ABSL_FLAG(uint64_t, offset, 0, "First row (give each loadgen its own).");
+
+namespace {
+// SIGTERM or SIGINT ends the traffic early; the summary is still printed.
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+}  // namespace
 
 int main(int argc, char** argv) {
   absl::FlagsUsageConfig config;
@@ -119,7 +128,9 @@ int main(int argc, char** argv) {
   const auto until =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(absl::GetFlag(FLAGS_duration_ms));
   uint64_t i = absl::GetFlag(FLAGS_offset);
-  while (std::chrono::steady_clock::now() < until) {
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  while (!g_stop && std::chrono::steady_clock::now() < until) {
     const int64_t row = static_cast<int64_t>(i++ % static_cast<uint64_t>(rows.size()));
     fedge::v1::PredictRequest req;
     req.set_model(absl::GetFlag(FLAGS_model));
