@@ -331,11 +331,20 @@ FleetService::FleetService(Options options) : options_(std::move(options)) {
                  << "; interrupted uploads will start over";
     return;
   }
-  // Parts nobody came back for within a day are dropped.
+  SweepParts();
+}
+
+void FleetService::SweepParts() {
+  // Parts nobody came back for within a day are dropped; checked at most once an hour.
+  const auto now = std::filesystem::file_time_type::clock::now();
+  const int64_t now_s = absl::ToUnixSeconds(absl::Now());
+  int64_t last = last_sweep_unix_s_.load();
+  if (now_s - last < 3600 && last != 0) return;
+  if (!last_sweep_unix_s_.compare_exchange_strong(last, now_s)) return;
   std::error_code ec;
-  const auto cutoff = std::filesystem::file_time_type::clock::now() - std::chrono::hours(24);
   for (const auto& entry : std::filesystem::directory_iterator(options_.upload_dir, ec)) {
-    if (entry.path().extension() == ".part" && entry.last_write_time(ec) < cutoff) {
+    if (entry.path().extension() == ".part" &&
+        entry.last_write_time(ec) < now - std::chrono::hours(24)) {
       std::filesystem::remove(entry.path(), ec);
     }
   }
@@ -399,6 +408,7 @@ grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
   }
   // Stage the payload as it streams in, in memory and, for a resume after a broken stream, in a
   // part file; CheckUpload bounded total_size by the model size.
+  if (!options_.upload_dir.empty()) SweepParts();
   const std::string part_path =
       options_.upload_dir.empty() ? "" : PartPath(*node, header.task_id(), header.sha256());
   std::string payload;

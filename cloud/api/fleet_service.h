@@ -1,6 +1,7 @@
 #ifndef FEDGE_CLOUD_API_FLEET_SERVICE_H_
 #define FEDGE_CLOUD_API_FLEET_SERVICE_H_
 
+#include <atomic>
 #include <string>
 
 #include "cloud/deploy/controller.h"
@@ -53,7 +54,11 @@ class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Flee
                        const std::string& sha256) const;
 
  private:
+  // Drops parts older than a day, at most once an hour.
+  void SweepParts();
+
   const Options options_;
+  std::atomic<int64_t> last_sweep_unix_s_{0};
 };
 
 }  // namespace fedge::cloud::api

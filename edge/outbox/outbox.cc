@@ -140,54 +140,41 @@ absl::Status Outbox::Load() {
   return absl::OkStatus();
 }
 
-absl::Status Outbox::DropOldestLocked(const char* reason, int64_t* counter) {
+absl::StatusOr<int64_t> Outbox::DeleteLocked(const char* where, int64_t arg) {
   FEDGE_ASSIGN_OR_RETURN(
-      Stmt q, Stmt::Prepare(db_,
-                            "DELETE FROM messages WHERE id = (SELECT MIN(id) FROM messages) "
-                            "RETURNING size"));
-  FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
-  if (!row) return absl::InternalError("outbox.db: the message count is out of step");
-  stats_.bytes -= q.Int(0);
-  stats_.messages -= 1;
-  *counter += 1;
-  DroppedCounter(reason).Increment();
-  return absl::OkStatus();
+      Stmt q, Stmt::Prepare(db_, absl::StrCat("DELETE FROM messages WHERE ", where, " RETURNING size")));
+  q.Bind(1, arg);
+  int64_t n = 0;
+  while (true) {
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    ++n;
+    stats_.bytes -= q.Int(0);
+  }
+  stats_.messages -= n;
+  return n;
 }
 
 absl::Status Outbox::EnforceBoundsLocked() {
   const Stats before = stats_;
+  auto drop = [this](const char* where, int64_t arg, const char* reason,
+                     int64_t* counter) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    FEDGE_ASSIGN_OR_RETURN(int64_t n, DeleteLocked(where, arg));
+    *counter += n;
+    if (n > 0) DroppedCounter(reason).Increment(static_cast<double>(n));
+    return absl::OkStatus();
+  };
+  constexpr char kOldest[] = "id IN (SELECT id FROM messages ORDER BY id LIMIT ?)";
   if (options_.max_age != absl::InfiniteDuration()) {
     const int64_t cutoff = absl::ToUnixMillis(options_.clock->Now() - options_.max_age);
-    int64_t n = 0;
-    int64_t bytes = 0;
-    {
-      FEDGE_ASSIGN_OR_RETURN(Stmt q,
-                             Stmt::Prepare(db_,
-                                           "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages "
-                                           "WHERE queued_unix_ms < ?"));
-      q.Bind(1, cutoff);
-      FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (row) {
-        n = q.Int(0);
-        bytes = q.Int(1);
-      }
-    }
-    if (n > 0) {
-      FEDGE_ASSIGN_OR_RETURN(Stmt del,
-                             Stmt::Prepare(db_, "DELETE FROM messages WHERE queued_unix_ms < ?"));
-      del.Bind(1, cutoff);
-      FEDGE_RETURN_IF_ERROR(del.Run());
-      stats_.messages -= n;
-      stats_.bytes -= bytes;
-      stats_.dropped_age += n;
-      DroppedCounter("age").Increment(static_cast<double>(n));
-    }
+    FEDGE_RETURN_IF_ERROR(drop("queued_unix_ms < ?", cutoff, "age", &stats_.dropped_age));
   }
-  while (stats_.messages > options_.max_messages) {
-    FEDGE_RETURN_IF_ERROR(DropOldestLocked("count", &stats_.dropped_count));
+  if (stats_.messages > options_.max_messages) {
+    FEDGE_RETURN_IF_ERROR(
+        drop(kOldest, stats_.messages - options_.max_messages, "count", &stats_.dropped_count));
   }
-  while (stats_.bytes > options_.max_bytes) {
-    FEDGE_RETURN_IF_ERROR(DropOldestLocked("bytes", &stats_.dropped_bytes));
+  while (stats_.bytes > options_.max_bytes && stats_.messages > 0) {
+    FEDGE_RETURN_IF_ERROR(drop(kOldest, 1, "bytes", &stats_.dropped_bytes));
   }
   if (stats_.dropped() != before.dropped()) FEDGE_RETURN_IF_ERROR(SaveCountersLocked());
   return absl::OkStatus();
@@ -275,24 +262,12 @@ absl::StatusOr<std::vector<v1::EdgeMessage>> Outbox::After(uint64_t after_id, in
 
 absl::Status Outbox::Ack(uint64_t applied_id) {
   MutexLock lock(&mu_);
-  int64_t n = 0;
-  int64_t bytes = 0;
-  {
-    FEDGE_ASSIGN_OR_RETURN(Stmt q,
-                           Stmt::Prepare(db_,
-                                         "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages "
-                                         "WHERE id <= ?"));
-    q.Bind(1, static_cast<int64_t>(applied_id));
-    FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row || q.Int(0) == 0) return absl::OkStatus();
-    n = q.Int(0);
-    bytes = q.Int(1);
+  const Stats before = stats_;
+  absl::StatusOr<int64_t> n = DeleteLocked("id <= ?", static_cast<int64_t>(applied_id));
+  if (!n.ok()) {
+    stats_ = before;
+    return n.status();
   }
-  FEDGE_ASSIGN_OR_RETURN(Stmt del, Stmt::Prepare(db_, "DELETE FROM messages WHERE id <= ?"));
-  del.Bind(1, static_cast<int64_t>(applied_id));
-  FEDGE_RETURN_IF_ERROR(del.Run());
-  stats_.messages -= n;
-  stats_.bytes -= bytes;
   PublishLocked();
   return absl::OkStatus();
 }

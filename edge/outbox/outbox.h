@@ -73,7 +73,9 @@ class Outbox {
   absl::Status Load() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops the oldest messages while a bound is exceeded; inside the caller's transaction.
   absl::Status EnforceBoundsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status DropOldestLocked(const char* reason, int64_t* counter)
+  // Deletes the messages matching `where` (one integer parameter, arg) and takes them off the
+  // stats. Returns how many.
+  absl::StatusOr<int64_t> DeleteLocked(const char* where, int64_t arg)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SaveCountersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

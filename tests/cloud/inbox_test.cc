@@ -1,7 +1,5 @@
 #include "cloud/inbox/inbox.h"
 
-#include <sqlite3.h>
-
 #include <map>
 
 #include "gtest/gtest.h"
@@ -24,18 +22,10 @@ v1::EdgeMessage Drift(uint64_t id, const std::string& model = "m") {
 // Rows of the report log per (node, message id), read with SQLite directly.
 std::map<std::pair<std::string, int64_t>, int> ReportCounts(const std::string& dir) {
   std::map<std::pair<std::string, int64_t>, int> counts;
-  sqlite3* db = nullptr;
-  EXPECT_EQ(sqlite3_open_v2((dir + "/inbox.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
-            SQLITE_OK);
-  sqlite3_stmt* q = nullptr;
-  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT node_id, message_id FROM reports", -1, &q, nullptr),
-            SQLITE_OK);
-  while (sqlite3_step(q) == SQLITE_ROW) {
-    ++counts[{reinterpret_cast<const char*>(sqlite3_column_text(q, 0)),
-              sqlite3_column_int64(q, 1)}];
+  for (const auto& row :
+       testing::QueryFile(dir + "/inbox.db", "SELECT node_id, message_id FROM reports")) {
+    ++counts[{row[0], std::stoll(row[1])}];
   }
-  sqlite3_finalize(q);
-  sqlite3_close(db);
   return counts;
 }
 

@@ -1,7 +1,5 @@
 #include "edge/samples/sample_store.h"
 
-#include <sqlite3.h>
-
 #include <cmath>
 #include <limits>
 #include <map>
@@ -60,18 +58,10 @@ std::vector<int> Iota(int from, int to) {
 // Rows per source, read from the file with SQLite itself rather than through the store.
 std::map<std::string, int64_t> RowsInFile(const std::string& path) {
   std::map<std::string, int64_t> out;
-  sqlite3* db = nullptr;
-  EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  sqlite3_stmt* stmt = nullptr;
-  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT source, COUNT(*) FROM samples GROUP BY source", -1,
-                               &stmt, nullptr),
-            SQLITE_OK);
-  while (sqlite3_step(stmt) == SQLITE_ROW) {
-    out[reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))] =
-        sqlite3_column_int64(stmt, 1);
+  for (const auto& row :
+       testing::QueryFile(path, "SELECT source, COUNT(*) FROM samples GROUP BY source")) {
+    out[row[0]] = std::stoll(row[1]);
   }
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
   return out;
 }
 

@@ -15,13 +15,7 @@ namespace fedge {
 namespace {
 
 std::vector<v1::Event> DriftEvents(v1::Admin::Stub* admin) {
-  v1::WatchEventsRequest req;
-  req.add_types("drift.");
-  req.set_limit(100);
-  v1::ListEventsResponse resp;
-  auto ctx = testing::Context();
-  EXPECT_TRUE(admin->ListEvents(ctx.get(), req, &resp).ok());
-  return {resp.events().begin(), resp.events().end()};
+  return testing::ListEvents(admin, {"drift."});
 }
 
 TEST(DriftDetectionTest, ShiftedSensorsBecomeADriftEventStableOnesDoNot) {

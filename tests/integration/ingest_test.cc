@@ -1,8 +1,6 @@
 // Labelled samples into the edge's sample store over real gRPC: the Ingest stream (counts,
 // precise refusals, all or nothing per message) and Feedback on remembered predictions.
 
-#include <sqlite3.h>
-
 #include <cmath>
 #include <limits>
 #include <map>
@@ -47,18 +45,10 @@ std::string Archive(const std::vector<std::string>& labels) {
 // Rows of the file by source, read with SQLite itself.
 std::map<std::string, int64_t> RowsBySource(const std::string& path) {
   std::map<std::string, int64_t> out;
-  sqlite3* db = nullptr;
-  EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  sqlite3_stmt* stmt = nullptr;
-  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT source, COUNT(*) FROM samples GROUP BY source", -1,
-                               &stmt, nullptr),
-            SQLITE_OK);
-  while (sqlite3_step(stmt) == SQLITE_ROW) {
-    out[reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))] =
-        sqlite3_column_int64(stmt, 1);
+  for (const auto& row :
+       testing::QueryFile(path, "SELECT source, COUNT(*) FROM samples GROUP BY source")) {
+    out[row[0]] = std::stoll(row[1]);
   }
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
   return out;
 }
 

@@ -15,13 +15,7 @@ namespace fedge {
 namespace {
 
 std::vector<v1::Event> DriftEvents(v1::Admin::Stub* admin) {
-  v1::WatchEventsRequest req;
-  req.add_types("drift.");
-  req.set_limit(100);
-  v1::ListEventsResponse resp;
-  auto ctx = testing::Context();
-  EXPECT_TRUE(admin->ListEvents(ctx.get(), req, &resp).ok());
-  return {resp.events().begin(), resp.events().end()};
+  return testing::ListEvents(admin, {"drift."});
 }
 
 absl::StatusOr<v1::Job> RunOneRound(v1::Admin::Stub* admin, const std::string& model) {
@@ -182,12 +176,7 @@ TEST(LocalDataTest, IngestedSamplesFleetWideStartRetraining) {
   v1::RetrainPolicy out;
   auto pctx = testing::Context();
   ASSERT_TRUE(admin->SetRetrainPolicy(pctx.get(), req, &out).ok());
-  auto jobs = [&] {
-    v1::ListJobsResponse resp;
-    auto ctx = testing::Context();
-    EXPECT_TRUE(admin->ListJobs(ctx.get(), {}, &resp).ok());
-    return std::vector<v1::Job>(resp.jobs().begin(), resp.jobs().end());
-  };
+  auto jobs = [&] { return testing::ListJobs(admin); };
   absl::SleepFor(absl::Seconds(1));
   ASSERT_TRUE(jobs().empty());
   // 200 + 150 new samples at two edges: 350 >= 300.

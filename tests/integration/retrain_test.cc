@@ -79,12 +79,7 @@ TEST(RetrainTest, ADriftQuorumStartsOneJobWhoseVersionIsGatedRolledOutAndPromote
   // Plants 1 and 2 see recalibrated sensors; plant 0 does not. Then more drift keeps coming.
   SendDriftedTraffic(edges[1]->inference_port(), 1);
   SendDriftedTraffic(edges[2]->inference_port(), 2);
-  auto jobs = [&] {
-    v1::ListJobsResponse resp;
-    auto ctx = testing::Context();
-    EXPECT_TRUE(admin->ListJobs(ctx.get(), {}, &resp).ok());
-    return std::vector<v1::Job>(resp.jobs().begin(), resp.jobs().end());
-  };
+  auto jobs = [&] { return testing::ListJobs(admin); };
   testing::WaitUntil([&] { return !jobs().empty(); });
   ASSERT_EQ(jobs().size(), 1u);
   SendDriftedTraffic(edges[1]->inference_port(), 3);

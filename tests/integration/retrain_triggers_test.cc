@@ -53,12 +53,7 @@ class RetrainTriggersTest : public ::testing::Test {
     ASSERT_TRUE(st.ok()) << st.error_message();
   }
 
-  std::vector<v1::Job> Jobs() {
-    v1::ListJobsResponse resp;
-    auto ctx = testing::Context();
-    EXPECT_TRUE(cloud_.admin->ListJobs(ctx.get(), {}, &resp).ok());
-    return {resp.jobs().begin(), resp.jobs().end()};
-  }
+  std::vector<v1::Job> Jobs() { return testing::ListJobs(cloud_.admin.get()); }
 
   // No job within a second (five retrainer ticks).
   bool StaysQuiet(size_t jobs) {
@@ -147,14 +142,10 @@ TEST_F(RetrainTriggersTest, DriftAboutAVersionTheNodeNoLongerRunsDoesNotCount) {
   EXPECT_NE(Jobs()[0].spec().trigger().find("drift quorum: gw-a"), std::string::npos);
 
   // Both reports are events; only the second counted.
-  v1::WatchEventsRequest req;
-  req.add_types("drift.detected");
-  v1::ListEventsResponse events;
-  auto ctx = testing::Context();
-  ASSERT_TRUE(cloud_.admin->ListEvents(ctx.get(), req, &events).ok());
-  ASSERT_EQ(events.events_size(), 2);
-  EXPECT_EQ(events.events(0).attributes().at("counted"), "false");
-  EXPECT_EQ(events.events(1).attributes().at("counted"), "true");
+  const auto events = testing::ListEvents(cloud_.admin.get(), {"drift.detected"});
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].attributes().at("counted"), "false");
+  EXPECT_EQ(events[1].attributes().at("counted"), "true");
 }
 
 }  // namespace

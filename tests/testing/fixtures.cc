@@ -1,5 +1,6 @@
 #include "tests/testing/fixtures.h"
 
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -115,6 +116,45 @@ absl::StatusOr<std::string> DownloadVersion(v1::Admin::Stub* admin, const std::s
   grpc::Status st = reader->Finish();
   if (!st.ok()) return FromGrpcStatus(st);
   return bytes;
+}
+
+std::vector<std::vector<std::string>> QueryFile(const std::string& path, const std::string& sql) {
+  std::vector<std::vector<std::string>> rows;
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK) << path;
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db);
+  while (stmt != nullptr && sqlite3_step(stmt) == SQLITE_ROW) {
+    std::vector<std::string> row;
+    for (int c = 0; c < sqlite3_column_count(stmt); ++c) {
+      const unsigned char* text = sqlite3_column_text(stmt, c);
+      row.emplace_back(text == nullptr ? "" : reinterpret_cast<const char*>(text));
+    }
+    rows.push_back(std::move(row));
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return rows;
+}
+
+std::vector<v1::Event> ListEvents(v1::Admin::Stub* admin, const std::vector<std::string>& types) {
+  v1::WatchEventsRequest req;
+  for (const auto& t : types) req.add_types(t);
+  req.set_limit(1000);
+  v1::ListEventsResponse resp;
+  auto ctx = Context();
+  grpc::Status st = admin->ListEvents(ctx.get(), req, &resp);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return {resp.events().begin(), resp.events().end()};
+}
+
+std::vector<v1::Job> ListJobs(v1::Admin::Stub* admin) {
+  v1::ListJobsResponse resp;
+  auto ctx = Context();
+  grpc::Status st = admin->ListJobs(ctx.get(), {}, &resp);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return {resp.jobs().begin(), resp.jobs().end()};
 }
 
 grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,

@@ -42,6 +42,16 @@ absl::StatusOr<v1::Version> Register(v1::Admin::Stub* admin, const v1::RegisterM
 absl::StatusOr<v1::Job> WaitForJob(v1::Admin::Stub* admin, const std::string& id,
                                    absl::Duration timeout);
 
+// The rows of `sql` over the SQLite file at `path`, opened read-only with SQLite itself (not
+// through fedge's code), each column as text. A failure is a test failure.
+std::vector<std::vector<std::string>> QueryFile(const std::string& path, const std::string& sql);
+
+// Events whose type matches `types` ("x." is a prefix), oldest first, from Admin.ListEvents.
+std::vector<v1::Event> ListEvents(v1::Admin::Stub* admin, const std::vector<std::string>& types);
+
+// Every job the coordinator knows, from Admin.ListJobs.
+std::vector<v1::Job> ListJobs(v1::Admin::Stub* admin);
+
 // Downloads a version's archive over Admin.
 absl::StatusOr<std::string> DownloadVersion(v1::Admin::Stub* admin, const std::string& model,
                                             int64_t version);
