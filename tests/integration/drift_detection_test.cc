@@ -31,15 +31,7 @@ TEST(DriftDetectionTest, ShiftedSensorsBecomeADriftEventStableOnesDoNot) {
   }
   v1::Admin::Stub* admin = cloud->admin.get();
   ASSERT_TRUE(testing::Register(admin, testing::SyntheticModelHeader("m")).ok());
-  ASSERT_TRUE(testing::WaitUntil([&] { return edges[0]->connected() && edges[1]->connected(); }));
-  v1::DeployRequest deploy;
-  deploy.set_model("m");
-  v1::DeployResponse deployed;
-  auto dctx = testing::Context();
-  ASSERT_TRUE(admin->Deploy(dctx.get(), deploy, &deployed).ok());
-  ASSERT_TRUE(testing::WaitUntil([&] {
-    return edges[0]->ActiveVersions().count("m") && edges[1]->ActiveVersions().count("m");
-  }));
+  ASSERT_TRUE(testing::DeployEverywhere(admin, "m", edges));
 
   // plant-0 sees its usual data; plant-1 sees the same plant after a recalibration.
   for (int e = 0; e < 2; ++e) {

@@ -113,15 +113,7 @@ TEST(LocalDataTest, ANewVersionsDriftReferenceIsTheEdgesRecentSamples) {
 
   v1::Admin::Stub* admin = cloud->admin.get();
   ASSERT_TRUE(testing::Register(admin, testing::SyntheticModelHeader("m")).ok());
-  ASSERT_TRUE(testing::WaitUntil([&] { return edges[0]->connected() && edges[1]->connected(); }));
-  v1::DeployRequest deploy;
-  deploy.set_model("m");
-  v1::DeployResponse deployed;
-  auto dctx = testing::Context();
-  ASSERT_TRUE(admin->Deploy(dctx.get(), deploy, &deployed).ok());
-  ASSERT_TRUE(testing::WaitUntil([&] {
-    return edges[0]->ActiveVersions().count("m") && edges[1]->ActiveVersions().count("m");
-  }));
+  ASSERT_TRUE(testing::DeployEverywhere(admin, "m", edges));
 
   // Both now see recalibrated sensors.
   for (auto& e : edges) {

@@ -41,23 +41,7 @@ TEST(RetrainTest, ADriftQuorumStartsOneJobWhoseVersionIsGatedRolledOutAndPromote
     auto ctx = testing::Context();
     ASSERT_TRUE(admin->UpdateModel(ctx.get(), req, &out).ok());
   }
-  ASSERT_TRUE(testing::WaitUntil([&] {
-    for (auto& e : edges) {
-      if (!e->connected()) return false;
-    }
-    return true;
-  }));
-  v1::DeployRequest deploy;
-  deploy.set_model("m");
-  v1::DeployResponse deployed;
-  auto dctx = testing::Context();
-  ASSERT_TRUE(admin->Deploy(dctx.get(), deploy, &deployed).ok());
-  ASSERT_TRUE(testing::WaitUntil([&] {
-    for (auto& e : edges) {
-      if (e->ActiveVersions().count("m") == 0) return false;
-    }
-    return true;
-  }));
+  ASSERT_TRUE(testing::DeployEverywhere(admin, "m", edges));
   {
     v1::SetRetrainPolicyRequest req;
     req.set_model("m");

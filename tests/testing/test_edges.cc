@@ -63,6 +63,27 @@ bool IngestAll(int inference_port, const data::Dataset& rows) {
   return writer->Finish().ok() && resp.accepted() == rows.size();
 }
 
+bool DeployEverywhere(v1::Admin::Stub* admin, const std::string& model,
+                      const std::vector<std::unique_ptr<edge::EdgeNode>>& edges) {
+  auto all = [&](const std::function<bool(const edge::EdgeNode&)>& pred) {
+    for (const auto& e : edges) {
+      if (!pred(*e)) return false;
+    }
+    return true;
+  };
+  if (!WaitUntil([&] { return all([](const edge::EdgeNode& e) { return e.connected(); }); })) {
+    return false;
+  }
+  v1::DeployRequest req;
+  req.set_model(model);
+  v1::DeployResponse resp;
+  auto ctx = Context();
+  if (!admin->Deploy(ctx.get(), req, &resp).ok()) return false;
+  return WaitUntil([&] {
+    return all([&](const edge::EdgeNode& e) { return e.ActiveVersions().count(model) > 0; });
+  });
+}
+
 bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
   const absl::Time until = absl::Now() + timeout;
   while (!done()) {

@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "common/data/dataset.h"
 #include "edge/server/edge_node.h"
+#include "fedge/v1/admin.grpc.pb.h"
 
 namespace fedge::testing {
 
@@ -25,6 +26,11 @@ bool PredictAll(int inference_port, const data::Dataset& rows);
 // Streams every row of `rows`, with its label, through the edge's Ingest in messages of 100
 // samples; false if the call fails.
 bool IngestAll(int inference_port, const data::Dataset& rows);
+
+// Waits until every edge is connected, deploys the latest version of `model` to all nodes
+// (Admin.Deploy) and waits until every edge serves it; false on a refusal or a timeout.
+bool DeployEverywhere(v1::Admin::Stub* admin, const std::string& model,
+                      const std::vector<std::unique_ptr<edge::EdgeNode>>& edges);
 
 // Polls `done` every 10 ms until it holds or the timeout passes; returns its last value.
 bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10));
