@@ -102,6 +102,11 @@ absl::Status ValidateSpec(v1::JobSpec* spec) {
   if (spec->batch_size() < 0 || spec->batch_size() > 65536) {
     return absl::InvalidArgumentError("batch_size must be in [1, 65536]");
   }
+  if (!std::isfinite(spec->proximal_mu()) || spec->proximal_mu() < 0 ||
+      spec->proximal_mu() > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("proximal_mu is ", spec->proximal_mu(), "; use a value in [0, 1000]"));
+  }
   if (spec->optimizer() != "sgd" && spec->optimizer() != "adam") {
     return absl::InvalidArgumentError(
         absl::StrCat("optimizer '", spec->optimizer(), "' is unknown; use sgd or adam"));
@@ -564,6 +569,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
           task->set_learning_rate(spec.learning_rate());
           task->set_epochs(spec.local_epochs());
           task->set_batch_size(spec.batch_size());
+          task->set_proximal_mu(spec.proximal_mu());
           task->set_deadline_unix_ms(absl::ToUnixMillis(deadline));
           task->set_seed(spec.seed() * 1000003ULL + static_cast<uint64_t>(round));
           rj->tasks[task->task_id()] = node;
@@ -699,7 +705,9 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
   version.set_creator(job.creator());
   version.set_reason(spec.reason().empty() ? absl::StrCat("federated training job ", id)
                                            : spec.reason());
-  version.set_strategy("fedavg");
+  version.set_strategy(spec.proximal_mu() > 0
+                           ? absl::StrCat("fedprox(mu=", spec.proximal_mu(), ")")
+                           : std::string("fedavg"));
   *version.mutable_contract() = base->contract();
   *version.mutable_schema() = (*model)->schema().ToProto();
   for (const auto& [node, n] : participants) {

@@ -52,6 +52,10 @@ class ScopedThreads {
 };
 
 absl::Status ValidateOptions(const TrainOptions& o) {
+  if (!std::isfinite(o.proximal_mu) || o.proximal_mu < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("proximal_mu is ", o.proximal_mu, "; it must be finite and >= 0"));
+  }
   if (o.optimizer != "sgd" && o.optimizer != "adam") {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown optimizer '", o.optimizer, "' (want sgd or adam)"));
@@ -116,9 +120,11 @@ absl::StatusOr<TrainResult> Model::Train(const data::Dataset& data, const TrainO
       }
 
       std::vector<at::Tensor> params;
+      std::vector<at::Tensor> anchors;  // w0 for the proximal term
       for (at::Tensor p : module.parameters()) {
         p.requires_grad_(true);
         params.push_back(p);
+        if (options.proximal_mu > 0) anchors.push_back(p.detach().clone());
       }
       std::unique_ptr<torch::optim::Optimizer> optimizer;
       if (options.optimizer == "adam") {
@@ -150,6 +156,13 @@ absl::StatusOr<TrainResult> Model::Train(const data::Dataset& data, const TrainO
             return absl::InternalError(
                 absl::StrCat("training diverged: loss is ", std::isnan(value) ? "NaN" : "infinite",
                              " at epoch ", epoch, ", batch ", b, "; lower the learning rate"));
+          }
+          if (options.proximal_mu > 0) {
+            at::Tensor proximal = at::zeros({}, at::kFloat);
+            for (size_t i = 0; i < params.size(); ++i) {
+              proximal = proximal + (params[i] - anchors[i]).pow(2).sum();
+            }
+            loss = loss + proximal * (options.proximal_mu / 2.0);
           }
           loss.backward();
           optimizer->step();

@@ -249,6 +249,7 @@ absl::StatusOr<LocalUpdate> Runtime::TrainHere(const v1::TrainTask& task,
   opt.epochs = task.epochs();
   opt.batch_size = task.batch_size();
   opt.seed = task.seed();
+  opt.proximal_mu = task.proximal_mu();
   opt.threads = limits.threads;
   DutyCycle duty(limits.cpu_share);
   if (limits.cpu_share < 1.0) opt.between_batches = [&duty] { duty.Pace(); };

@@ -1,6 +1,7 @@
 // The built-in architectures learn the built-in synthetic task: far above chance (0.2) on the
 // fleet-wide holdout after a few epochs on pooled site data.
 
+#include <cmath>
 #include <thread>
 
 #include "common/data/synthetic.h"
@@ -94,6 +95,62 @@ TEST(TrainHooksTest, TrainThreadsApplyToTheTrainingThreadAlone) {
   std::thread([&] { fresh = torchlib::NumThreads(); }).join();
   EXPECT_EQ(fresh, 2);
   torchlib::SetNumThreads(1);
+}
+
+}  // namespace
+}  // namespace fedge
+
+namespace fedge {
+namespace {
+
+// The L2 distance between a model's weights and w0.
+double Distance(const torchlib::Model& model, const FlatTensor& w0) {
+  const FlatTensor w = model.Flat();
+  double sum = 0;
+  for (size_t i = 0; i < w.size(); ++i) sum += (w[i] - w0[i]) * (w[i] - w0[i]);
+  return std::sqrt(sum);
+}
+
+// FedProx's proximal term pulls local training toward the starting weights: the larger mu, the
+// closer the result stays; mu = 0 is exactly plain training.
+TEST(ProximalTest, MuKeepsLocalTrainingNearTheStartingWeights) {
+  const data::Dataset train = data::GenerateSite({}, 1, 400);
+  auto stats = data::ComputeStats(train);
+  torchlib::BuiltinOptions bopt;
+  bopt.num_features = train.num_features();
+  bopt.num_classes = static_cast<int64_t>(data::SyntheticLabels().size());
+  bopt.hidden = {16};
+  bopt.norm_mean = stats.mean;
+  bopt.norm_std = stats.std;
+  auto base = torchlib::Model::Builtin(bopt);
+  ASSERT_TRUE(base.ok()) << base.status();
+  const FlatTensor w0 = (*base)->Flat();
+  auto train_with = [&](double mu) {
+    auto model = (*base)->Clone();
+    EXPECT_TRUE(model.ok());
+    torchlib::TrainOptions opt;
+    opt.epochs = 5;
+    opt.learning_rate = 0.05;
+    opt.seed = 4;
+    opt.proximal_mu = mu;
+    EXPECT_TRUE((*model)->Train(train, opt).ok());
+    return std::move(*model);
+  };
+  auto plain = train_with(0);
+  auto plain_again = train_with(0);
+  EXPECT_EQ(plain->Flat(), plain_again->Flat()) << "training is deterministic";
+  const double d0 = Distance(*plain, w0);
+  const double d1 = Distance(*train_with(1), w0);
+  const double d10 = Distance(*train_with(10), w0);
+  EXPECT_GT(d0, 0);
+  EXPECT_LT(d1, d0);
+  EXPECT_LT(d10, d1);
+  EXPECT_GT(d10, 0) << "the model still learns";
+
+  torchlib::TrainOptions bad;
+  bad.proximal_mu = -1;
+  auto model = (*base)->Clone();
+  EXPECT_EQ((*model)->Train(train, bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

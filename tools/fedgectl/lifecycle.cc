@@ -34,6 +34,7 @@ ABSL_DECLARE_FLAG(double, lr);
 ABSL_DECLARE_FLAG(int, epochs);
 ABSL_DECLARE_FLAG(int, batch_size);
 ABSL_DECLARE_FLAG(std::string, optimizer);
+ABSL_DECLARE_FLAG(double, proximal_mu);
 
 ABSL_FLAG(std::string, alias, "", "Alias name for models alias / promote (promote: production).");
 ABSL_FLAG(bool, force, false, "models promote: promote despite a failed or missing validation.");
@@ -374,6 +375,7 @@ int ModelsRetrainPolicy(const std::string& model) {
   job->set_local_epochs(absl::GetFlag(FLAGS_epochs));
   job->set_batch_size(absl::GetFlag(FLAGS_batch_size));
   job->set_optimizer(absl::GetFlag(FLAGS_optimizer));
+  job->set_proximal_mu(absl::GetFlag(FLAGS_proximal_mu));
   if (absl::GetFlag(FLAGS_holdout_synthetic)) {
     job->mutable_holdout()->mutable_synthetic()->set_seed(absl::GetFlag(FLAGS_synthetic_seed));
     job->mutable_holdout()->mutable_synthetic()->set_num_sites(absl::GetFlag(FLAGS_synthetic_sites));

@@ -68,6 +68,8 @@ ABSL_FLAG(double, lr, 0.05, "Local learning rate.");
 ABSL_FLAG(int, epochs, 1, "Local epochs per round.");
 ABSL_FLAG(int, batch_size, 32, "Local batch size.");
 ABSL_FLAG(std::string, optimizer, "sgd", "Local optimizer: sgd or adam.");
+ABSL_FLAG(double, proximal_mu, 0,
+          "FedProx: edges add mu/2 * ||w - w_round||^2 to their local loss (0: off).");
 ABSL_FLAG(std::string, holdout_csv, "", "Holdout CSV on the coordinator for per-round accuracy.");
 ABSL_FLAG(bool, holdout_synthetic, false, "Score rounds on the synthetic task's holdout.");
 ABSL_FLAG(std::string, selector, "", "Node label selector, key=value pairs separated by commas.");
@@ -402,6 +404,7 @@ int JobsStart() {
   s->set_local_epochs(absl::GetFlag(FLAGS_epochs));
   s->set_batch_size(absl::GetFlag(FLAGS_batch_size));
   s->set_optimizer(absl::GetFlag(FLAGS_optimizer));
+  s->set_proximal_mu(absl::GetFlag(FLAGS_proximal_mu));
   s->set_seed(absl::GetFlag(FLAGS_seed));
   s->set_reason(absl::GetFlag(FLAGS_reason));
   if (!ParseSelector(absl::GetFlag(FLAGS_selector), s->mutable_selector())) return Fail("--selector must be key=value,...");
