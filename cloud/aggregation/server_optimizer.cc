@@ -166,6 +166,7 @@ AdaptiveServerOptimizer::AdaptiveServerOptimizer(Kind kind, int64_t num_elements
                                                  const AdaptiveOptions& options)
     : kind_(kind),
       options_(options),
+      num_elements_(static_cast<size_t>(num_elements)),
       m_(static_cast<size_t>(num_elements), 0.0),
       v_(static_cast<size_t>(num_elements), options.tau * options.tau) {}
 
@@ -247,7 +248,7 @@ absl::Status AdaptiveServerOptimizer::LoadState(absl::string_view state) {
                                                    "\"; this one is \"", opt_name, "\""));
   }
   if (!in.U64(&count) || !in.U64(&rounds)) return Truncated("the header");
-  const size_t expected = v_.size();  // fixed at construction; safe to read unlocked
+  const size_t expected = num_elements_;
   if (count != expected) {
     return absl::InvalidArgumentError(
         absl::StrCat("state is for ", count, " elements; the model has ", expected));

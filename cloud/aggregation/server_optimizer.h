@@ -107,6 +107,7 @@ class AdaptiveServerOptimizer : public ServerOptimizer {
   const Kind kind_;
   const AdaptiveOptions options_;
   mutable Mutex mu_;
+  const size_t num_elements_;
   std::vector<double> m_ ABSL_GUARDED_BY(mu_);
   std::vector<double> v_ ABSL_GUARDED_BY(mu_);
   int64_t rounds_ ABSL_GUARDED_BY(mu_) = 0;
