@@ -7,8 +7,7 @@
 
 #include "absl/types/span.h"
 #include "cloud/aggregation/robust.h"
-#include "cloud/aggregation/update_checks.h"
-#include "common/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace fedge::cloud::aggregation {
 namespace {
@@ -57,39 +56,10 @@ double TrimmedMeanOf(absl::Span<float> values, size_t trim) {
 
 }  // namespace
 
-CoordinateMedian::CoordinateMedian(int64_t num_elements) : num_elements_(num_elements) {}
-
-absl::Status CoordinateMedian::Fold(const UpdateView& update) {
-  FEDGE_RETURN_IF_ERROR(internal::CheckUpdate(update, num_elements_));
-  FlatTensor copy(update.delta.begin(), update.delta.end());
-  MutexLock lock(&mu_);
-  updates_.push_back(std::move(copy));
-  return absl::OkStatus();
-}
-
-absl::Status CoordinateMedian::Merge(RoundAggregator& other) {
-  FEDGE_ASSIGN_OR_RETURN(CoordinateMedian * source, internal::MergeSource(this, other));
-  FEDGE_RETURN_IF_ERROR(internal::CheckMergeSize(source->num_elements_, num_elements_));
-  std::vector<FlatTensor> theirs;
-  {
-    MutexLock lock(&source->mu_);
-    theirs = source->updates_;
-  }
-  MutexLock lock(&mu_);
-  for (FlatTensor& u : theirs) updates_.push_back(std::move(u));
-  return absl::OkStatus();
-}
-
-int CoordinateMedian::folded() const {
-  MutexLock lock(&mu_);
-  return static_cast<int>(updates_.size());
-}
-
-absl::StatusOr<std::vector<double>> CoordinateMedian::Aggregate() {
-  MutexLock lock(&mu_);
-  if (updates_.empty()) return absl::FailedPreconditionError("no update was folded this round");
+absl::StatusOr<std::vector<double>> CoordinateMedian::AggregateKept(
+    const std::vector<FlatTensor>& updates) const {
   std::vector<double> out(static_cast<size_t>(num_elements_));
-  ForEachColumn(updates_, out.size(),
+  ForEachColumn(updates, out.size(),
                 [&out](size_t j, absl::Span<float> column) { out[j] = MedianOf(column); });
   return out;
 }
@@ -107,44 +77,19 @@ absl::StatusOr<std::unique_ptr<TrimmedMean>> TrimmedMean::Create(int64_t num_ele
   return std::unique_ptr<TrimmedMean>(new TrimmedMean(num_elements, trim_fraction));
 }
 
-TrimmedMean::TrimmedMean(int64_t num_elements, double trim_fraction)
-    : num_elements_(num_elements), trim_fraction_(trim_fraction) {}
-
-absl::Status TrimmedMean::Fold(const UpdateView& update) {
-  FEDGE_RETURN_IF_ERROR(internal::CheckUpdate(update, num_elements_));
-  FlatTensor copy(update.delta.begin(), update.delta.end());
-  MutexLock lock(&mu_);
-  updates_.push_back(std::move(copy));
-  return absl::OkStatus();
-}
-
-absl::Status TrimmedMean::Merge(RoundAggregator& other) {
-  FEDGE_ASSIGN_OR_RETURN(TrimmedMean * source, internal::MergeSource(this, other));
-  if (source->trim_fraction_ != trim_fraction_) {
+absl::Status TrimmedMean::CheckSameParameters(const KeepingAggregator& other) const {
+  const auto& source = static_cast<const TrimmedMean&>(other);
+  if (source.trim_fraction_ != trim_fraction_) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot merge a trimmed_mean with trim fraction ", source->trim_fraction_,
+        absl::StrCat("cannot merge a trimmed_mean with trim fraction ", source.trim_fraction_,
                      " into one with ", trim_fraction_));
   }
-  FEDGE_RETURN_IF_ERROR(internal::CheckMergeSize(source->num_elements_, num_elements_));
-  std::vector<FlatTensor> theirs;
-  {
-    MutexLock lock(&source->mu_);
-    theirs = source->updates_;
-  }
-  MutexLock lock(&mu_);
-  for (FlatTensor& u : theirs) updates_.push_back(std::move(u));
   return absl::OkStatus();
 }
 
-int TrimmedMean::folded() const {
-  MutexLock lock(&mu_);
-  return static_cast<int>(updates_.size());
-}
-
-absl::StatusOr<std::vector<double>> TrimmedMean::Aggregate() {
-  MutexLock lock(&mu_);
-  const size_t n = updates_.size();
-  if (n == 0) return absl::FailedPreconditionError("no update was folded this round");
+absl::StatusOr<std::vector<double>> TrimmedMean::AggregateKept(
+    const std::vector<FlatTensor>& updates) const {
+  const size_t n = updates.size();
   const auto trim =
       static_cast<size_t>(std::floor(trim_fraction_ * static_cast<double>(n) + 1e-9));
   if (2 * trim >= n) {
@@ -152,7 +97,7 @@ absl::StatusOr<std::vector<double>> TrimmedMean::Aggregate() {
         absl::StrCat("trimming ", trim, " values from each end of ", n, " leaves none"));
   }
   std::vector<double> out(static_cast<size_t>(num_elements_));
-  ForEachColumn(updates_, out.size(), [&out, trim](size_t j, absl::Span<float> column) {
+  ForEachColumn(updates, out.size(), [&out, trim](size_t j, absl::Span<float> column) {
     out[j] = TrimmedMeanOf(column, trim);
   });
   return out;

@@ -3,8 +3,7 @@
 #include <utility>
 
 #include "cloud/aggregation/robust.h"
-#include "cloud/aggregation/update_checks.h"
-#include "common/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace fedge::cloud::aggregation {
 namespace {
@@ -37,45 +36,21 @@ absl::StatusOr<std::unique_ptr<Krum>> Krum::Create(int64_t num_elements, int byz
   return std::unique_ptr<Krum>(new Krum(num_elements, byzantine, multi));
 }
 
-Krum::Krum(int64_t num_elements, int byzantine, int multi)
-    : num_elements_(num_elements), byzantine_(byzantine), multi_(multi) {}
-
 std::string Krum::name() const { return multi_ == 1 ? "krum" : "multi_krum"; }
 
-absl::Status Krum::Fold(const UpdateView& update) {
-  FEDGE_RETURN_IF_ERROR(internal::CheckUpdate(update, num_elements_));
-  FlatTensor copy(update.delta.begin(), update.delta.end());
-  MutexLock lock(&mu_);
-  updates_.push_back(std::move(copy));
-  return absl::OkStatus();
-}
-
-absl::Status Krum::Merge(RoundAggregator& other) {
-  FEDGE_ASSIGN_OR_RETURN(Krum * source, internal::MergeSource(this, other));
-  if (source->byzantine_ != byzantine_ || source->multi_ != multi_) {
+absl::Status Krum::CheckSameParameters(const KeepingAggregator& other) const {
+  const auto& source = static_cast<const Krum&>(other);
+  if (source.byzantine_ != byzantine_ || source.multi_ != multi_) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "cannot merge a ", source->name(), " with f = ", source->byzantine_, ", m = ",
-        source->multi_, " into one with f = ", byzantine_, ", m = ", multi_));
+        "cannot merge a ", source.name(), " with f = ", source.byzantine_, ", m = ",
+        source.multi_, " into one with f = ", byzantine_, ", m = ", multi_));
   }
-  FEDGE_RETURN_IF_ERROR(internal::CheckMergeSize(source->num_elements_, num_elements_));
-  std::vector<FlatTensor> theirs;
-  {
-    MutexLock lock(&source->mu_);
-    theirs = source->updates_;
-  }
-  MutexLock lock(&mu_);
-  for (FlatTensor& u : theirs) updates_.push_back(std::move(u));
   return absl::OkStatus();
 }
 
-int Krum::folded() const {
-  MutexLock lock(&mu_);
-  return static_cast<int>(updates_.size());
-}
-
-absl::StatusOr<std::vector<double>> Krum::Aggregate() {
-  MutexLock lock(&mu_);
-  const size_t n = updates_.size();
+absl::StatusOr<std::vector<double>> Krum::AggregateKept(
+    const std::vector<FlatTensor>& updates) const {
+  const size_t n = updates.size();
   const auto f = static_cast<size_t>(byzantine_);
   if (n < f + 3) {
     return absl::FailedPreconditionError(
@@ -90,7 +65,7 @@ absl::StatusOr<std::vector<double>> Krum::Aggregate() {
   std::vector<double> distance(n * n, 0.0);
   for (size_t i = 0; i < n; ++i) {
     for (size_t j = i + 1; j < n; ++j) {
-      distance[i * n + j] = distance[j * n + i] = SquaredDistance(updates_[i], updates_[j]);
+      distance[i * n + j] = distance[j * n + i] = SquaredDistance(updates[i], updates[j]);
     }
   }
 
@@ -115,7 +90,7 @@ absl::StatusOr<std::vector<double>> Krum::Aggregate() {
 
   std::vector<double> out(static_cast<size_t>(num_elements_), 0.0);
   for (size_t r = 0; r < m; ++r) {
-    const FlatTensor& chosen = updates_[order[r]];
+    const FlatTensor& chosen = updates[order[r]];
     for (size_t k = 0; k < out.size(); ++k) out[k] += chosen[k];
   }
   for (double& v : out) v /= static_cast<double>(m);

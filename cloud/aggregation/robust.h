@@ -48,28 +48,52 @@ class WeightedMean final : public RoundAggregator {
   int folded_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// The coordinate-wise median of the deltas, unweighted; with an even number of updates, the
-// mean of the two middle values. Tolerates fewer than half of the updates being arbitrary.
-class CoordinateMedian final : public RoundAggregator {
+// The base of the rules that must look at every update at once: it keeps the folded updates as
+// float32 and implements Fold, Merge and folded(); a rule supplies its parameter check and its
+// aggregate over the kept updates.
+class KeepingAggregator : public RoundAggregator {
  public:
-  explicit CoordinateMedian(int64_t num_elements);
-  std::string name() const override { return "median"; }
-  absl::Status Fold(const UpdateView& update) override;
-  absl::Status Merge(RoundAggregator& other) override;
-  int folded() const override;
-  absl::StatusOr<std::vector<double>> Aggregate() override;
+  absl::Status Fold(const UpdateView& update) final;
+  absl::Status Merge(RoundAggregator& other) final;
+  int folded() const final;
+  // FAILED_PRECONDITION if nothing was folded, else AggregateKept's answer.
+  absl::StatusOr<std::vector<double>> Aggregate() final;
+
+ protected:
+  explicit KeepingAggregator(int64_t num_elements) : num_elements_(num_elements) {}
+  // INVALID_ARGUMENT unless `other`, an aggregator of the same concrete type, has the same
+  // parameters.
+  virtual absl::Status CheckSameParameters(const KeepingAggregator& other) const {
+    return absl::OkStatus();
+  }
+  // The aggregate of `updates` (at least one, in fold order).
+  virtual absl::StatusOr<std::vector<double>> AggregateKept(
+      const std::vector<FlatTensor>& updates) const = 0;
+
+  const int64_t num_elements_;
 
  private:
-  const int64_t num_elements_;
   mutable Mutex mu_;
   std::vector<FlatTensor> updates_ ABSL_GUARDED_BY(mu_);
+};
+
+// The coordinate-wise median of the deltas, unweighted; with an even number of updates, the
+// mean of the two middle values. Tolerates fewer than half of the updates being arbitrary.
+class CoordinateMedian final : public KeepingAggregator {
+ public:
+  explicit CoordinateMedian(int64_t num_elements) : KeepingAggregator(num_elements) {}
+  std::string name() const override { return "median"; }
+
+ private:
+  absl::StatusOr<std::vector<double>> AggregateKept(
+      const std::vector<FlatTensor>& updates) const override;
 };
 
 // The coordinate-wise trimmed mean (Yin et al. 2018), unweighted: for each coordinate, of n
 // values the k = floor(trim_fraction · n) largest and k smallest are dropped and the rest
 // averaged. (trim_fraction · n is rounded down after adding 1e-9, so that 0.29 · 100 trims
-// 29, not 28.)
-class TrimmedMean final : public RoundAggregator {
+// 29, not 28.) Aggregate() is FAILED_PRECONDITION if trimming would leave no value.
+class TrimmedMean final : public KeepingAggregator {
  public:
   // INVALID_ARGUMENT unless 0 ≤ trim_fraction < 0.5 and num_elements ≥ 0.
   static absl::StatusOr<std::unique_ptr<TrimmedMean>> Create(int64_t num_elements,
@@ -77,19 +101,15 @@ class TrimmedMean final : public RoundAggregator {
 
   std::string name() const override { return "trimmed_mean"; }
   double trim_fraction() const { return trim_fraction_; }
-  absl::Status Fold(const UpdateView& update) override;
-  absl::Status Merge(RoundAggregator& other) override;
-  int folded() const override;
-  // FAILED_PRECONDITION if nothing was folded, or if trimming would leave no value.
-  absl::StatusOr<std::vector<double>> Aggregate() override;
 
  private:
-  TrimmedMean(int64_t num_elements, double trim_fraction);
+  TrimmedMean(int64_t num_elements, double trim_fraction)
+      : KeepingAggregator(num_elements), trim_fraction_(trim_fraction) {}
+  absl::Status CheckSameParameters(const KeepingAggregator& other) const override;
+  absl::StatusOr<std::vector<double>> AggregateKept(
+      const std::vector<FlatTensor>& updates) const override;
 
-  const int64_t num_elements_;
   const double trim_fraction_;
-  mutable Mutex mu_;
-  std::vector<FlatTensor> updates_ ABSL_GUARDED_BY(mu_);
 };
 
 // Krum and Multi-Krum (Blanchard et al. 2017), for at most `byzantine` = f faulty updates out
@@ -97,8 +117,9 @@ class TrimmedMean final : public RoundAggregator {
 // updates. Krum (multi = 1) returns the update with the lowest score; Multi-Krum (multi = m >
 // 1) returns the unweighted mean of the m lowest-scoring updates. Equal scores are ordered by
 // fold order (Merge appends the other aggregator's updates after this one's), so the result
-// is deterministic for a given order. Aggregate() takes O(n² · model size) time.
-class Krum final : public RoundAggregator {
+// is deterministic for a given order. Aggregate() takes O(n² · model size) time and is
+// FAILED_PRECONDITION unless n ≥ f + 3 and multi ≤ n.
+class Krum final : public KeepingAggregator {
  public:
   // INVALID_ARGUMENT unless byzantine ≥ 0, multi ≥ 1 and num_elements ≥ 0.
   static absl::StatusOr<std::unique_ptr<Krum>> Create(int64_t num_elements, int byzantine,
@@ -108,20 +129,16 @@ class Krum final : public RoundAggregator {
   std::string name() const override;
   int byzantine() const { return byzantine_; }
   int multi() const { return multi_; }
-  absl::Status Fold(const UpdateView& update) override;
-  absl::Status Merge(RoundAggregator& other) override;
-  int folded() const override;
-  // FAILED_PRECONDITION unless n ≥ f + 3 and multi ≤ n.
-  absl::StatusOr<std::vector<double>> Aggregate() override;
 
  private:
-  Krum(int64_t num_elements, int byzantine, int multi);
+  Krum(int64_t num_elements, int byzantine, int multi)
+      : KeepingAggregator(num_elements), byzantine_(byzantine), multi_(multi) {}
+  absl::Status CheckSameParameters(const KeepingAggregator& other) const override;
+  absl::StatusOr<std::vector<double>> AggregateKept(
+      const std::vector<FlatTensor>& updates) const override;
 
-  const int64_t num_elements_;
   const int byzantine_;
   const int multi_;
-  mutable Mutex mu_;
-  std::vector<FlatTensor> updates_ ABSL_GUARDED_BY(mu_);
 };
 
 // Server-side norm clipping: an update whose L2 norm exceeds max_norm is scaled down to norm

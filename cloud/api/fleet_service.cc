@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -163,27 +164,19 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
       return absl::InvalidArgumentError(
           "an outbox message (message_id set) in a session whose Hello has no outbox_epoch");
     }
-    if (in_.message_id() <= acked_) {
-      // Already applied in this session (the edge resent it): acknowledge again.
-      SendAck();
-      return absl::OkStatus();
-    }
     absl::StatusOr<inbox::Inbox::Result> result = inbox_->Apply(node_id_, epoch_, in_);
     if (!result.ok()) {
       // Not acknowledged: the edge keeps the message and resends it on its next session.
       return absl::UnavailableError(absl::StrCat("cannot record message ", in_.message_id(), ": ",
                                                  result.status().message()));
     }
-    acked_ = in_.message_id();
+    // A duplicate is acknowledged too, so the edge can delete it.
+    acked_ = std::max(acked_, in_.message_id());
     if (*result == inbox::Inbox::Result::kApplied) FEDGE_RETURN_IF_ERROR(Dispatch());
-    SendAck();
-    return absl::OkStatus();
-  }
-
-  void SendAck() {
     v1::CloudMessage ack;
     ack.mutable_ack()->set_applied_message_id(acked_);
     outbox_->Send(ack);
+    return absl::OkStatus();
   }
 
   absl::Status Dispatch() {

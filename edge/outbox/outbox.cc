@@ -105,7 +105,6 @@ absl::StatusOr<std::unique_ptr<Outbox>> Outbox::Open(Options options) {
   FEDGE_RETURN_IF_ERROR(sqlite::InTransaction(
       box->db_,
       [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status { return box->EnforceBoundsLocked(); }));
-  FEDGE_RETURN_IF_ERROR(box->Load());
   box->PublishLocked();
   return box;
 }
