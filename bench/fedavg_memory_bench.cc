@@ -61,7 +61,9 @@ long MeasureInChild(bool keep_all, int n, long elements) {
       }
       peak = std::max(peak, ResidentBytes());
     } else {
-      fedge::cloud::aggregation::FedAvg avg(elements);
+      auto strategy = fedge::cloud::aggregation::Strategy::Create({}, elements);  // FedAvg
+      if (!strategy.ok()) _exit(1);
+      fedge::cloud::aggregation::Strategy& avg = **strategy;
       for (int i = 0; i < n; ++i) {
         Fill(&update, &rng);  // the staging buffer of the next upload, reused
         if (!avg.Fold({update, 100 + i}).ok()) _exit(1);

@@ -57,6 +57,10 @@ ABSL_FLAG(int, drift_sustained_windows, 2,
 ABSL_FLAG(int, initial_backoff_ms, 200,
           "First wait before dialling the cloud again; doubles per failure, with jitter.");
 ABSL_FLAG(int, threads, 1, "LibTorch intra-op threads for serving.");
+ABSL_FLAG(int, cpu_cores, 0,
+          "Cores this node reports to the cloud for job selection (0: the machine's).");
+ABSL_FLAG(int64_t, memory_mb, 0,
+          "Memory in MB this node reports to the cloud for job selection (0: the machine's).");
 ABSL_FLAG(int, train_threads, 1,
           "LibTorch intra-op threads of the fine-tuning thread (serving keeps --threads).");
 ABSL_FLAG(double, train_cpu_share, 0.5,
@@ -103,6 +107,8 @@ int main(int argc, char** argv) {
   o.max_sample_age = absl::Seconds(absl::GetFlag(FLAGS_max_sample_age_s));
   o.reference_rows = absl::GetFlag(FLAGS_reference_rows);
   o.train_threads = absl::GetFlag(FLAGS_train_threads);
+  o.cpu_cores = absl::GetFlag(FLAGS_cpu_cores);
+  o.memory_mb = absl::GetFlag(FLAGS_memory_mb);
   o.train_cpu_share = absl::GetFlag(FLAGS_train_cpu_share);
   o.drift_window = absl::GetFlag(FLAGS_drift_window);
   o.drift_psi_threshold = absl::GetFlag(FLAGS_drift_psi_threshold);

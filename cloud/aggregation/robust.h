@@ -23,7 +23,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cloud/aggregation/rules.h"
-#include "cloud/aggregation/strategy.h"
 #include "common/sync/mutex.h"
 #include "common/tensor/flat.h"
 

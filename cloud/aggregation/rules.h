@@ -20,10 +20,16 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
-#include "cloud/aggregation/strategy.h"
 #include "common/tensor/flat.h"
 
 namespace fedge::cloud::aggregation {
+
+// One validated client update: the change from the round's base model (local − base), and
+// the number of samples it was trained on.
+struct UpdateView {
+  absl::Span<const float> delta;
+  int64_t num_samples = 0;
+};
 
 class RoundAggregator {
  public:

@@ -1,56 +1,83 @@
 #ifndef FEDGE_CLOUD_AGGREGATION_STRATEGY_H_
 #define FEDGE_CLOUD_AGGREGATION_STRATEGY_H_
 
+// A job's aggregation strategy, the one object the coordinator drives:
+//
+//   configure a round   BeginRound(); proximal_mu() is what the edges are told
+//   fold an update      Fold(), from many threads (Merge() adds a partial aggregate made
+//                       elsewhere, for hierarchical aggregation)
+//   finish              Finish(base): the rule's aggregate delta, stepped by the server
+//                       optimizer into the next global model
+//
+// FedAvg is the default configuration; FedProx is FedAvg with proximal_mu > 0 (the term lives
+// in the edges' local loss); the robust rules and the adaptive server optimizers are picked by
+// name.
+
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "cloud/aggregation/robust.h"
+#include "cloud/aggregation/rules.h"
+#include "cloud/aggregation/server_optimizer.h"
 #include "common/sync/mutex.h"
 #include "common/tensor/flat.h"
 
 namespace fedge::cloud::aggregation {
 
-// One validated client update: the change from the round's base model (local − base), and
-// the number of samples it was trained on.
-struct UpdateView {
-  absl::Span<const float> delta;
-  int64_t num_samples = 0;
+struct StrategyConfig {
+  std::string rule = "fedavg";  // see MakeRoundAggregator
+  RuleParams params;
+  std::string server_optimizer = "none";  // see MakeServerOptimizer
+  AdaptiveOptions server;
+  double proximal_mu = 0;  // FedProx; must be finite and >= 0
 };
 
-// Folds client updates into a new global model, one round at a time. Fold() may be called
-// from many threads at once; Finish() is called once, after the last Fold().
 class Strategy {
  public:
-  virtual ~Strategy() = default;
-  virtual std::string name() const = 0;
-  // INVALID_ARGUMENT on a size mismatch or a non-positive sample count.
-  virtual absl::Status Fold(const UpdateView& update) = 0;
-  // The new global model, given the round's base. FAILED_PRECONDITION if nothing was folded.
-  virtual absl::StatusOr<FlatTensor> Finish(absl::Span<const float> base) = 0;
-  virtual int folded() const = 0;
-};
+  // INVALID_ARGUMENT, naming the field, for an unknown rule or optimizer or a bad parameter.
+  static absl::StatusOr<std::unique_ptr<Strategy>> Create(const StrategyConfig& config,
+                                                          int64_t num_elements);
 
-// Federated averaging (McMahan et al. 2017): the new global model is the base plus the
-// sample-weighted mean of the deltas. Each update is folded into a running float64 sum, so
-// memory is O(model size), independent of the number of participants.
-class FedAvg : public Strategy {
- public:
-  explicit FedAvg(int64_t num_elements);
-  std::string name() const override { return "fedavg"; }
-  absl::Status Fold(const UpdateView& update) override;
-  absl::StatusOr<FlatTensor> Finish(absl::Span<const float> base) override;
-  int folded() const override;
+  // E.g. "fedavg", "fedprox(mu=1)", "fedprox(mu=0.1)+krum(f=1)+clip(2)+fedadam(lr=0.01)".
+  std::string name() const;
+  double proximal_mu() const { return config_.proximal_mu; }
+  const StrategyConfig& config() const { return config_; }
+
+  // Starts a round: what was folded before is discarded.
+  void BeginRound();
+  absl::Status Fold(const UpdateView& update);
+  absl::Status Merge(Strategy& other);
+  int folded() const;
+  // The next global model. FAILED_PRECONDITION if too few updates were folded for the rule;
+  // then the optimizer's state is unchanged.
+  absl::StatusOr<FlatTensor> Finish(absl::Span<const float> base);
+
+  // The server optimizer's state across rounds (empty for a stateless one).
+  std::string SaveState() const;
+  absl::Status LoadState(absl::string_view state);
 
  private:
+  Strategy(const StrategyConfig& config, int64_t num_elements,
+           std::unique_ptr<ServerOptimizer> optimizer);
+  absl::StatusOr<std::unique_ptr<RoundAggregator>> NewAggregator() const;
+
+  const StrategyConfig config_;
+  const int64_t num_elements_;
+  const std::unique_ptr<ServerOptimizer> optimizer_;
   mutable Mutex mu_;
-  std::vector<double> weighted_sum_ ABSL_GUARDED_BY(mu_);
-  double total_weight_ ABSL_GUARDED_BY(mu_) = 0;
-  int folded_ ABSL_GUARDED_BY(mu_) = 0;
+  // Fold and Merge hold a reference while they run, so BeginRound may swap it concurrently.
+  std::shared_ptr<RoundAggregator> round_ ABSL_GUARDED_BY(mu_);
 };
+
+// FedBuff's staleness weighting (Nguyen et al. 2022): an update that started from a model
+// `staleness` server steps old is scaled by 1 / (1 + staleness)^exponent before it is folded.
+// 1 for a fresh update; staleness < 0 is treated as 0.
+double StalenessScale(int staleness, double exponent);
 
 }  // namespace fedge::cloud::aggregation
 

@@ -9,7 +9,6 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "cloud/aggregation/rules.h"
-#include "cloud/aggregation/strategy.h"
 
 namespace fedge::cloud::aggregation::internal {
 

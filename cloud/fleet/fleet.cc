@@ -44,6 +44,8 @@ uint64_t Fleet::Connect(const v1::Hello& hello, const std::string& peer,
     info.mutable_capabilities()->CopyFrom(hello.capabilities());
     *info.mutable_active_versions() = hello.active_versions();
     info.set_software_version(hello.software_version());
+    info.set_cpu_cores(hello.cpu_cores());
+    info.set_memory_mb(hello.memory_mb());
     info.set_peer(peer);
     info.set_connected(true);
     ConnectedGauge().Set(ConnectedCountLocked());
@@ -126,26 +128,32 @@ int Fleet::ConnectedCountLocked() const {
 
 std::vector<std::string> Fleet::Eligible(const std::map<std::string, std::string>& selector,
                                          const std::string& capability) const {
+  NodeFilter filter;
+  filter.labels = selector;
+  filter.capability = capability;
+  return Eligible(filter);
+}
+
+std::vector<std::string> Fleet::Eligible(const NodeFilter& filter) const {
   std::vector<std::string> out;
   MutexLock lock(&mu_);
   for (const auto& [id, node] : nodes_) {
-    if (!AliveLocked(node)) continue;
-    bool match = true;
-    for (const auto& [key, value] : selector) {
-      auto it = node.info.labels().find(key);
-      if (it == node.info.labels().end() || it->second != value) {
-        match = false;
-        break;
-      }
-    }
-    if (match && !capability.empty()) {
-      const auto& caps = node.info.capabilities();
-      match = std::find(caps.begin(), caps.end(), capability) != caps.end();
-    }
-    if (match) out.push_back(id);
+    if (AliveLocked(node) && filter.Matches(node.info)) out.push_back(id);
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+bool NodeFilter::Matches(const v1::Node& node) const {
+  for (const auto& [key, value] : labels) {
+    auto it = node.labels().find(key);
+    if (it == node.labels().end() || it->second != value) return false;
+  }
+  if (!capability.empty()) {
+    const auto& caps = node.capabilities();
+    if (std::find(caps.begin(), caps.end(), capability) == caps.end()) return false;
+  }
+  return node.cpu_cores() >= min_cpu_cores && node.memory_mb() >= min_memory_mb;
 }
 
 bool Fleet::IsConnected(const std::string& node_id) const {

@@ -29,6 +29,15 @@ class SessionSink {
   virtual void Close(const absl::Status& status) = 0;
 };
 
+// Which nodes a job or a deployment may use.
+struct NodeFilter {
+  std::map<std::string, std::string> labels;  // every entry must match the node's labels
+  std::string capability;                     // e.g. "train"; empty: any
+  int32_t min_cpu_cores = 0;                  // as the node reports them in Hello
+  int64_t min_memory_mb = 0;
+  bool Matches(const v1::Node& node) const;
+};
+
 // The coordinator's view of the fleet: which nodes are connected, their labels and
 // capabilities, their liveness from heartbeats, and their desired and active versions.
 // Thread-safe.
@@ -63,6 +72,8 @@ class Fleet {
   // capability (if not empty). Sorted by node id.
   std::vector<std::string> Eligible(const std::map<std::string, std::string>& selector,
                                     const std::string& capability) const;
+  // Connected, alive nodes that match the filter. Sorted by node id.
+  std::vector<std::string> Eligible(const NodeFilter& filter) const;
   bool IsConnected(const std::string& node_id) const;
   std::vector<v1::Node> List() const;
   int ConnectedCount() const;

@@ -41,6 +41,14 @@ prometheus::Counter& UpdateBytesCounter() {
   return c;
 }
 
+prometheus::Counter& RoundBytesCounter(const std::string& direction) {
+  return metrics::CounterFamily(
+             "fedge_cloud_round_bytes_total",
+             "Update bytes of completed rounds, by direction: up (edges' uploads) and down (the "
+             "models the edges downloaded for them).")
+      .Add({{"direction", direction}});
+}
+
 prometheus::Histogram& RoundSeconds() {
   static auto& h = metrics::HistogramFamily("fedge_cloud_round_duration_seconds",
                                             "Wall time of completed training rounds.")
@@ -61,6 +69,101 @@ std::string NewJobId(Clock* clock) {
   return absl::StrFormat("job-%s-%04x", absl::FormatTime("%Y%m%d-%H%M%S", clock->Now(),
                                                          absl::UTCTimeZone()),
                          absl::Uniform<uint32_t>(*gen, 0, 0x10000));
+}
+
+// Fills the aggregation defaults; the strategy itself checks the values.
+absl::Status FillAggregation(v1::AggregationSpec* a) {
+  if (a->rule().empty()) a->set_rule("fedavg");
+  if (a->trim_fraction() == 0 && a->rule() == "trimmed_mean") a->set_trim_fraction(0.1);
+  if (a->server_optimizer().empty()) a->set_server_optimizer("none");
+  if (a->server_optimizer() != "none") {
+    const aggregation::AdaptiveOptions defaults;
+    if (a->server_lr() == 0) a->set_server_lr(defaults.server_lr);
+    if (a->beta1() == 0) a->set_beta1(defaults.beta1);
+    if (a->beta2() == 0) a->set_beta2(defaults.beta2);
+    if (a->tau() == 0) a->set_tau(defaults.tau);
+  }
+  if (a->byzantine() < 0 || a->multi_krum() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "aggregation.byzantine (", a->byzantine(), ") and aggregation.multi_krum (",
+        a->multi_krum(), ") must be >= 0"));
+  }
+  if (!std::isfinite(a->clip_norm()) || a->clip_norm() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "aggregation.clip_norm is ", a->clip_norm(), "; use a positive norm, or 0 for none"));
+  }
+  return absl::OkStatus();
+}
+
+aggregation::StrategyConfig StrategyConfigOf(const v1::JobSpec& spec) {
+  const v1::AggregationSpec& a = spec.aggregation();
+  aggregation::StrategyConfig c;
+  c.rule = a.rule().empty() ? "fedavg" : a.rule();
+  c.params.trim_fraction = a.trim_fraction();
+  c.params.byzantine = a.byzantine();
+  c.params.multi_krum = a.multi_krum();
+  c.params.clip_norm = a.clip_norm();
+  c.server_optimizer = a.server_optimizer().empty() ? "none" : a.server_optimizer();
+  if (a.server_lr() > 0) c.server.server_lr = a.server_lr();
+  c.server.beta1 = a.beta1();
+  c.server.beta2 = a.beta2();
+  c.server.tau = a.tau();
+  if (c.server_optimizer == "none") c.server = {};
+  c.proximal_mu = spec.proximal_mu();
+  return c;
+}
+
+absl::Status ValidateSelection(v1::JobSpec* spec) {
+  const v1::SelectionSpec& sel = spec->selection();
+  if (!std::isfinite(sel.fraction()) || sel.fraction() < 0 || sel.fraction() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "selection.fraction is ", sel.fraction(), "; use a share in (0, 1], or 0 for none"));
+  }
+  if (sel.min_cpu_cores() < 0 || sel.min_memory_mb() < 0) {
+    return absl::InvalidArgumentError("selection.min_cpu_cores and min_memory_mb must be >= 0");
+  }
+  if (!std::isfinite(sel.over_selection()) || sel.over_selection() < 0 ||
+      sel.over_selection() > 10) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "selection.over_selection is ", sel.over_selection(), "; use a value in [0, 10]"));
+  }
+  if (!sel.cohort().empty()) {
+    auto it = spec->selector().find("cohort");
+    if (it != spec->selector().end() && it->second != sel.cohort()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("selection.cohort is '", sel.cohort(), "' but the selector asks for cohort=",
+                       it->second, "; give one of them"));
+    }
+    (*spec->mutable_selector())["cohort"] = sel.cohort();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAsync(v1::JobSpec* spec) {
+  v1::AsyncSpec* a = spec->mutable_async();
+  if (!a->enabled()) return absl::OkStatus();
+  if (a->buffer_size() == 0) a->set_buffer_size(10);
+  if (a->staleness_exponent() == 0) a->set_staleness_exponent(0.5);
+  if (a->max_staleness() == 0) a->set_max_staleness(20);
+  if (a->buffer_size() < 1 || a->buffer_size() > 100000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("async.buffer_size is ", a->buffer_size(), "; use 1 to 100000"));
+  }
+  if (a->concurrency() < 0 || a->max_staleness() < 0) {
+    return absl::InvalidArgumentError("async.concurrency and async.max_staleness must be >= 0");
+  }
+  if (!std::isfinite(a->staleness_exponent()) || a->staleness_exponent() < 0 ||
+      a->staleness_exponent() > 10) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "async.staleness_exponent is ", a->staleness_exponent(), "; use a value in [0, 10]"));
+  }
+  const std::string& rule = spec->aggregation().rule();
+  if (rule != "fedavg" && rule != "mean") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "async jobs aggregate with the weighted mean; aggregation.rule '", rule,
+        "' needs synchronous rounds"));
+  }
+  return absl::OkStatus();
 }
 
 // Fills defaults and checks every field a person can get wrong.
@@ -111,7 +214,10 @@ absl::Status ValidateSpec(v1::JobSpec* spec) {
     return absl::InvalidArgumentError(
         absl::StrCat("optimizer '", spec->optimizer(), "' is unknown; use sgd or adam"));
   }
-  return absl::OkStatus();
+  FEDGE_RETURN_IF_ERROR(FillAggregation(spec->mutable_aggregation()));
+  FEDGE_ASSIGN_OR_RETURN(auto strategy, aggregation::Strategy::Create(StrategyConfigOf(*spec), 0));
+  FEDGE_RETURN_IF_ERROR(ValidateSelection(spec));
+  return ValidateAsync(spec);
 }
 
 }  // namespace
@@ -124,20 +230,74 @@ struct JobManager::Running {
   bool stop ABSL_GUARDED_BY(mu) = false;
   std::string cancelled ABSL_GUARDED_BY(mu);  // non-empty: cancelled, and why
 
-  // The round in progress.
+  // Written before the first round starts, then read-only.
+  std::string schema_hash;
+  int64_t num_elements = 0;
+  int local_epochs = 1;
+  bool accept_partial = false;
+  bool async = false;
+  double staleness_exponent = 0;
+  int max_staleness = 0;
+
+  // The round in progress (async: the server step being formed).
   int round ABSL_GUARDED_BY(mu) = 0;
   bool accepting ABSL_GUARDED_BY(mu) = false;
-  std::string schema_hash;  // written before the first round starts, then read-only
-  int64_t num_elements = 0;
-  std::map<std::string, std::string> tasks ABSL_GUARDED_BY(mu);  // task id -> node id
-  std::set<std::string> received ABSL_GUARDED_BY(mu);            // task ids
-  std::set<std::string> failed ABSL_GUARDED_BY(mu);              // task ids
+  // Task id -> node: the round's tasks (async: the tasks still out).
+  std::map<std::string, std::string> tasks ABSL_GUARDED_BY(mu);
+  std::set<std::string> received ABSL_GUARDED_BY(mu);  // task ids (async: over the whole job)
+  std::set<std::string> failed ABSL_GUARDED_BY(mu);    // task ids
+  std::set<std::string> dropped ABSL_GUARDED_BY(mu);   // task ids refused: partial or stale
+  int target ABSL_GUARDED_BY(mu) = 0;  // over-selection: close the round at this many updates
+  int partial ABSL_GUARDED_BY(mu) = 0;
   std::unique_ptr<aggregation::Strategy> strategy ABSL_GUARDED_BY(mu);
   int64_t samples ABSL_GUARDED_BY(mu) = 0;
   double weighted_loss ABSL_GUARDED_BY(mu) = 0;
   int64_t bytes_up ABSL_GUARDED_BY(mu) = 0;
   int64_t bytes_down ABSL_GUARDED_BY(mu) = 0;
   std::map<std::string, int64_t> round_samples ABSL_GUARDED_BY(mu);  // node -> samples
+
+  // JobManager::CheckUpload's checks, with mu held. Records a refused partial or stale
+  // update's task in `dropped`.
+  absl::Status CheckUploadLocked(const std::string& node_id, const v1::UpdateHeader& header)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+
+  // Closes the round's totals into `info` and returns the nodes' samples.
+  std::map<std::string, int64_t> TakeRoundTotals(v1::RoundInfo* info)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    info->set_participants(strategy->folded());
+    info->set_samples(samples);
+    info->set_train_loss(samples > 0 ? weighted_loss / static_cast<double>(samples) : 0);
+    info->set_bytes_up(bytes_up);
+    info->set_bytes_down(bytes_down);
+    info->set_partial(partial);
+    info->set_dropped(static_cast<int32_t>(dropped.size()));
+    return round_samples;
+  }
+
+  // Starts a round's bookkeeping (not the task lists, which sync and async keep differently).
+  void ResetRoundTotals() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    strategy->BeginRound();
+    partial = 0;
+    dropped.clear();
+    samples = 0;
+    weighted_loss = 0;
+    bytes_up = 0;
+    bytes_down = 0;
+    round_samples.clear();
+  }
+};
+
+// What one job's thread works with while it runs.
+struct JobManager::Context {
+  std::shared_ptr<Running> rj;
+  v1::Job job;
+  std::string global_sha;
+  std::unique_ptr<torchlib::Model> model;
+  data::Dataset holdout;
+  fleet::NodeFilter filter;
+  std::map<std::string, int64_t> participants;  // over the whole job: node -> samples
+  std::function<absl::Status()> persist;          // the job, with global_sha
+  std::function<void(const absl::Status&)> fail;  // ends the job JOB_FAILED
 };
 
 JobManager::JobManager(Options options) : options_(options) {}
@@ -306,36 +466,58 @@ absl::Status JobManager::CheckUpload(const std::string& node_id,
     return absl::NotFoundError(absl::StrCat("job '", header.job_id(), "' does not exist"));
   }
   MutexLock lock(&job->mu);
-  if (header.round() != job->round || !job->accepting) {
+  return job->CheckUploadLocked(node_id, header);
+}
+
+absl::Status JobManager::Running::CheckUploadLocked(const std::string& node_id,
+                                                   const v1::UpdateHeader& header) {
+  if (async) {
+    if (!accepting) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id, " is not accepting updates now"));
+    }
+    if (header.round() > round || header.round() < 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "update for step ", header.round(), " of job ", id, " does not match a task: the "
+          "job is forming step ", round));
+    }
+    const int staleness = round - header.round();
+    if (staleness > max_staleness) {
+      if (tasks.erase(header.task_id()) > 0) dropped.insert(header.task_id());
+      return absl::FailedPreconditionError(absl::StrCat(
+          "update is ", staleness, " server steps stale; job ", id, " takes at most ",
+          max_staleness));
+    }
+  } else if (header.round() != round || !accepting) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "update for round ", header.round(), " of job ", job->id, " is stale: the job is ",
-        job->accepting ? "in round " : "not accepting updates (round ", job->round,
-        job->accepting ? "" : " is closed)"));
+        "update for round ", header.round(), " of job ", id, " is stale: the job is ",
+        accepting ? "in round " : "not accepting updates (round ", round,
+        accepting ? "" : " is closed)"));
   }
-  auto task = job->tasks.find(header.task_id());
-  if (task == job->tasks.end()) {
+  auto task = tasks.find(header.task_id());
+  if (task == tasks.end()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "task '", header.task_id(), "' is not part of round ", job->round, " of job ", job->id));
+        "task '", header.task_id(), "' is not part of round ", round, " of job ", id));
   }
   if (task->second != node_id) {
     return absl::PermissionDeniedError(absl::StrCat("task '", header.task_id(),
                                                     "' was assigned to another node, not ",
                                                     node_id));
   }
-  if (job->received.count(header.task_id()) > 0) {
+  if (received.count(header.task_id()) > 0) {
     return absl::AlreadyExistsError(
         absl::StrCat("the update for task '", header.task_id(), "' was already received"));
   }
-  if (header.schema_hash() != job->schema_hash) {
+  if (header.schema_hash() != schema_hash) {
     return absl::InvalidArgumentError(absl::StrCat(
         "update schema ", header.schema_hash().substr(0, 12), " does not match the round's ",
-        job->schema_hash.substr(0, 12), ": the edge trained a different model architecture"));
+        schema_hash.substr(0, 12), ": the edge trained a different model architecture"));
   }
   if (header.encoding() != v1::F32) {
     return absl::InvalidArgumentError(absl::StrCat(
         "update encoding ", v1::Encoding_Name(header.encoding()), " is not supported; use F32"));
   }
-  const int64_t expected = job->num_elements * 4;
+  const int64_t expected = num_elements * 4;
   if (header.total_size() != expected) {
     return absl::InvalidArgumentError(absl::StrCat("update declares ", header.total_size(),
                                                    " bytes; an F32 update of this model has ",
@@ -344,6 +526,20 @@ absl::Status JobManager::CheckUpload(const std::string& node_id,
   if (header.num_samples() <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("update reports ", header.num_samples(), " samples; it must be positive"));
+  }
+  auto epochs = header.metrics().find("epochs");
+  if (epochs != header.metrics().end() && epochs->second < local_epochs &&
+      !accept_partial) {
+    dropped.insert(header.task_id());
+    if (async) tasks.erase(header.task_id());
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the update ran ", epochs->second, " of ", local_epochs, " local epochs; job ",
+        id, " does not accept partial work (selection.accept_partial_work)"));
+  }
+  if (!async && target > 0 && static_cast<int>(received.size()) >= target) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "round ", round, " of job ", id, " already has its ", target,
+        " update(s)"));
   }
   return absl::OkStatus();
 }
@@ -375,18 +571,26 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
     }
     if (st.ok()) {
       MutexLock lock(&job->mu);
-      // Re-check under the lock: the round may have closed while the payload was validated.
-      if (!job->accepting || header.round() != job->round) {
-        st = absl::FailedPreconditionError(absl::StrCat(
-            "round ", header.round(), " of job ", job->id, " closed before the update was folded"));
-      } else if (job->received.count(header.task_id()) > 0) {
-        st = absl::AlreadyExistsError(
-            absl::StrCat("the update for task '", header.task_id(), "' was already received"));
-      } else {
+      // Re-check under the lock: the round may have closed (or, async, the step moved on)
+      // while the payload was validated.
+      st = job->CheckUploadLocked(node_id, header);
+      if (st.ok()) {
+        if (job->async) {
+          const double scale = aggregation::StalenessScale(job->round - header.round(),
+                                                           job->staleness_exponent);
+          if (scale != 1.0) {
+            for (float& v : *delta) v = static_cast<float>(v * scale);
+          }
+        }
         st = job->strategy->Fold({*delta, header.num_samples()});
         if (st.ok()) {
           job->received.insert(header.task_id());
           job->failed.erase(header.task_id());
+          if (job->async) job->tasks.erase(header.task_id());
+          auto epochs = header.metrics().find("epochs");
+          if (epochs != header.metrics().end() && epochs->second < job->local_epochs) {
+            ++job->partial;
+          }
           job->samples += header.num_samples();
           auto loss = header.metrics().find("train_loss");
           if (loss != header.metrics().end()) {
@@ -425,6 +629,7 @@ void JobManager::OnTaskStatus(const std::string& node_id, const v1::TaskStatus& 
       LOG(WARNING) << "node=" << node_id << " job=" << id << " round=" << job->round
                    << " task failed: " << status.message();
       job->failed.insert(status.task_id());
+      if (job->async) job->tasks.erase(it);  // the node is free for another task
       job->cv.SignalAll();
     }
   }
@@ -433,35 +638,31 @@ void JobManager::OnTaskStatus(const std::string& node_id, const v1::TaskStatus& 
 void JobManager::Run(std::shared_ptr<Running> rj) {
   registry::Registry* registry = options_.registry;
   Clock* clock = options_.clock;
-  v1::Job job;
+  Context ctx;
+  ctx.rj = rj;
   {
     MutexLock lock(&rj->mu);
-    job = rj->job;
+    ctx.job = rj->job;
   }
-  const v1::JobSpec& spec = job.spec();
-  const std::string& id = job.id();
+  const v1::JobSpec spec = ctx.job.spec();
+  const std::string id = ctx.job.id();
   RunningJobsGauge().Increment();
 
-  // Persists the job with the digest of its current global model.
-  auto persist = [&](const std::string& global_sha) {
-    job.set_updated_unix_ms(absl::ToUnixMillis(clock->Now()));
-    absl::Status st = registry->PutJob(job, global_sha);
+  ctx.persist = [&] {
+    ctx.job.set_updated_unix_ms(absl::ToUnixMillis(clock->Now()));
+    absl::Status st = registry->PutJob(ctx.job, ctx.global_sha);
     if (!st.ok()) LOG(ERROR) << "job=" << id << " cannot persist state: " << st;
     MutexLock lock(&rj->mu);
-    rj->job = job;
+    rj->job = ctx.job;
     return st;
   };
-  auto fail = [&](const std::string& global_sha, const absl::Status& why) {
-    job.set_state(v1::JOB_FAILED);
-    job.set_error(std::string(why.message()));
+  ctx.fail = [&](const absl::Status& why) {
+    ctx.job.set_state(v1::JOB_FAILED);
+    ctx.job.set_error(std::string(why.message()));
     LOG(ERROR) << "job=" << id << " failed: " << why;
-    persist(global_sha).IgnoreError();  // logged; the next persist retries
-    Emit("job.failed", job, job.completed_rounds(), std::string(why.message()));
+    ctx.persist().IgnoreError();  // logged; the next persist retries
+    Emit("job.failed", ctx.job, ctx.job.completed_rounds(), std::string(why.message()));
     RunningJobsGauge().Decrement();
-  };
-  auto stopping = [&] {
-    MutexLock lock(&rj->mu);
-    return rj->stop;
   };
 
   auto record = registry->GetJob(id);
@@ -470,53 +671,225 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
     RunningJobsGauge().Decrement();
     return;
   }
-  std::string global_sha = record->global_sha256;
+  ctx.global_sha = record->global_sha256;
   auto base = registry->GetVersion(spec.model(), spec.base_version());
-  if (!base.ok()) return fail(global_sha, base.status());
-  auto archive = registry->ReadBlob(global_sha);
-  if (!archive.ok()) return fail(global_sha, archive.status());
+  if (!base.ok()) return ctx.fail(base.status());
+  auto archive = registry->ReadBlob(ctx.global_sha);
+  if (!archive.ok()) return ctx.fail(archive.status());
   auto model = torchlib::Model::Load(*archive);
-  if (!model.ok()) return fail(global_sha, model.status());
+  if (!model.ok()) return ctx.fail(model.status());
+  ctx.model = std::move(*model);
   auto holdout = models::LoadHoldout(spec.holdout(), base->contract());
-  if (!holdout.ok()) return fail(global_sha, holdout.status());
-  rj->schema_hash = (*model)->schema().Hash();
-  rj->num_elements = (*model)->schema().NumElements();
+  if (!holdout.ok()) return ctx.fail(holdout.status());
+  ctx.holdout = std::move(*holdout);
+  rj->schema_hash = ctx.model->schema().Hash();
+  rj->num_elements = ctx.model->schema().NumElements();
+  rj->local_epochs = spec.local_epochs();
+  rj->accept_partial = spec.selection().accept_partial_work();
+  rj->async = spec.async().enabled();
+  rj->staleness_exponent = spec.async().staleness_exponent();
+  rj->max_staleness = spec.async().max_staleness();
+  auto strategy = aggregation::Strategy::Create(StrategyConfigOf(spec), rj->num_elements);
+  if (!strategy.ok()) return ctx.fail(strategy.status());
+  if (!ctx.job.server_state_sha256().empty()) {
+    auto state = registry->ReadBlob(ctx.job.server_state_sha256());
+    absl::Status st = state.ok() ? (*strategy)->LoadState(*state) : state.status();
+    if (!st.ok()) {
+      return ctx.fail(absl::DataLossError(absl::StrCat(
+          "cannot restore the server optimizer's state after round ", ctx.job.completed_rounds(),
+          ": ", st.message())));
+    }
+  }
+  ctx.job.set_strategy((*strategy)->name());
+  {
+    MutexLock lock(&rj->mu);
+    rj->strategy = std::move(*strategy);
+  }
+  ctx.filter.labels = {spec.selector().begin(), spec.selector().end()};
+  ctx.filter.capability = "train";
+  ctx.filter.min_cpu_cores = spec.selection().min_cpu_cores();
+  ctx.filter.min_memory_mb = spec.selection().min_memory_mb();
 
   // A round that was in flight when the previous process died is recorded as interrupted.
-  for (auto& info : *job.mutable_rounds()) {
+  for (auto& info : *ctx.job.mutable_rounds()) {
     if (info.state() == "training") {
       info.set_state("interrupted");
       info.set_reason("the coordinator restarted during the round");
     }
   }
-  if (job.completed_rounds() == 0 && holdout->size() > 0) {
-    auto eval = (*model)->Evaluate(*holdout);
-    if (eval.ok()) job.set_initial_val_accuracy(eval->accuracy);
+  if (ctx.job.completed_rounds() == 0 && ctx.holdout.size() > 0) {
+    auto eval = ctx.model->Evaluate(ctx.holdout);
+    if (eval.ok()) ctx.job.set_initial_val_accuracy(eval->accuracy);
   }
-  job.set_state(v1::JOB_RUNNING);
-  persist(global_sha).IgnoreError();  // logged; the next persist retries
+  ctx.job.set_state(v1::JOB_RUNNING);
+  ctx.persist().IgnoreError();  // logged; the next persist retries
 
-  std::map<std::string, int64_t> participants;  // over the whole job: node -> samples
-  for (int round = job.completed_rounds() + 1; round <= spec.rounds(); ++round) {
+  const Outcome outcome = rj->async ? RunAsync(ctx) : RunRounds(ctx);
+  if (outcome == Outcome::kFailed) return;  // ctx.fail has run
+  if (outcome == Outcome::kStopped) {
+    std::string cancelled;
+    {
+      MutexLock lock(&rj->mu);
+      cancelled = rj->cancelled;
+    }
+    if (!cancelled.empty()) {
+      ctx.job.set_state(v1::JOB_CANCELLED);
+      ctx.job.set_error(cancelled);
+      ctx.persist().IgnoreError();  // logged
+      Emit("job.cancelled", ctx.job, ctx.job.completed_rounds(), cancelled);
+      LOG(INFO) << "job=" << id << " " << cancelled;
+    } else {
+      LOG(INFO) << "job=" << id << " paused at shutdown after round "
+                << ctx.job.completed_rounds();
+    }
+    RunningJobsGauge().Decrement();
+    return;
+  }
+
+  // Register the result as a new version.
+  v1::Version version;
+  version.set_model(spec.model());
+  version.set_parent_version(base->version());
+  version.set_sha256(ctx.global_sha);
+  version.set_schema_hash(rj->schema_hash);
+  version.set_job_id(id);
+  version.set_round(ctx.job.completed_rounds());
+  version.set_creator(ctx.job.creator());
+  version.set_reason(spec.reason().empty() ? absl::StrCat("federated training job ", id)
+                                           : spec.reason());
+  version.set_strategy(rj->async ? absl::StrCat("fedbuff(k=", spec.async().buffer_size(),
+                                                ")+", ctx.job.strategy())
+                                 : ctx.job.strategy());
+  *version.mutable_contract() = base->contract();
+  *version.mutable_schema() = ctx.model->schema().ToProto();
+  for (const auto& [node, n] : ctx.participants) {
+    auto* p = version.add_participants();
+    p->set_node_id(node);
+    p->set_num_samples(n);
+  }
+  if (ctx.job.rounds_size() > 0) {
+    const v1::RoundInfo& last = ctx.job.rounds(ctx.job.rounds_size() - 1);
+    (*version.mutable_metrics())["val_accuracy"] = last.val_accuracy();
+    (*version.mutable_metrics())["val_loss"] = last.val_loss();
+    (*version.mutable_metrics())["train_loss"] = last.train_loss();
+  }
+  ctx.job.set_state(v1::JOB_SUCCEEDED);
+  ctx.job.set_updated_unix_ms(absl::ToUnixMillis(clock->Now()));
+  auto registered = registry->FinishJob(ctx.job, version);
+  if (!registered.ok()) return ctx.fail(registered.status());
+  {
+    MutexLock lock(&rj->mu);
+    rj->job = ctx.job;
+    rj->job.set_result_version(registered->version());
+  }
+  LOG(INFO) << "job=" << id << " succeeded: registered " << spec.model() << " v"
+            << registered->version();
+  Emit("version.registered", ctx.job, ctx.job.completed_rounds(),
+       absl::StrCat(spec.model(), " v", registered->version(), " from job ", id),
+       registered->version());
+  Emit("job.completed", ctx.job, ctx.job.completed_rounds(),
+       absl::StrCat("registered ", spec.model(), " v", registered->version()),
+       registered->version());
+  RunningJobsGauge().Decrement();
+  if (options_.on_registered) options_.on_registered(*registered);
+}
+
+bool JobManager::Stopping(Running& rj) const {
+  MutexLock lock(&rj.mu);
+  return rj.stop;
+}
+
+v1::CloudMessage JobManager::NewTask(const Context& ctx, int round, const std::string& task_id,
+                                     absl::Time deadline) const {
+  const v1::JobSpec& spec = ctx.job.spec();
+  v1::CloudMessage msg;
+  v1::TrainTask* task = msg.mutable_train_task();
+  task->set_task_id(task_id);
+  task->set_job_id(ctx.job.id());
+  task->set_round(round);
+  task->set_model(spec.model());
+  task->set_base_sha256(ctx.global_sha);
+  task->set_schema_hash(ctx.rj->schema_hash);
+  task->set_optimizer(spec.optimizer() == "adam" ? v1::ADAM : v1::SGD);
+  task->set_learning_rate(spec.learning_rate());
+  task->set_epochs(spec.local_epochs());
+  task->set_batch_size(spec.batch_size());
+  task->set_proximal_mu(spec.proximal_mu());
+  task->set_accept_partial_work(spec.selection().accept_partial_work());
+  task->set_deadline_unix_ms(absl::ToUnixMillis(deadline));
+  task->set_seed(spec.seed() * 1000003ULL + static_cast<uint64_t>(round));
+  return msg;
+}
+
+absl::Status JobManager::CompleteRound(Context& ctx, v1::RoundInfo* info,
+                                       const FlatTensor& next, absl::Time started) {
+  registry::Registry* registry = options_.registry;
+  const std::string& id = ctx.job.id();
+  FEDGE_RETURN_IF_ERROR(ctx.model->SetFlat(next));
+  FEDGE_ASSIGN_OR_RETURN(std::string bytes, ctx.model->Serialize());
+  FEDGE_ASSIGN_OR_RETURN(std::string sha, registry->PutBlob(bytes));
+  std::string state;
+  {
+    MutexLock lock(&ctx.rj->mu);
+    state = ctx.rj->strategy->SaveState();
+  }
+  if (!state.empty()) {
+    FEDGE_ASSIGN_OR_RETURN(std::string state_sha, registry->PutBlob(state));
+    ctx.job.set_server_state_sha256(state_sha);
+  }
+  if (ctx.holdout.size() > 0) {
+    auto eval = ctx.model->Evaluate(ctx.holdout);
+    if (eval.ok()) {
+      info->set_val_accuracy(eval->accuracy);
+      info->set_val_loss(eval->loss);
+    } else {
+      LOG(WARNING) << "job=" << id << " round=" << info->round()
+                   << " evaluation failed: " << eval.status();
+    }
+  }
+  info->set_state("done");
+  info->set_seconds(absl::ToDoubleSeconds(options_.clock->Now() - started));
+  ctx.job.set_completed_rounds(info->round());
+  ctx.global_sha = sha;
+  if (!ctx.persist().ok()) return absl::InternalError("cannot persist the round");
+  RoundsCounter("done").Increment();
+  RoundSeconds().Observe(info->seconds());
+  RoundBytesCounter("up").Increment(static_cast<double>(info->bytes_up()));
+  RoundBytesCounter("down").Increment(static_cast<double>(info->bytes_down()));
+  Emit("round.completed", ctx.job, info->round(),
+       absl::StrFormat("%d update(s), %d samples, val_accuracy %.4f", info->participants(),
+                       info->samples(), info->val_accuracy()));
+  LOG(INFO) << "job=" << id << " round=" << info->round() << " done: " << info->participants()
+            << " update(s) (" << info->partial() << " partial, " << info->dropped()
+            << " dropped), " << info->samples() << " samples, train_loss=" << info->train_loss()
+            << " val_accuracy=" << info->val_accuracy();
+  return absl::OkStatus();
+}
+
+JobManager::Outcome JobManager::RunRounds(Context& ctx) {
+  Running& rj = *ctx.rj;
+  Clock* clock = options_.clock;
+  const v1::JobSpec spec = ctx.job.spec();
+  const std::string id = ctx.job.id();
+  for (int round = ctx.job.completed_rounds() + 1; round <= spec.rounds(); ++round) {
     bool done = false;
     std::string reason;
     for (int attempt = 1; attempt <= 1 + spec.max_round_retries() && !done; ++attempt) {
       const absl::Time started = clock->Now();
       // 1. Wait for enough eligible nodes.
-      std::map<std::string, std::string> selector(spec.selector().begin(), spec.selector().end());
       std::vector<std::string> eligible;
       const absl::Time wait_until = started + absl::Milliseconds(spec.wait_for_clients_ms());
       while (true) {
-        eligible = options_.fleet->Eligible(selector, "train");
-        if (static_cast<int>(eligible.size()) >= spec.min_clients() || stopping() ||
+        eligible = options_.fleet->Eligible(ctx.filter);
+        if (static_cast<int>(eligible.size()) >= spec.min_clients() || Stopping(rj) ||
             clock->Now() >= wait_until) {
           break;
         }
-        MutexLock lock(&rj->mu);
-        rj->cv.WaitWithTimeout(&rj->mu, absl::Milliseconds(50));
+        MutexLock lock(&rj.mu);
+        rj.cv.WaitWithTimeout(&rj.mu, absl::Milliseconds(50));
       }
-      if (stopping()) break;
-      v1::RoundInfo* info = job.add_rounds();
+      if (Stopping(rj)) return Outcome::kStopped;
+      v1::RoundInfo* info = ctx.job.add_rounds();
       info->set_round(round);
       info->set_attempt(attempt);
       if (static_cast<int>(eligible.size()) < spec.min_clients()) {
@@ -528,136 +901,84 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
         LOG(WARNING) << "job=" << id << " round=" << round << " attempt " << attempt << ": "
                      << reason;
         RoundsCounter(attempt <= spec.max_round_retries() ? "retried" : "failed").Increment();
-        persist(global_sha).IgnoreError();  // logged; the next persist retries
+        ctx.persist().IgnoreError();  // logged; the next persist retries
         continue;
       }
-      // 2. Select K (seeded, so a rerun selects the same nodes).
+      // 2. Select (seeded, so a rerun selects the same nodes).
+      const RoundSize size = SizeRound(spec, static_cast<int>(eligible.size()));
       std::mt19937_64 rng(spec.seed() * 1000003ULL + static_cast<uint64_t>(round) * 7919ULL +
                           static_cast<uint64_t>(attempt));
       std::shuffle(eligible.begin(), eligible.end(), rng);
-      if (spec.clients_per_round() > 0 &&
-          static_cast<int>(eligible.size()) > spec.clients_per_round()) {
-        eligible.resize(static_cast<size_t>(spec.clients_per_round()));
-      }
+      eligible.resize(static_cast<size_t>(size.asked));
       std::sort(eligible.begin(), eligible.end());
-      const FlatTensor base_flat = (*model)->Flat();
+      const FlatTensor base_flat = ctx.model->Flat();
       const absl::Time deadline = clock->Now() + absl::Milliseconds(spec.round_timeout_ms());
       std::vector<std::pair<std::string, v1::CloudMessage>> sends;
       {
-        MutexLock lock(&rj->mu);
-        rj->round = round;
-        rj->accepting = true;
-        rj->tasks.clear();
-        rj->received.clear();
-        rj->failed.clear();
-        rj->strategy = std::make_unique<aggregation::FedAvg>(rj->num_elements);
-        rj->samples = 0;
-        rj->weighted_loss = 0;
-        rj->bytes_up = 0;
-        rj->bytes_down = 0;
-        rj->round_samples.clear();
+        MutexLock lock(&rj.mu);
+        rj.round = round;
+        rj.accepting = true;
+        rj.tasks.clear();
+        rj.received.clear();
+        rj.failed.clear();
+        rj.target = size.asked > size.target ? size.target : 0;
+        rj.ResetRoundTotals();
         for (const std::string& node : eligible) {
-          v1::CloudMessage msg;
-          v1::TrainTask* task = msg.mutable_train_task();
-          task->set_task_id(absl::StrCat(id, "-r", round, "-a", attempt, "-", node));
-          task->set_job_id(id);
-          task->set_round(round);
-          task->set_model(spec.model());
-          task->set_base_sha256(global_sha);
-          task->set_schema_hash(rj->schema_hash);
-          task->set_optimizer(spec.optimizer() == "adam" ? v1::ADAM : v1::SGD);
-          task->set_learning_rate(spec.learning_rate());
-          task->set_epochs(spec.local_epochs());
-          task->set_batch_size(spec.batch_size());
-          task->set_proximal_mu(spec.proximal_mu());
-          task->set_deadline_unix_ms(absl::ToUnixMillis(deadline));
-          task->set_seed(spec.seed() * 1000003ULL + static_cast<uint64_t>(round));
-          rj->tasks[task->task_id()] = node;
+          v1::CloudMessage msg =
+              NewTask(ctx, round, absl::StrCat(id, "-r", round, "-a", attempt, "-", node), deadline);
+          rj.tasks[msg.train_task().task_id()] = node;
           sends.emplace_back(node, std::move(msg));
         }
       }
       info->set_state("training");
-      info->set_participants(static_cast<int32_t>(eligible.size()));
-      persist(global_sha).IgnoreError();  // logged; the next persist retries
-      LOG(INFO) << "job=" << id << " round=" << round << " started with " << eligible.size()
-                << " node(s)";
+      info->set_selected(size.asked);
+      ctx.persist().IgnoreError();  // logged; the next persist retries
+      LOG(INFO) << "job=" << id << " round=" << round << " started with " << size.asked
+                << " node(s)" << (size.asked > size.target
+                                      ? absl::StrCat(" for ", size.target, " update(s)")
+                                      : "");
       for (auto& [node, msg] : sends) {
         if (!options_.fleet->Send(node, msg)) {
           LOG(WARNING) << "job=" << id << " round=" << round << " node=" << node
                        << " went away before its task was sent";
-          MutexLock lock(&rj->mu);
-          rj->failed.insert(msg.train_task().task_id());
+          MutexLock lock(&rj.mu);
+          rj.failed.insert(msg.train_task().task_id());
         }
       }
-      // 3. Wait for every update, or the deadline.
-      absl::StatusOr<FlatTensor> aggregate = absl::UnknownError("");
-      int arrived = 0;
-      double train_loss = 0;
-      int64_t samples = 0, bytes_up = 0, bytes_down = 0;
+      // 3. Wait for every update (or the over-selected round's target), or the deadline.
+      absl::StatusOr<FlatTensor> next = absl::UnknownError("");
       std::map<std::string, int64_t> round_samples;
-      bool stop = false;
       {
-        MutexLock lock(&rj->mu);
-        while (!rj->stop && rj->received.size() + rj->failed.size() < rj->tasks.size() &&
-               clock->Now() < deadline) {
-          rj->cv.WaitWithTimeout(&rj->mu, absl::Milliseconds(50));
+        MutexLock lock(&rj.mu);
+        auto answered = [&rj]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(rj.mu) {
+          return rj.received.size() + rj.failed.size() + rj.dropped.size() >= rj.tasks.size() ||
+                 (rj.target > 0 && static_cast<int>(rj.received.size()) >= rj.target);
+        };
+        while (!rj.stop && !answered() && clock->Now() < deadline) {
+          rj.cv.WaitWithTimeout(&rj.mu, absl::Milliseconds(50));
         }
-        stop = rj->stop;
-        rj->accepting = false;
-        arrived = rj->strategy->folded();
-        if (!stop && arrived >= spec.min_clients()) aggregate = rj->strategy->Finish(base_flat);
-        samples = rj->samples;
-        train_loss = samples > 0 ? rj->weighted_loss / samples : 0;
-        bytes_up = rj->bytes_up;
-        bytes_down = rj->bytes_down;
-        round_samples = rj->round_samples;
+        if (rj.stop) {
+          rj.accepting = false;
+          return Outcome::kStopped;
+        }
+        rj.accepting = false;
+        round_samples = rj.TakeRoundTotals(info);
+        if (info->participants() >= spec.min_clients()) next = rj.strategy->Finish(base_flat);
       }
-      if (stop) break;
-      info->set_samples(samples);
-      info->set_train_loss(train_loss);
-      info->set_bytes_up(bytes_up);
-      info->set_bytes_down(bytes_down);
-      info->set_participants(arrived);
-      if (arrived < spec.min_clients()) {
-        reason = absl::StrCat("only ", arrived, " of the minimum ", spec.min_clients(),
-                              " update(s) arrived by the deadline (",
+      if (info->participants() < spec.min_clients()) {
+        reason = absl::StrCat("only ", info->participants(), " of the minimum ",
+                              spec.min_clients(), " update(s) arrived by the deadline (",
                               spec.round_timeout_ms() / 1000.0, " s)");
-      } else if (!aggregate.ok()) {
-        reason = std::string(aggregate.status().message());
+      } else if (!next.ok()) {
+        reason = std::string(next.status().message());
       } else {
         // 4. The new global model: write its archive, score it, persist the round.
-        absl::Status st = (*model)->SetFlat(*aggregate);
-        absl::StatusOr<std::string> bytes =
-            st.ok() ? (*model)->Serialize() : absl::StatusOr<std::string>(st);
-        absl::StatusOr<std::string> sha =
-            bytes.ok() ? registry->PutBlob(*bytes) : absl::StatusOr<std::string>(bytes.status());
-        if (!sha.ok()) return fail(global_sha, sha.status());
-        if (holdout->size() > 0) {
-          auto eval = (*model)->Evaluate(*holdout);
-          if (eval.ok()) {
-            info->set_val_accuracy(eval->accuracy);
-            info->set_val_loss(eval->loss);
-          } else {
-            LOG(WARNING) << "job=" << id << " round=" << round << " evaluation failed: "
-                         << eval.status();
-          }
+        absl::Status st = CompleteRound(ctx, info, *next, started);
+        if (!st.ok()) {
+          ctx.fail(st);
+          return Outcome::kFailed;
         }
-        info->set_state("done");
-        info->set_seconds(absl::ToDoubleSeconds(clock->Now() - started));
-        job.set_completed_rounds(round);
-        global_sha = *sha;
-        for (const auto& [node, n] : round_samples) participants[node] += n;
-        if (!persist(global_sha).ok()) {
-          return fail(record->global_sha256, absl::InternalError("cannot persist the round"));
-        }
-        RoundsCounter("done").Increment();
-        RoundSeconds().Observe(info->seconds());
-        Emit("round.completed", job, round,
-             absl::StrFormat("%d update(s), %d samples, val_accuracy %.4f", arrived, samples,
-                             info->val_accuracy()));
-        LOG(INFO) << "job=" << id << " round=" << round << " done: " << arrived
-                  << " update(s), " << samples << " samples, train_loss=" << train_loss
-                  << " val_accuracy=" << info->val_accuracy();
+        for (const auto& [node, n] : round_samples) ctx.participants[node] += n;
         done = true;
         break;
       }
@@ -667,79 +988,165 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
       RoundsCounter(attempt <= spec.max_round_retries() ? "retried" : "failed").Increment();
       LOG(WARNING) << "job=" << id << " round=" << round << " attempt " << attempt << ": "
                    << reason;
-      persist(global_sha).IgnoreError();  // logged; the next persist retries
+      ctx.persist().IgnoreError();  // logged; the next persist retries
     }
-    if (stopping()) {
-      std::string cancelled;
-      {
-        MutexLock lock(&rj->mu);
-        cancelled = rj->cancelled;
-      }
-      if (!cancelled.empty()) {
-        job.set_state(v1::JOB_CANCELLED);
-        job.set_error(cancelled);
-        persist(global_sha).IgnoreError();  // logged
-        Emit("job.cancelled", job, job.completed_rounds(), cancelled);
-        LOG(INFO) << "job=" << id << " " << cancelled;
-      } else {
-        LOG(INFO) << "job=" << id << " paused at shutdown after round " << job.completed_rounds();
-      }
-      RunningJobsGauge().Decrement();
-      return;
-    }
+    if (Stopping(rj)) return Outcome::kStopped;
     if (!done) {
-      return fail(global_sha, absl::DeadlineExceededError(absl::StrCat(
-                                  "round ", round, " failed after ", 1 + spec.max_round_retries(),
-                                  " attempt(s): ", reason)));
+      ctx.fail(absl::DeadlineExceededError(absl::StrCat("round ", round, " failed after ",
+                                                        1 + spec.max_round_retries(),
+                                                        " attempt(s): ", reason)));
+      return Outcome::kFailed;
     }
   }
+  return Outcome::kFinished;
+}
 
-  // 5. Register the result as a new version.
-  v1::Version version;
-  version.set_model(spec.model());
-  version.set_parent_version(base->version());
-  version.set_sha256(global_sha);
-  version.set_schema_hash(rj->schema_hash);
-  version.set_job_id(id);
-  version.set_round(job.completed_rounds());
-  version.set_creator(job.creator());
-  version.set_reason(spec.reason().empty() ? absl::StrCat("federated training job ", id)
-                                           : spec.reason());
-  version.set_strategy(spec.proximal_mu() > 0
-                           ? absl::StrCat("fedprox(mu=", spec.proximal_mu(), ")")
-                           : std::string("fedavg"));
-  *version.mutable_contract() = base->contract();
-  *version.mutable_schema() = (*model)->schema().ToProto();
-  for (const auto& [node, n] : participants) {
-    auto* p = version.add_participants();
-    p->set_node_id(node);
-    p->set_num_samples(n);
-  }
-  if (job.rounds_size() > 0) {
-    const v1::RoundInfo& last = job.rounds(job.rounds_size() - 1);
-    (*version.mutable_metrics())["val_accuracy"] = last.val_accuracy();
-    (*version.mutable_metrics())["val_loss"] = last.val_loss();
-    (*version.mutable_metrics())["train_loss"] = last.train_loss();
-  }
-  job.set_state(v1::JOB_SUCCEEDED);
-  job.set_updated_unix_ms(absl::ToUnixMillis(clock->Now()));
-  auto registered = registry->FinishJob(job, version);
-  if (!registered.ok()) return fail(global_sha, registered.status());
+JobManager::Outcome JobManager::RunAsync(Context& ctx) {
+  Running& rj = *ctx.rj;
+  Clock* clock = options_.clock;
+  const v1::JobSpec spec = ctx.job.spec();
+  const std::string id = ctx.job.id();
+  const int buffer = spec.async().buffer_size();
+  // A step that folds nothing for this long fails the job.
+  const absl::Duration patience =
+      absl::Milliseconds(spec.round_timeout_ms()) * (1 + spec.max_round_retries()) +
+      absl::Milliseconds(spec.wait_for_clients_ms());
+  std::map<std::string, absl::Time> deadlines;  // outstanding task -> its deadline
+  uint64_t sequence = 0;
+  std::mt19937_64 rng(spec.seed() * 1000003ULL + 17);
   {
-    MutexLock lock(&rj->mu);
-    rj->job = job;
-    rj->job.set_result_version(registered->version());
+    MutexLock lock(&rj.mu);
+    rj.round = ctx.job.completed_rounds() + 1;
+    rj.accepting = true;
+    rj.ResetRoundTotals();
   }
-  LOG(INFO) << "job=" << id << " succeeded: registered " << spec.model() << " v"
-            << registered->version();
-  Emit("version.registered", job, job.completed_rounds(),
-       absl::StrCat(spec.model(), " v", registered->version(), " from job ", id),
-       registered->version());
-  Emit("job.completed", job, job.completed_rounds(),
-       absl::StrCat("registered ", spec.model(), " v", registered->version()),
-       registered->version());
-  RunningJobsGauge().Decrement();
-  if (options_.on_registered) options_.on_registered(*registered);
+  for (int step = ctx.job.completed_rounds() + 1; step <= spec.rounds(); ++step) {
+    const absl::Time started = clock->Now();
+    absl::Time last_progress = started;
+    int last_folded = 0;
+    v1::RoundInfo* info = ctx.job.add_rounds();
+    info->set_round(step);
+    info->set_attempt(1);
+    info->set_state("training");
+    ctx.persist().IgnoreError();  // logged; the next persist retries
+    int selected = 0;
+    while (true) {
+      if (Stopping(rj)) {
+        MutexLock lock(&rj.mu);
+        rj.accepting = false;
+        return Outcome::kStopped;
+      }
+      const absl::Time now = clock->Now();
+      // Tasks past their deadline free their node.
+      std::set<std::string> busy;
+      int outstanding = 0;
+      {
+        MutexLock lock(&rj.mu);
+        for (auto it = deadlines.begin(); it != deadlines.end();) {
+          if (rj.tasks.count(it->first) == 0) {
+            it = deadlines.erase(it);
+          } else if (now >= it->second) {
+            LOG(WARNING) << "job=" << id << " step=" << step << " task " << it->first
+                         << " missed its deadline";
+            rj.tasks.erase(it->first);
+            it = deadlines.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        for (const auto& [task, node] : rj.tasks) busy.insert(node);
+        outstanding = static_cast<int>(rj.tasks.size());
+      }
+      // Keep `concurrency` nodes training, each on the model current when it starts.
+      std::vector<std::string> idle;
+      for (const std::string& node : options_.fleet->Eligible(ctx.filter)) {
+        if (busy.count(node) == 0) idle.push_back(node);
+      }
+      int concurrency = spec.async().concurrency();
+      if (concurrency == 0) concurrency = spec.clients_per_round();
+      if (concurrency == 0) concurrency = static_cast<int>(idle.size()) + outstanding;
+      std::shuffle(idle.begin(), idle.end(), rng);
+      const absl::Time deadline = now + absl::Milliseconds(spec.round_timeout_ms());
+      for (const std::string& node : idle) {
+        if (outstanding >= concurrency) break;
+        v1::CloudMessage msg =
+            NewTask(ctx, step, absl::StrCat(id, "-s", step, "-", ++sequence, "-", node), deadline);
+        {
+          MutexLock lock(&rj.mu);
+          rj.tasks[msg.train_task().task_id()] = node;
+        }
+        if (options_.fleet->Send(node, msg)) {
+          deadlines[msg.train_task().task_id()] = deadline;
+          ++outstanding;
+          ++selected;
+        } else {
+          MutexLock lock(&rj.mu);
+          rj.tasks.erase(msg.train_task().task_id());
+        }
+      }
+      // A full buffer makes the next global model.
+      absl::StatusOr<FlatTensor> next = absl::UnknownError("");
+      std::map<std::string, int64_t> round_samples;
+      {
+        MutexLock lock(&rj.mu);
+        const int folded = rj.strategy->folded();
+        if (folded != last_folded) {
+          last_folded = folded;
+          last_progress = now;
+        }
+        if (folded < buffer && now - last_progress > patience) {
+          rj.accepting = false;
+          next = absl::DeadlineExceededError(
+              absl::StrCat("step ", step, " folded ", folded, " of ", buffer,
+                           " update(s) and none came in ", absl::FormatDuration(patience)));
+        } else if (folded < buffer) {
+          rj.cv.WaitWithTimeout(&rj.mu, absl::Milliseconds(50));
+          continue;
+        }
+      }
+      if (next.status().code() == absl::StatusCode::kDeadlineExceeded) {
+        info->set_state("failed");
+        info->set_reason(std::string(next.status().message()));
+        ctx.fail(next.status());
+        return Outcome::kFailed;
+      }
+      {
+        MutexLock lock(&rj.mu);
+        round_samples = rj.TakeRoundTotals(info);
+        next = rj.strategy->Finish(ctx.model->Flat());
+        // Updates that arrive from now on are folded into the next step.
+        rj.round = step + 1;
+        rj.ResetRoundTotals();
+      }
+      info->set_selected(selected);
+      if (!next.ok()) {
+        ctx.fail(next.status());
+        return Outcome::kFailed;
+      }
+      absl::Status st = CompleteRound(ctx, info, *next, started);
+      if (!st.ok()) {
+        ctx.fail(st);
+        return Outcome::kFailed;
+      }
+      for (const auto& [node, n] : round_samples) ctx.participants[node] += n;
+      break;
+    }
+  }
+  MutexLock lock(&rj.mu);
+  rj.accepting = false;
+  return Outcome::kFinished;
+}
+
+JobManager::RoundSize JobManager::SizeRound(const v1::JobSpec& spec, int eligible) {
+  int target = eligible;
+  if (spec.selection().fraction() > 0) {
+    target = static_cast<int>(std::ceil(spec.selection().fraction() * eligible - 1e-9));
+  }
+  if (spec.clients_per_round() > 0) target = std::min(target, spec.clients_per_round());
+  target = std::min(eligible, std::max(target, spec.min_clients()));
+  int asked = static_cast<int>(std::ceil(target * (1 + spec.selection().over_selection()) - 1e-9));
+  asked = std::min(eligible, std::max(asked, target));
+  return {target, asked};
 }
 
 }  // namespace fedge::cloud::jobs

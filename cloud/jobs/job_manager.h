@@ -15,6 +15,7 @@
 #include "cloud/fleet/fleet.h"
 #include "cloud/registry/registry.h"
 #include "common/sync/mutex.h"
+#include "common/tensor/flat.h"
 #include "common/time/clock.h"
 #include "fedge/v1/admin.pb.h"
 #include "fedge/v1/fleet.pb.h"
@@ -76,8 +77,25 @@ class JobManager {
 
  private:
   struct Running;
+  struct Context;
+  enum class Outcome { kFinished, kStopped, kFailed };
+  // A synchronous round asks `asked` nodes and closes at `target` updates (over-selection).
+  struct RoundSize {
+    int target = 0;
+    int asked = 0;
+  };
+  static RoundSize SizeRound(const v1::JobSpec& spec, int eligible);
+
   void Launch(std::shared_ptr<Running> job);
   void Run(std::shared_ptr<Running> job);
+  Outcome RunRounds(Context& ctx);  // synchronous rounds
+  Outcome RunAsync(Context& ctx);   // FedBuff
+  // Installs the round's next model: archive, optimizer state, holdout score, persisted.
+  absl::Status CompleteRound(Context& ctx, v1::RoundInfo* info, const FlatTensor& next,
+                             absl::Time started);
+  v1::CloudMessage NewTask(const Context& ctx, int round, const std::string& task_id,
+                           absl::Time deadline) const;
+  bool Stopping(Running& rj) const;
   std::shared_ptr<Running> Find(const std::string& id) const;
   void Emit(const std::string& type, const v1::Job& job, int round, const std::string& message,
             int64_t version = 0) const;

@@ -54,11 +54,15 @@ struct TrainOptions {
   int threads = 0;
   // Runs on the training thread after each optimizer step, e.g. to pace a CPU cap.
   std::function<void()> between_batches;
+  // Runs after each epoch but the last, with the epochs done so far; false stops training
+  // there (partial work, e.g. to meet a deadline). The result counts the epochs run.
+  std::function<bool(int epochs_done)> continue_after_epoch;
 };
 
 struct TrainResult {
   double train_loss = 0;  // mean cross-entropy over the last epoch
   int64_t num_samples = 0;
+  int epochs = 0;  // epochs run: fewer than asked if continue_after_epoch stopped them
   double seconds = 0;
 };
 

@@ -170,6 +170,11 @@ absl::StatusOr<TrainResult> Model::Train(const data::Dataset& data, const TrainO
           loss_sum += value * static_cast<double>(idx.size(0));
         }
         result.train_loss = loss_sum / static_cast<double>(n);
+        result.epochs = epoch + 1;
+        if (epoch + 1 < options.epochs && options.continue_after_epoch &&
+            !options.continue_after_epoch(epoch + 1)) {
+          break;
+        }
       }
       return absl::OkStatus();
     } catch (const std::exception& e) {

@@ -1,8 +1,11 @@
 #include "edge/agent/agent.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/metrics/metrics.h"
@@ -133,6 +136,13 @@ void Agent::SessionLoop() {
     hello->set_protocol_version(1);
     if (options_.local_samples) hello->set_local_samples(options_.local_samples());
     hello->set_outbox_epoch(options_.outbox->epoch());
+    hello->set_cpu_cores(options_.cpu_cores > 0
+                             ? options_.cpu_cores
+                             : static_cast<int32_t>(std::thread::hardware_concurrency()));
+    hello->set_memory_mb(options_.memory_mb > 0
+                             ? options_.memory_mb
+                             : static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) *
+                                   sysconf(_SC_PAGE_SIZE) / (1024 * 1024));
 
     bool ok = stream->Write(hello_msg);
     if (ok) {

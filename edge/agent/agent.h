@@ -40,6 +40,10 @@ class Agent {
     std::string cloud_address;  // host:port of the Fleet API
     std::map<std::string, std::string> labels;
     std::vector<std::string> capabilities = {"train", "predict"};
+    // What the node offers for training, reported in Hello for job selection; 0: the
+    // machine's cores and physical memory.
+    int cpu_cores = 0;
+    int64_t memory_mb = 0;
     runtime::Runtime* runtime = nullptr;
     outbox::Outbox* outbox = nullptr;             // required
     // The data a training task fine-tunes on, read when the task starts (the node's base data

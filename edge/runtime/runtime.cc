@@ -6,6 +6,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/status/status.h"
 #include "common/tensor/sha256.h"
 #include "fedge/v1/fleet.pb.h"
@@ -253,6 +255,16 @@ absl::StatusOr<LocalUpdate> Runtime::TrainHere(const v1::TrainTask& task,
   opt.threads = limits.threads;
   DutyCycle duty(limits.cpu_share);
   if (limits.cpu_share < 1.0) opt.between_batches = [&duty] { duty.Pace(); };
+  if (task.accept_partial_work() && task.deadline_unix_ms() > 0) {
+    // Stop after the epoch that leaves too little time for one more epoch and the upload.
+    const absl::Time deadline = absl::FromUnixMillis(task.deadline_unix_ms());
+    const absl::Time started = absl::Now();
+    opt.continue_after_epoch = [deadline, started, &limits](int done) {
+      const absl::Time now = absl::Now();
+      const absl::Duration per_epoch = (now - started) / done;
+      return now + per_epoch * 1.2 + limits.upload_margin <= deadline;
+    };
+  }
   FEDGE_ASSIGN_OR_RETURN(torchlib::TrainResult result, model->Train(train, opt));
   LocalUpdate update;
   update.delta = model->Flat();
@@ -261,6 +273,7 @@ absl::StatusOr<LocalUpdate> Runtime::TrainHere(const v1::TrainTask& task,
   update.num_samples = result.num_samples;
   update.metrics["train_loss"] = result.train_loss;
   update.metrics["train_seconds"] = result.seconds;
+  update.metrics["epochs"] = result.epochs;
   if (holdout.size() > 0) {
     auto eval = model->Evaluate(holdout);
     if (eval.ok()) update.metrics["local_accuracy"] = eval->accuracy;

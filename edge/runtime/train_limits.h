@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 
 namespace fedge::edge::runtime {
 
@@ -18,6 +19,9 @@ struct TrainLimits {
   double cpu_share = 1.0;
   // Added to the training thread's nice value (a lower scheduling priority); 0: unchanged.
   int nice = 0;
+  // When a task accepts partial work, training stops early enough to leave this much time
+  // before the deadline for the upload.
+  absl::Duration upload_margin = absl::Seconds(1);
 };
 
 // INVALID_ARGUMENT for a negative thread count, a share outside (0, 1] or a negative nice.

@@ -75,6 +75,11 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
     return absl::InvalidArgumentError(
         absl::StrCat("--train_threads must be at least 1, got ", options.train_threads));
   }
+  if (options.cpu_cores < 0 || options.memory_mb < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--cpu_cores and --memory_mb must not be negative (0: the machine's), got ",
+        options.cpu_cores, " and ", options.memory_mb));
+  }
   if (options.reference_rows < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--reference_rows must be at least 1, got ", options.reference_rows));
@@ -148,6 +153,8 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   agent_opts.node_id = options.node_id;
   agent_opts.cloud_address = options.cloud_address;
   agent_opts.labels = options.labels;
+  agent_opts.cpu_cores = options.cpu_cores;
+  agent_opts.memory_mb = options.memory_mb;
   agent_opts.runtime = impl->runtime.get();
   agent_opts.outbox = impl->outbox.get();
   // The base data plus every labelled sample gathered so far, read as each task starts.

@@ -63,6 +63,10 @@ class EdgeNode {
     // core, and a nice increment for its thread.
     int train_threads = 1;
     double train_cpu_share = 0.5;
+    // Reported to the cloud for job selection (SelectionSpec.min_cpu_cores, min_memory_mb);
+    // 0: the machine's.
+    int cpu_cores = 0;
+    int64_t memory_mb = 0;
     int train_nice = 10;
 
     absl::Duration initial_backoff = absl::Milliseconds(200);

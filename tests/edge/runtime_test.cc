@@ -13,6 +13,7 @@
 #include "common/tensor/sha256.h"
 #include "common/torch/model.h"
 #include "google/protobuf/util/json_util.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
 
@@ -182,6 +183,36 @@ TEST(RuntimeTest, TrainRefusesAnotherSchemaOrFeatureCountAndReturnsTheDelta) {
   narrow.feature_names.pop_back();
   EXPECT_EQ(Runtime::Train(task, base, narrow, narrow).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// A task that accepts partial work stops after the epoch that leaves too little time before
+// its deadline, and says how many epochs it ran; one that does not runs them all.
+TEST(RuntimeTest, PartialWorkStopsBeforeTheDeadlineAndCountsItsEpochs) {
+  const std::string base = Archive(1);
+  auto model = torchlib::Model::Load(base);
+  ASSERT_TRUE(model.ok());
+  const data::Dataset local = data::GenerateSite({}, 0, 200);
+  v1::TrainTask task;
+  task.set_schema_hash((*model)->schema().Hash());
+  task.set_learning_rate(0.05);
+  task.set_batch_size(32);
+  task.set_epochs(3);
+  task.set_deadline_unix_ms(absl::ToUnixMillis(absl::Now() + absl::Hours(1)));
+  auto whole = Runtime::Train(task, base, local, local);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->metrics.at("epochs"), 3);
+
+  // Far more epochs than fit before a deadline 2 s away (with a 1 s upload margin).
+  task.set_epochs(1000000);
+  task.set_accept_partial_work(true);
+  const absl::Time deadline = absl::Now() + absl::Seconds(2);
+  task.set_deadline_unix_ms(absl::ToUnixMillis(deadline));
+  auto partial = Runtime::Train(task, base, local, local);
+  ASSERT_TRUE(partial.ok()) << partial.status();
+  EXPECT_GE(partial->metrics.at("epochs"), 1);
+  EXPECT_LT(partial->metrics.at("epochs"), 1000000);
+  EXPECT_LT(absl::Now(), deadline) << "training ran into the upload margin";
+  EXPECT_GT(L2Norm(partial->delta), 0.0);
 }
 
 double Seconds(clockid_t clock) {

@@ -159,7 +159,7 @@ std::vector<v1::Job> ListJobs(v1::Admin::Stub* admin) {
 
 grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
                         const v1::TrainTask& task, const std::vector<float>& delta,
-                        int64_t num_samples) {
+                        int64_t num_samples, const std::map<std::string, double>& metrics) {
   const std::string payload = EncodeF32(delta);
   auto ctx = Context(node_id);
   v1::UploadResponse resp;
@@ -174,6 +174,7 @@ grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
   h->set_num_samples(num_samples);
   h->set_total_size(static_cast<int64_t>(payload.size()));
   h->set_sha256(Sha256Hex(payload));
+  for (const auto& [name, value] : metrics) (*h->mutable_metrics())[name] = value;
   writer->Write(req);
   for (size_t off = 0; off < payload.size(); off += 1 << 20) {
     v1::UploadRequest chunk;
@@ -187,7 +188,7 @@ grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
 
 FakeEdge::FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& node_id,
                    const std::map<std::string, v1::VersionRef>& active,
-                   const std::string& outbox_epoch)
+                   const std::string& outbox_epoch, const v1::Hello& extra)
     : node_id_(node_id), stub_(v1::Fleet::NewStub(channel)) {
   net::SetCallerNodeId(&context_, node_id);
   stream_ = stub_->Session(&context_);
@@ -197,6 +198,7 @@ FakeEdge::FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& no
   hello.mutable_hello()->add_capabilities("predict");
   hello.mutable_hello()->set_protocol_version(1);
   hello.mutable_hello()->set_outbox_epoch(outbox_epoch);
+  hello.mutable_hello()->MergeFrom(extra);
   for (const auto& [model, ref] : active) {
     (*hello.mutable_hello()->mutable_active_versions())[model] = ref;
   }

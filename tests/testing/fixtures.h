@@ -56,19 +56,21 @@ std::vector<v1::Job> ListJobs(v1::Admin::Stub* admin);
 absl::StatusOr<std::string> DownloadVersion(v1::Admin::Stub* admin, const std::string& model,
                                             int64_t version);
 
-// Uploads delta (F32) as the update for `task`, as node `node_id`.
+// Uploads delta (F32) as the update for `task`, as node `node_id`, with `metrics` in the
+// header (e.g. "epochs" for partial work).
 grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
                         const v1::TrainTask& task, const std::vector<float>& delta,
-                        int64_t num_samples);
+                        int64_t num_samples, const std::map<std::string, double>& metrics = {});
 
 // A hand-driven edge: opens a Session as `node_id`, says hello, and hands over the cloud's
 // messages one at a time. Tests use it to send what no well-behaved edge would.
 class FakeEdge {
  public:
   // A non-empty outbox_epoch lets the edge send outbox messages (message_id set).
+  // `hello` is merged into the Hello it sends (labels, cores, memory).
   FakeEdge(std::shared_ptr<grpc::Channel> channel, const std::string& node_id,
            const std::map<std::string, v1::VersionRef>& active = {},
-           const std::string& outbox_epoch = "");
+           const std::string& outbox_epoch = "", const v1::Hello& hello = v1::Hello());
   ~FakeEdge();
   // Waits for the next message of the cloud; false at end of stream.
   bool Next(v1::CloudMessage* message);

@@ -66,6 +66,8 @@ int ModelsValidate(const std::string& model);
 int ModelsRetention(const std::string& model);
 int ModelsAudit(const std::string& model);
 int ModelsRetrainPolicy(const std::string& model);
+// The job's aggregation, selection and async settings from the flags.
+void FillStrategy(v1::JobSpec* spec);
 int ModelsRetrain(const std::string& model);
 int DeployCreate();
 int DeployList();

@@ -35,6 +35,27 @@ ABSL_DECLARE_FLAG(int, epochs);
 ABSL_DECLARE_FLAG(int, batch_size);
 ABSL_DECLARE_FLAG(std::string, optimizer);
 ABSL_DECLARE_FLAG(double, proximal_mu);
+ABSL_DECLARE_FLAG(std::string, aggregation);
+ABSL_DECLARE_FLAG(double, trim_fraction);
+ABSL_DECLARE_FLAG(int, byzantine);
+ABSL_DECLARE_FLAG(int, multi_krum);
+ABSL_DECLARE_FLAG(double, clip_norm);
+ABSL_DECLARE_FLAG(std::string, server_optimizer);
+ABSL_DECLARE_FLAG(double, server_lr);
+ABSL_DECLARE_FLAG(double, server_beta1);
+ABSL_DECLARE_FLAG(double, server_beta2);
+ABSL_DECLARE_FLAG(double, server_tau);
+ABSL_DECLARE_FLAG(double, fraction);
+ABSL_DECLARE_FLAG(std::string, cohort);
+ABSL_DECLARE_FLAG(int, min_cpu_cores);
+ABSL_DECLARE_FLAG(int64_t, min_memory_mb);
+ABSL_DECLARE_FLAG(double, over_selection);
+ABSL_DECLARE_FLAG(bool, accept_partial_work);
+ABSL_DECLARE_FLAG(bool, async);
+ABSL_DECLARE_FLAG(int, buffer_size);
+ABSL_DECLARE_FLAG(int, concurrency);
+ABSL_DECLARE_FLAG(double, staleness_exponent);
+ABSL_DECLARE_FLAG(int, max_staleness);
 
 ABSL_FLAG(std::string, alias, "", "Alias name for models alias / promote (promote: production).");
 ABSL_FLAG(bool, force, false, "models promote: promote despite a failed or missing validation.");
@@ -354,6 +375,37 @@ bool StrategyFromFlags(v1::RolloutStrategy* s) {
   return true;
 }
 
+void FillStrategy(v1::JobSpec* spec) {
+  v1::AggregationSpec* a = spec->mutable_aggregation();
+  a->set_rule(absl::GetFlag(FLAGS_aggregation));
+  if (a->rule() == "trimmed_mean") a->set_trim_fraction(absl::GetFlag(FLAGS_trim_fraction));
+  a->set_byzantine(absl::GetFlag(FLAGS_byzantine));
+  a->set_multi_krum(absl::GetFlag(FLAGS_multi_krum));
+  a->set_clip_norm(absl::GetFlag(FLAGS_clip_norm));
+  a->set_server_optimizer(absl::GetFlag(FLAGS_server_optimizer));
+  if (a->server_optimizer() != "none") {
+    a->set_server_lr(absl::GetFlag(FLAGS_server_lr));
+    a->set_beta1(absl::GetFlag(FLAGS_server_beta1));
+    a->set_beta2(absl::GetFlag(FLAGS_server_beta2));
+    a->set_tau(absl::GetFlag(FLAGS_server_tau));
+  }
+  v1::SelectionSpec* sel = spec->mutable_selection();
+  sel->set_fraction(absl::GetFlag(FLAGS_fraction));
+  sel->set_cohort(absl::GetFlag(FLAGS_cohort));
+  sel->set_min_cpu_cores(absl::GetFlag(FLAGS_min_cpu_cores));
+  sel->set_min_memory_mb(absl::GetFlag(FLAGS_min_memory_mb));
+  sel->set_over_selection(absl::GetFlag(FLAGS_over_selection));
+  sel->set_accept_partial_work(absl::GetFlag(FLAGS_accept_partial_work));
+  if (absl::GetFlag(FLAGS_async)) {
+    v1::AsyncSpec* as = spec->mutable_async();
+    as->set_enabled(true);
+    as->set_buffer_size(absl::GetFlag(FLAGS_buffer_size));
+    as->set_concurrency(absl::GetFlag(FLAGS_concurrency));
+    as->set_staleness_exponent(absl::GetFlag(FLAGS_staleness_exponent));
+    as->set_max_staleness(absl::GetFlag(FLAGS_max_staleness));
+  }
+}
+
 int ModelsRetrainPolicy(const std::string& model) {
   v1::SetRetrainPolicyRequest req;
   req.set_model(model);
@@ -376,6 +428,7 @@ int ModelsRetrainPolicy(const std::string& model) {
   job->set_batch_size(absl::GetFlag(FLAGS_batch_size));
   job->set_optimizer(absl::GetFlag(FLAGS_optimizer));
   job->set_proximal_mu(absl::GetFlag(FLAGS_proximal_mu));
+  FillStrategy(job);
   if (absl::GetFlag(FLAGS_holdout_synthetic)) {
     job->mutable_holdout()->mutable_synthetic()->set_seed(absl::GetFlag(FLAGS_synthetic_seed));
     job->mutable_holdout()->mutable_synthetic()->set_num_sites(absl::GetFlag(FLAGS_synthetic_sites));

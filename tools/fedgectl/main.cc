@@ -70,6 +70,32 @@ ABSL_FLAG(int, batch_size, 32, "Local batch size.");
 ABSL_FLAG(std::string, optimizer, "sgd", "Local optimizer: sgd or adam.");
 ABSL_FLAG(double, proximal_mu, 0,
           "FedProx: edges add mu/2 * ||w - w_round||^2 to their local loss (0: off).");
+ABSL_FLAG(std::string, aggregation, "fedavg",
+          "How a round's updates combine: fedavg, median, trimmed_mean, krum or multi_krum.");
+ABSL_FLAG(double, trim_fraction, 0.1, "trimmed_mean: the share cut at each end, in [0, 0.5).");
+ABSL_FLAG(int, byzantine, 0, "krum, multi_krum: how many faulty updates to tolerate (f).");
+ABSL_FLAG(int, multi_krum, 0, "multi_krum: how many of the best-scored updates to average (m).");
+ABSL_FLAG(double, clip_norm, 0, "Clip each update to this L2 norm before aggregating (0: off).");
+ABSL_FLAG(std::string, server_optimizer, "none",
+          "How the aggregate moves the model: none, fedadam, fedyogi or fedadagrad.");
+ABSL_FLAG(double, server_lr, 0.01, "Server learning rate of fedadam, fedyogi and fedadagrad.");
+ABSL_FLAG(double, server_beta1, 0.9, "First-moment decay of the adaptive server optimizers.");
+ABSL_FLAG(double, server_beta2, 0.99, "Second-moment decay of fedadam and fedyogi.");
+ABSL_FLAG(double, server_tau, 1e-3, "Adaptivity of the adaptive server optimizers.");
+ABSL_FLAG(double, fraction, 0, "Share of the eligible nodes asked per round (0: use K).");
+ABSL_FLAG(std::string, cohort, "", "Only nodes labelled cohort=<this>.");
+ABSL_FLAG(int, min_cpu_cores, 0, "Only nodes reporting at least this many cores.");
+ABSL_FLAG(int64_t, min_memory_mb, 0, "Only nodes reporting at least this much memory.");
+ABSL_FLAG(double, over_selection, 0,
+          "Ask K*(1+x) nodes and close the round at K updates (straggler insurance).");
+ABSL_FLAG(bool, accept_partial_work, false,
+          "Count updates of nodes that ran fewer local epochs to meet the deadline (FedProx).");
+ABSL_FLAG(bool, async, false,
+          "FedBuff: nodes train continuously; the model steps every --buffer_size updates.");
+ABSL_FLAG(int, buffer_size, 10, "async: updates per server step.");
+ABSL_FLAG(int, concurrency, 0, "async: nodes training at once (0: K, else all eligible).");
+ABSL_FLAG(double, staleness_exponent, 0.5, "async: a stale update counts 1/(1+s)^x.");
+ABSL_FLAG(int, max_staleness, 20, "async: staler updates are refused.");
 ABSL_FLAG(std::string, holdout_csv, "", "Holdout CSV on the coordinator for per-round accuracy.");
 ABSL_FLAG(bool, holdout_synthetic, false, "Score rounds on the synthetic task's holdout.");
 ABSL_FLAG(std::string, selector, "", "Node label selector, key=value pairs separated by commas.");
@@ -106,6 +132,12 @@ constexpr char kUsageText[] =
     "  models export NAME [--version=V] --out=FILE   (opens with torch.jit.load)\n"
     "Training:\n"
     "  jobs start --model=N [--rounds=10 --clients_per_round=K --min_clients=M ...] [--watch]\n"
+    "             strategy: [--proximal_mu=MU] [--aggregation=fedavg|median|trimmed_mean|krum|\n"
+    "             multi_krum --byzantine=F --multi_krum=M --trim_fraction=T] [--clip_norm=C]\n"
+    "             [--server_optimizer=none|fedadam|fedyogi|fedadagrad --server_lr=LR]\n"
+    "             selection: [--fraction=F] [--cohort=C] [--min_cpu_cores=N] [--min_memory_mb=MB]\n"
+    "             [--over_selection=X] [--accept_partial_work]\n"
+    "             async (FedBuff): [--async --buffer_size=K --concurrency=N --max_staleness=S]\n"
     "  jobs list | status ID | watch ID | cancel ID [--reason=WHY]\n"
     "Rollouts:\n"
     "  deploy create --model=N [--version=V] [--selector=k=v] [--waves=0.25,0.5,1]\n"
@@ -405,6 +437,7 @@ int JobsStart() {
   s->set_batch_size(absl::GetFlag(FLAGS_batch_size));
   s->set_optimizer(absl::GetFlag(FLAGS_optimizer));
   s->set_proximal_mu(absl::GetFlag(FLAGS_proximal_mu));
+  FillStrategy(s);
   s->set_seed(absl::GetFlag(FLAGS_seed));
   s->set_reason(absl::GetFlag(FLAGS_reason));
   if (!ParseSelector(absl::GetFlag(FLAGS_selector), s->mutable_selector())) return Fail("--selector must be key=value,...");
@@ -439,6 +472,10 @@ int JobsStatus(const std::string& id) {
   std::cout << job.id() << ": " << fedge::v1::JobState_Name(job.state()) << ", "
             << job.completed_rounds() << "/" << job.spec().rounds() << " rounds"
             << (job.error().empty() ? "" : ", error: " + job.error()) << "\n";
+  if (!job.strategy().empty()) {
+    std::cout << "strategy: " << (job.spec().async().enabled() ? "fedbuff, " : "")
+              << job.strategy() << "\n";
+  }
   PrintRoundHeader();
   for (const auto& r : job.rounds()) PrintRound(r);
   return 0;
