@@ -4,8 +4,8 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
-#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "common/codec/half.h"
@@ -123,8 +123,10 @@ void QuantiseBlocks(absl::Span<const float> values, int64_t block, Rng& rng, std
     for (size_t i = 0; i < len; ++i) {
       int q = 0;
       if (scale > 0) {
+        // y lies in [-127, 127], so y + u + 128 is positive and truncation is floor(y + u);
+        // this avoids a libm floor call per value.
         const double y = static_cast<double>(values[b + i]) / scale;
-        q = static_cast<int>(std::floor(y + rng.Uniform()));
+        q = static_cast<int>(y + rng.Uniform() + 128.0) - 128;
         q = std::clamp(q, -127, 127);
       }
       *p++ = static_cast<char>(static_cast<int8_t>(q));
@@ -132,18 +134,28 @@ void QuantiseBlocks(absl::Span<const float> values, int64_t block, Rng& rng, std
   }
 }
 
-// Indices of the k largest magnitudes, ascending; ties go to the lower index.
+// Indices of the k largest magnitudes, ascending; ties go to the lower index. Selects the
+// k-th largest magnitude on a copy of the magnitudes (contiguous floats, cheaper to partition
+// than indices), then collects indices in one ordered pass.
 std::vector<uint32_t> TopKIndices(absl::Span<const float> values, int64_t k) {
-  std::vector<uint32_t> idx(values.size());
-  std::iota(idx.begin(), idx.end(), 0u);
-  if (k < static_cast<int64_t>(values.size())) {
-    auto larger = [&values](uint32_t a, uint32_t b) {
-      const float fa = std::fabs(values[a]), fb = std::fabs(values[b]);
-      return fa > fb || (fa == fb && a < b);
-    };
-    std::nth_element(idx.begin(), idx.begin() + k, idx.end(), larger);
-    idx.resize(static_cast<size_t>(k));
-    std::sort(idx.begin(), idx.end());
+  std::vector<uint32_t> idx;
+  if (k <= 0) return idx;
+  idx.reserve(static_cast<size_t>(k));
+  std::vector<float> mags(values.size());
+  for (size_t i = 0; i < values.size(); ++i) mags[i] = std::fabs(values[i]);
+  std::nth_element(mags.begin(), mags.begin() + (k - 1), mags.end(), std::greater<float>());
+  const float threshold = mags[static_cast<size_t>(k - 1)];
+  int64_t above = 0;
+  for (float v : values) above += std::fabs(v) > threshold ? 1 : 0;
+  int64_t ties_left = k - above;  // entries equal to the threshold that still fit, lowest first
+  for (size_t i = 0; i < values.size(); ++i) {
+    const float a = std::fabs(values[i]);
+    if (a > threshold) {
+      idx.push_back(static_cast<uint32_t>(i));
+    } else if (a == threshold && ties_left > 0) {
+      idx.push_back(static_cast<uint32_t>(i));
+      --ties_left;
+    }
   }
   return idx;
 }
@@ -312,11 +324,12 @@ void Stream(absl::string_view payload, const CodecParams& params, int64_t n, Dec
       return;
     case Encoding::kF16: {
       const char* body = p + kHeaderBytes;
+      std::array<uint16_t, kDecodeBlock> halves;
       for (int64_t off = 0; off < n; off += kDecodeBlock) {
         const int64_t len = std::min(kDecodeBlock, n - off);
-        for (int64_t i = 0; i < len; ++i) {
-          values[i] = HalfToFloat(Load<uint16_t>(body + 2 * (off + i)));
-        }
+        // Copy the halves out first: an aligned array lets the conversion loop vectorise.
+        std::memcpy(halves.data(), body + 2 * off, static_cast<size_t>(2 * len));
+        for (int64_t i = 0; i < len; ++i) values[i] = HalfToFloat(halves[i]);
         sink.Dense(off, absl::MakeConstSpan(values.data(), static_cast<size_t>(len)));
       }
       return;
