@@ -10,6 +10,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -756,6 +757,27 @@ TEST_F(ErrorFeedbackTest, RefusesUnsafeHashesAndKeepsResidualOnEncodeError) {
   EXPECT_EQ(ef->Compress(hash_, bad, Params(Encoding::kF16), 0).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ef->Residual(hash_), before);
+}
+
+TEST_F(ErrorFeedbackTest, ConcurrentModelsMatchSequentialRuns) {
+  const CodecParams p = Params(Encoding::kTopK, 256, 0.05);
+  const std::vector<std::string> hashes = {"m0", "m1", "m2"};
+  auto run = [&](ErrorFeedback* ef, const std::string& hash, int salt) {
+    for (int round = 0; round < 20; ++round) {
+      ASSERT_TRUE(ef->Compress(hash, RandomVector(300, 1000 * salt + round), p, round).ok());
+    }
+  };
+  std::unique_ptr<ErrorFeedback> concurrent = OpenFeedback();
+  {
+    std::vector<std::thread> threads;
+    for (int m = 0; m < 3; ++m) threads.emplace_back(run, concurrent.get(), hashes[m], m);
+    for (std::thread& t : threads) t.join();
+  }
+  for (int m = 0; m < 3; ++m) {
+    ASSERT_TRUE(concurrent->Clear("seq").ok());
+    run(concurrent.get(), "seq", m);
+    EXPECT_EQ(concurrent->Residual(hashes[m]), concurrent->Residual("seq")) << hashes[m];
+  }
 }
 
 TEST_F(ErrorFeedbackTest, ClearForgetsTheResidualOnDisk) {
