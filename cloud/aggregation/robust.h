@@ -34,7 +34,10 @@ class WeightedMean final : public RoundAggregator {
  public:
   explicit WeightedMean(int64_t num_elements);
   std::string name() const override { return "mean"; }
+  int64_t num_elements() const override { return num_elements_; }
   absl::Status Fold(const UpdateView& update) override;
+  absl::Status FoldEncoded(absl::string_view payload, const codec::CodecParams& params,
+                           int64_t num_samples, double scale = 1.0) override;
   absl::Status Merge(RoundAggregator& other) override;
   int folded() const override;
   absl::StatusOr<std::vector<double>> Aggregate() override;
@@ -52,6 +55,7 @@ class WeightedMean final : public RoundAggregator {
 // aggregate over the kept updates.
 class KeepingAggregator : public RoundAggregator {
  public:
+  int64_t num_elements() const final { return num_elements_; }
   absl::Status Fold(const UpdateView& update) final;
   absl::Status Merge(RoundAggregator& other) final;
   int folded() const final;
@@ -153,6 +157,7 @@ class ClippedAggregator final : public RoundAggregator {
   // "clip(<inner name>)".
   std::string name() const override;
   double max_norm() const { return max_norm_; }
+  int64_t num_elements() const override { return inner_->num_elements(); }
   absl::Status Fold(const UpdateView& update) override;
   absl::Status Merge(RoundAggregator& other) override;
   int folded() const override;

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "common/codec/codec.h"
 #include "common/tensor/flat.h"
 
 namespace fedge::cloud::aggregation {
@@ -35,8 +36,15 @@ class RoundAggregator {
  public:
   virtual ~RoundAggregator() = default;
   virtual std::string name() const = 0;
+  virtual int64_t num_elements() const = 0;
   // INVALID_ARGUMENT on a size mismatch, a non-positive sample count or a non-finite value.
   virtual absl::Status Fold(const UpdateView& update) = 0;
+  // Folds an update as it came off the wire, multiplied by `scale` (FedBuff's staleness
+  // weight; 1 otherwise). The payload must have passed codec::Inspect as finite, which is
+  // where the caller checks its norm. The default decodes it whole and calls Fold; the
+  // weighted mean decodes block by block straight into its running sum.
+  virtual absl::Status FoldEncoded(absl::string_view payload, const codec::CodecParams& params,
+                                   int64_t num_samples, double scale = 1.0);
   // Adds everything `other` folded. INVALID_ARGUMENT unless `other` is the same rule with the
   // same parameters and size.
   virtual absl::Status Merge(RoundAggregator& other) = 0;

@@ -79,6 +79,16 @@ absl::Status Strategy::Fold(const UpdateView& update) {
   return round->Fold(update);
 }
 
+absl::Status Strategy::FoldEncoded(absl::string_view payload, const codec::CodecParams& params,
+                                   int64_t num_samples, double scale) {
+  std::shared_ptr<RoundAggregator> round;
+  {
+    MutexLock lock(&mu_);
+    round = round_;
+  }
+  return round->FoldEncoded(payload, params, num_samples, scale);
+}
+
 absl::Status Strategy::Merge(Strategy& other) {
   if (&other == this) return absl::InvalidArgumentError("a strategy cannot merge itself");
   std::shared_ptr<RoundAggregator> mine, theirs;

@@ -51,6 +51,9 @@ class Strategy {
   // Starts a round: what was folded before is discarded.
   void BeginRound();
   absl::Status Fold(const UpdateView& update);
+  // See RoundAggregator::FoldEncoded: the payload must have passed codec::Inspect.
+  absl::Status FoldEncoded(absl::string_view payload, const codec::CodecParams& params,
+                           int64_t num_samples, double scale = 1.0);
   absl::Status Merge(Strategy& other);
   int folded() const;
   // The next global model. FAILED_PRECONDITION if too few updates were folded for the rule;

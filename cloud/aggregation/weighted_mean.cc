@@ -1,3 +1,6 @@
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
 #include "cloud/aggregation/robust.h"
 #include "cloud/aggregation/update_checks.h"
 #include "common/status/status.h"
@@ -12,6 +15,23 @@ absl::Status WeightedMean::Fold(const UpdateView& update) {
   const double w = static_cast<double>(update.num_samples);
   MutexLock lock(&mu_);
   for (size_t i = 0; i < weighted_sum_.size(); ++i) weighted_sum_[i] += w * update.delta[i];
+  total_weight_ += w;
+  ++folded_;
+  return absl::OkStatus();
+}
+
+absl::Status WeightedMean::FoldEncoded(absl::string_view payload,
+                                       const codec::CodecParams& params, int64_t num_samples,
+                                       double scale) {
+  FEDGE_RETURN_IF_ERROR(internal::CheckSamplesAndValues({{}, num_samples}));
+  if (!(scale > 0) || !std::isfinite(scale)) {
+    return absl::InvalidArgumentError(absl::StrCat("scale is ", scale, "; it must be positive"));
+  }
+  const double w = static_cast<double>(num_samples);
+  MutexLock lock(&mu_);
+  // AccumulateInto checks the whole payload before it touches the sum.
+  FEDGE_RETURN_IF_ERROR(
+      codec::AccumulateInto(payload, params, w * scale, absl::MakeSpan(weighted_sum_)));
   total_weight_ += w;
   ++folded_;
   return absl::OkStatus();

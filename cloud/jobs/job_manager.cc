@@ -11,6 +11,7 @@
 #include "cloud/aggregation/strategy.h"
 #include "cloud/events/event_log.h"
 #include "cloud/models/validator.h"
+#include "common/codec/codec.h"
 #include "common/data/dataset.h"
 #include "common/data/synthetic.h"
 #include "common/metrics/metrics.h"
@@ -111,6 +112,49 @@ aggregation::StrategyConfig StrategyConfigOf(const v1::JobSpec& spec) {
   if (c.server_optimizer == "none") c.server = {};
   c.proximal_mu = spec.proximal_mu();
   return c;
+}
+
+absl::Status FillCompression(v1::CompressionSpec* c) {
+  if (c->encoding().empty()) c->set_encoding("f32");
+  auto encoding = codec::ParseEncoding(c->encoding());
+  if (!encoding.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("compression.encoding: ", encoding.status().message()));
+  }
+  const codec::CodecParams defaults;
+  if (c->topk_fraction() == 0) c->set_topk_fraction(defaults.topk_fraction);
+  if (c->block_size() == 0) c->set_block_size(defaults.block_size);
+  codec::CodecParams params;
+  params.encoding = *encoding;
+  params.topk_fraction = c->topk_fraction();
+  params.block_size = c->block_size();
+  absl::Status st = codec::ValidateParams(params);
+  if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("compression: ", st.message()));
+  return absl::OkStatus();
+}
+
+// The job's encoding; the spec passed FillCompression when the job started.
+codec::CodecParams CodecParamsOf(const v1::JobSpec& spec) {
+  codec::CodecParams params;
+  auto encoding = codec::ParseEncoding(spec.compression().encoding());
+  if (encoding.ok()) params.encoding = *encoding;
+  if (spec.compression().topk_fraction() > 0) {
+    params.topk_fraction = spec.compression().topk_fraction();
+  }
+  if (spec.compression().block_size() > 0) params.block_size = spec.compression().block_size();
+  return params;
+}
+
+// Names where a flat index falls: "tensor 'fc1.weight' at element 12".
+std::string Locate(const Schema& schema, int64_t index) {
+  int64_t offset = 0;
+  for (const auto& t : schema.tensors) {
+    if (index < offset + t.NumElements()) {
+      return absl::StrCat("tensor '", t.name, "' at element ", index - offset);
+    }
+    offset += t.NumElements();
+  }
+  return absl::StrCat("element ", index);
 }
 
 absl::Status ValidateSelection(v1::JobSpec* spec) {
@@ -217,6 +261,7 @@ absl::Status ValidateSpec(v1::JobSpec* spec) {
   FEDGE_RETURN_IF_ERROR(FillAggregation(spec->mutable_aggregation()));
   FEDGE_ASSIGN_OR_RETURN(auto strategy, aggregation::Strategy::Create(StrategyConfigOf(*spec), 0));
   FEDGE_RETURN_IF_ERROR(ValidateSelection(spec));
+  FEDGE_RETURN_IF_ERROR(FillCompression(spec->mutable_compression()));
   return ValidateAsync(spec);
 }
 
@@ -232,7 +277,9 @@ struct JobManager::Running {
 
   // Written before the first round starts, then read-only.
   std::string schema_hash;
+  Schema schema;
   int64_t num_elements = 0;
+  codec::CodecParams codec;
   int local_epochs = 1;
   bool accept_partial = false;
   bool async = false;
@@ -513,15 +560,17 @@ absl::Status JobManager::Running::CheckUploadLocked(const std::string& node_id,
         "update schema ", header.schema_hash().substr(0, 12), " does not match the round's ",
         schema_hash.substr(0, 12), ": the edge trained a different model architecture"));
   }
-  if (header.encoding() != v1::F32) {
+  const int wire = header.encoding();
+  if (wire != static_cast<int>(codec.encoding)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "update encoding ", v1::Encoding_Name(header.encoding()), " is not supported; use F32"));
+        "update is encoded ", v1::Encoding_IsValid(wire) ? v1::Encoding_Name(wire) : "unknown",
+        " (", wire, "); job ", id, " asked for ", codec::EncodingName(codec.encoding)));
   }
-  const int64_t expected = num_elements * 4;
-  if (header.total_size() != expected) {
-    return absl::InvalidArgumentError(absl::StrCat("update declares ", header.total_size(),
-                                                   " bytes; an F32 update of this model has ",
-                                                   expected));
+  auto expected = codec::EncodedSize(codec, num_elements);
+  if (expected.ok() && header.total_size() != *expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "update declares ", header.total_size(), " bytes; a ", codec::EncodingName(codec.encoding),
+        " update of this model has ", *expected));
   }
   if (header.num_samples() <= 0) {
     return absl::InvalidArgumentError(
@@ -554,20 +603,19 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
         absl::StrCat("job '", header.job_id(), "' ended before the update was folded"));
   }
   if (st.ok()) {
-    auto delta = DecodeF32(payload, job->num_elements);
-    st = delta.status();
-    if (st.ok()) {
-      // The schema itself lives in the model; element positions suffice for the message.
-      Schema flat_schema{{TensorSpec{"update", {job->num_elements}}}};
-      st = CheckFinite(*delta, flat_schema);
+    // One streaming pass checks the values and the norm; the fold decodes again, block by
+    // block, into the aggregate, so no second full-size copy of the update is made.
+    auto stats = codec::Inspect(payload, job->codec, job->num_elements);
+    st = stats.status();
+    if (st.ok() && !stats->all_finite) {
+      st = absl::InvalidArgumentError(absl::StrCat(
+          "update holds a non-finite value at ", Locate(job->schema, stats->first_non_finite),
+          "; the edge's training diverged"));
     }
-    if (st.ok()) {
-      const double norm = L2Norm(*delta);
-      if (norm > options_.max_update_norm) {
-        st = absl::InvalidArgumentError(absl::StrFormat(
-            "update norm %.3g exceeds the bound %.3g; the edge's training likely diverged", norm,
-            options_.max_update_norm));
-      }
+    if (st.ok() && stats->l2_norm > options_.max_update_norm) {
+      st = absl::InvalidArgumentError(absl::StrFormat(
+          "update norm %.3g exceeds the bound %.3g; the edge's training likely diverged",
+          stats->l2_norm, options_.max_update_norm));
     }
     if (st.ok()) {
       MutexLock lock(&job->mu);
@@ -575,14 +623,11 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
       // while the payload was validated.
       st = job->CheckUploadLocked(node_id, header);
       if (st.ok()) {
-        if (job->async) {
-          const double scale = aggregation::StalenessScale(job->round - header.round(),
-                                                           job->staleness_exponent);
-          if (scale != 1.0) {
-            for (float& v : *delta) v = static_cast<float>(v * scale);
-          }
-        }
-        st = job->strategy->Fold({*delta, header.num_samples()});
+        const double scale =
+            job->async ? aggregation::StalenessScale(job->round - header.round(),
+                                                     job->staleness_exponent)
+                       : 1.0;
+        st = job->strategy->FoldEncoded(payload, job->codec, header.num_samples(), scale);
         if (st.ok()) {
           job->received.insert(header.task_id());
           job->failed.erase(header.task_id());
@@ -683,7 +728,9 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
   if (!holdout.ok()) return ctx.fail(holdout.status());
   ctx.holdout = std::move(*holdout);
   rj->schema_hash = ctx.model->schema().Hash();
-  rj->num_elements = ctx.model->schema().NumElements();
+  rj->schema = ctx.model->schema();
+  rj->num_elements = rj->schema.NumElements();
+  rj->codec = CodecParamsOf(spec);
   rj->local_epochs = spec.local_epochs();
   rj->accept_partial = spec.selection().accept_partial_work();
   rj->async = spec.async().enabled();
@@ -816,6 +863,9 @@ v1::CloudMessage JobManager::NewTask(const Context& ctx, int round, const std::s
   task->set_batch_size(spec.batch_size());
   task->set_proximal_mu(spec.proximal_mu());
   task->set_accept_partial_work(spec.selection().accept_partial_work());
+  task->set_encoding(static_cast<v1::Encoding>(ctx.rj->codec.encoding));
+  task->set_topk_fraction(ctx.rj->codec.topk_fraction);
+  task->set_block_size(ctx.rj->codec.block_size);
   task->set_deadline_unix_ms(absl::ToUnixMillis(deadline));
   task->set_seed(spec.seed() * 1000003ULL + static_cast<uint64_t>(round));
   return msg;

@@ -473,6 +473,31 @@ absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& pa
   return FromGrpcStatus(st);
 }
 
+absl::StatusOr<std::string> Agent::EncodeUpdate(const v1::TrainTask& task,
+                                                const runtime::LocalUpdate& update) const {
+  if (task.encoding() == v1::ENCODING_UNSPECIFIED || task.encoding() == v1::F32) {
+    return EncodeF32(update.delta);
+  }
+  auto encoding = codec::EncodingFromWire(task.encoding());
+  if (!encoding.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("the task asks for update encoding ",
+                                                   task.encoding(), ", which this edge does not "
+                                                   "know; upgrade fedge-edge"));
+  }
+  codec::CodecParams params;
+  params.encoding = *encoding;
+  if (task.topk_fraction() > 0) params.topk_fraction = task.topk_fraction();
+  if (task.block_size() > 0) params.block_size = task.block_size();
+  // Stochastic rounding draws differ per node, so their errors do not line up.
+  const uint64_t seed = task.seed() ^ std::hash<std::string>()(options_.node_id);
+  const bool sparse =
+      params.encoding == codec::Encoding::kTopK || params.encoding == codec::Encoding::kTopKInt8;
+  if (sparse && options_.error_feedback != nullptr) {
+    return options_.error_feedback->Compress(update.schema_hash, update.delta, params, seed);
+  }
+  return codec::Encode(update.delta, params, seed);
+}
+
 absl::Status Agent::RunTask(const v1::TrainTask& task) {
   if (task.deadline_unix_ms() > 0 && absl::ToUnixMillis(absl::Now()) > task.deadline_unix_ms()) {
     return absl::DeadlineExceededError("the task's deadline passed before it started");
@@ -496,9 +521,9 @@ absl::Status Agent::RunTask(const v1::TrainTask& task) {
   header.set_job_id(task.job_id());
   header.set_round(task.round());
   header.set_schema_hash(update.schema_hash);
-  header.set_encoding(v1::F32);
   header.set_num_samples(update.num_samples);
-  const std::string payload = EncodeF32(update.delta);
+  FEDGE_ASSIGN_OR_RETURN(const std::string payload, EncodeUpdate(task, update));
+  header.set_encoding(task.encoding() == v1::ENCODING_UNSPECIFIED ? v1::F32 : task.encoding());
   header.set_total_size(static_cast<int64_t>(payload.size()));
   header.set_sha256(Sha256Hex(payload));
   for (const auto& [k, v] : update.metrics) (*header.mutable_metrics())[k] = v;

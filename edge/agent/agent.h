@@ -16,6 +16,7 @@
 #include "common/data/dataset.h"
 #include "common/sync/mutex.h"
 #include "edge/agent/downloader.h"
+#include "common/codec/error_feedback.h"
 #include "edge/outbox/outbox.h"
 #include "edge/runtime/runtime.h"
 #include "fedge/v1/fleet.grpc.pb.h"
@@ -46,6 +47,9 @@ class Agent {
     int64_t memory_mb = 0;
     runtime::Runtime* runtime = nullptr;
     outbox::Outbox* outbox = nullptr;             // required
+    // Residuals of top-k compressed updates, carried into the next update of the same model.
+    // Null: top-k updates are sent without error feedback.
+    codec::ErrorFeedback* error_feedback = nullptr;
     // The data a training task fine-tunes on, read when the task starts (the node's base data
     // and the labelled samples it has gathered). Null or no rows: the task fails.
     std::function<data::Dataset()> training_data;
@@ -96,6 +100,9 @@ class Agent {
   void Enqueue(v1::EdgeMessage message);
   void OnApplied(uint64_t applied_id, bool new_session);
   absl::Status RunTask(const v1::TrainTask& task);
+  // The update's payload in the task's encoding (top-k through error feedback).
+  absl::StatusOr<std::string> EncodeUpdate(const v1::TrainTask& task,
+                                           const runtime::LocalUpdate& update) const;
   absl::Status RunDeploy(const v1::VersionRef& version, const std::string& schema_hash);
   // Scores a version on the local holdout (federated evaluation).
   v1::EvaluateResult RunEvaluate(const v1::EvaluateTask& task);

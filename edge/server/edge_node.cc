@@ -24,6 +24,7 @@ struct EdgeNode::Impl {
   std::unique_ptr<samples::SampleStore> store;
   std::unique_ptr<runtime::Runtime> runtime;
   std::unique_ptr<outbox::Outbox> outbox;
+  std::unique_ptr<codec::ErrorFeedback> error_feedback;
   serving::HealthTracker health{serving::HealthTracker::Options{}};
   std::unique_ptr<serving::DriftWatch> drift;
   std::unique_ptr<serving::InferenceService> inference;
@@ -135,6 +136,8 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   outbox_opts.max_bytes = options.outbox_max_bytes;
   outbox_opts.max_age = options.outbox_max_age;
   FEDGE_ASSIGN_OR_RETURN(impl->outbox, outbox::Outbox::Open(outbox_opts));
+  FEDGE_ASSIGN_OR_RETURN(impl->error_feedback,
+                         codec::ErrorFeedback::Open({options.state_dir + "/residuals"}));
   serving::LocalSamples local;
   local.store = impl->store.get();
   local.label_names = label_names;
@@ -157,6 +160,7 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   agent_opts.memory_mb = options.memory_mb;
   agent_opts.runtime = impl->runtime.get();
   agent_opts.outbox = impl->outbox.get();
+  agent_opts.error_feedback = impl->error_feedback.get();
   // The base data plus every labelled sample gathered so far, read as each task starts.
   agent_opts.training_data = [state, node_id] {
     data::Dataset train = state->train;

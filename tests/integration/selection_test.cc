@@ -1,6 +1,7 @@
 // Node selection, over-selection, partial work and FedBuff's staleness weighting, against
 // hand-driven edges on a real coordinator over loopback.
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -9,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cloud/server/cloud_server.h"
+#include "common/codec/codec.h"
 #include "common/sync/mutex.h"
 #include "common/tensor/flat.h"
 #include "common/torch/model.h"
@@ -314,6 +316,49 @@ TEST_F(SelectionTest, FedBuffRefusesUpdatesStalerThanTheLimit) {
   EXPECT_THAT(st.error_message(), ::testing::HasSubstr("2 server steps stale"));
 }
 
+// An int8 job: the task names the encoding, an F32 update is refused, and the int8 update
+// folds within one quantization step (max|x|/127 per block) of the original delta.
+TEST_F(SelectionTest, CompressedUpdatesAreNegotiatedPerJob) {
+  testing::FakeEdge* edge = Connect("e0");
+  WaitForNodes(1);
+  const FlatTensor base = VersionFlat(1);
+  const size_t n = base.size();
+  v1::JobSpec spec;
+  spec.set_rounds(1);
+  spec.set_base_version(1);
+  spec.mutable_compression()->set_encoding("int8");
+  spec.mutable_compression()->set_block_size(64);
+  v1::Job started = Start(spec);
+  auto task = edge->NextTask();
+  ASSERT_TRUE(task.ok());
+  EXPECT_EQ(task->encoding(), v1::INT8);
+  EXPECT_EQ(task->block_size(), 64);
+  std::vector<float> delta(n);
+  for (size_t i = 0; i < n; ++i) delta[i] = 0.01f * static_cast<float>(static_cast<int>(i % 41) - 20);
+  grpc::Status wrong = testing::SendUpdate(edge->stub(), "e0", *task, delta, 10);
+  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(wrong.error_message(), ::testing::HasSubstr("int8"));
+  codec::CodecParams params;
+  params.encoding = codec::Encoding::kInt8;
+  params.block_size = 64;
+  auto payload = codec::Encode(delta, params, /*seed=*/3);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  EXPECT_LT(payload->size(), n * 4 / 3);  // about a byte a value, against four
+  ASSERT_TRUE(testing::SendPayload(edge->stub(), "e0", *task, *payload, v1::INT8, 10).ok());
+  v1::Job job = Wait(started.id());
+  ASSERT_EQ(job.state(), v1::JOB_SUCCEEDED) << job.error();
+  EXPECT_EQ(job.rounds(0).bytes_up(), static_cast<int64_t>(payload->size()));
+  const FlatTensor out = VersionFlat(job.result_version());
+  ASSERT_EQ(out.size(), n);
+  for (size_t i = 0; i < n; ++i) {
+    float block_max = 0;
+    for (size_t j = i / 64 * 64; j < std::min(n, i / 64 * 64 + 64); ++j) {
+      block_max = std::max(block_max, std::abs(delta[j]));
+    }
+    ASSERT_NEAR(out[i] - base[i], delta[i], block_max / 127 * 1.001 + 1e-6) << "value " << i;
+  }
+}
+
 TEST_F(SelectionTest, BadStrategyAndSelectionSpecsAreRefusedByName) {
   struct Case {
     std::function<void(v1::JobSpec*)> set;
@@ -329,6 +374,12 @@ TEST_F(SelectionTest, BadStrategyAndSelectionSpecsAreRefusedByName) {
        },
        "trim"},
       {[](v1::JobSpec* s) { s->mutable_selection()->set_fraction(1.5); }, "selection.fraction"},
+      {[](v1::JobSpec* s) { s->mutable_compression()->set_encoding("zip"); }, "zip"},
+      {[](v1::JobSpec* s) {
+         s->mutable_compression()->set_encoding("topk");
+         s->mutable_compression()->set_topk_fraction(2);
+       },
+       "compression"},
       {[](v1::JobSpec* s) { s->mutable_selection()->set_over_selection(-1); }, "over_selection"},
       {[](v1::JobSpec* s) {
          (*s->mutable_selector())["cohort"] = "a";

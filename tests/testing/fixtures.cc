@@ -160,7 +160,13 @@ std::vector<v1::Job> ListJobs(v1::Admin::Stub* admin) {
 grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
                         const v1::TrainTask& task, const std::vector<float>& delta,
                         int64_t num_samples, const std::map<std::string, double>& metrics) {
-  const std::string payload = EncodeF32(delta);
+  return SendPayload(stub, node_id, task, EncodeF32(delta), v1::F32, num_samples, metrics);
+}
+
+grpc::Status SendPayload(v1::Fleet::Stub* stub, const std::string& node_id,
+                         const v1::TrainTask& task, const std::string& payload,
+                         v1::Encoding encoding, int64_t num_samples,
+                         const std::map<std::string, double>& metrics) {
   auto ctx = Context(node_id);
   v1::UploadResponse resp;
   auto writer = stub->UploadUpdate(ctx.get(), &resp);
@@ -170,7 +176,7 @@ grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
   h->set_job_id(task.job_id());
   h->set_round(task.round());
   h->set_schema_hash(task.schema_hash());
-  h->set_encoding(v1::F32);
+  h->set_encoding(encoding);
   h->set_num_samples(num_samples);
   h->set_total_size(static_cast<int64_t>(payload.size()));
   h->set_sha256(Sha256Hex(payload));

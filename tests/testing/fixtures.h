@@ -61,6 +61,11 @@ absl::StatusOr<std::string> DownloadVersion(v1::Admin::Stub* admin, const std::s
 grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
                         const v1::TrainTask& task, const std::vector<float>& delta,
                         int64_t num_samples, const std::map<std::string, double>& metrics = {});
+// Uploads an already encoded payload, declaring `encoding` in the header.
+grpc::Status SendPayload(v1::Fleet::Stub* stub, const std::string& node_id,
+                         const v1::TrainTask& task, const std::string& payload,
+                         v1::Encoding encoding, int64_t num_samples,
+                         const std::map<std::string, double>& metrics = {});
 
 // A hand-driven edge: opens a Session as `node_id`, says hello, and hands over the cloud's
 // messages one at a time. Tests use it to send what no well-behaved edge would.
