@@ -15,6 +15,7 @@
 #include "common/data/synthetic.h"
 #include "common/metrics/metrics.h"
 #include "common/status/status.h"
+#include "common/tensor/f32.h"
 #include "common/tensor/flat.h"
 #include "common/torch/model.h"
 #include "glog/logging.h"
@@ -358,7 +359,9 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
         absl::StrCat("job '", header.job_id(), "' ended before the update was folded"));
   }
   if (st.ok()) {
-    auto delta = DecodeF32(payload, job->num_elements);
+    // A view of the staged payload, not a copy: the payload outlives the fold.
+    FlatTensor scratch;
+    auto delta = ViewF32(payload, job->num_elements, &scratch);
     st = delta.status();
     if (st.ok()) {
       // The schema itself lives in the model; element positions suffice for the message.
