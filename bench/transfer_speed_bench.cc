@@ -6,9 +6,9 @@
 // baseline is a ByteSink service (bench/byte_sink.proto) on its own server with the same
 // options, which reads the same UploadRequest messages and only counts their bytes. Both
 // clients send the header and then the payload in the edge's 1 MiB chunks, with the same
-// client code; the uploads take turns, so that other load on the machine falls on both alike.
-// Then the server-side steps of UploadUpdate are timed apart on the same payload, to show
-// where the difference goes.
+// client code. To show where the difference goes, the sink also runs with UploadUpdate's own
+// steps added one at a time (digest, staging, part file, validation and fold), and each step
+// is timed alone. All kinds take turns, so that other load on the machine falls on each alike.
 //
 //   build/bench/transfer_speed_bench [--hidden=5000,5000] [--reps=5] [--quick]
 
@@ -55,19 +55,66 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+// Reads the UploadRequest stream and counts its bytes. The client's "x-bench-steps" metadata
+// adds UploadUpdate's own work, one letter per step, so that each step's cost shows in the
+// same pipeline: h = sha256 of each chunk, s = staging into one buffer, p = appending each
+// chunk to a part file, f = the view, finite check, norm bound and FedAvg fold at the end.
 class ByteSinkService final : public fedge::bench::ByteSink::Service {
  public:
+  // Like a job's round, the FedAvg sum exists before the first upload arrives.
+  ByteSinkService(int64_t elements, std::string part_path)
+      : elements_(elements), part_path_(std::move(part_path)), avg_(elements) {}
+
   grpc::Status Push(grpc::ServerContext* context,
                     grpc::ServerReader<fedge::v1::UploadRequest>* reader,
                     fedge::v1::UploadResponse* response) override {
+    std::string steps;
+    auto it = context->client_metadata().find("x-bench-steps");
+    if (it != context->client_metadata().end()) steps.assign(it->second.data(), it->second.size());
+    const bool hash = absl::StrContains(steps, "h"), stage = absl::StrContains(steps, "s"),
+               part = absl::StrContains(steps, "p"), fold = absl::StrContains(steps, "f");
     fedge::v1::UploadRequest msg;
     int64_t bytes = 0;
+    fedge::Sha256 digest;
+    std::string payload;
+    std::ofstream file;
+    if (part) file.open(part_path_, std::ios::binary | std::ios::trunc);
     while (reader->Read(&msg)) {
-      if (msg.has_chunk()) bytes += static_cast<int64_t>(msg.chunk().data().size());
+      if (msg.has_header()) {
+        if (stage) payload.reserve(static_cast<size_t>(msg.header().total_size()));
+        continue;
+      }
+      const std::string& data = msg.chunk().data();
+      bytes += static_cast<int64_t>(data.size());
+      if (hash) digest.Update(data);
+      if (stage) payload.append(data);
+      if (part) {
+        file.write(data.data(), static_cast<std::streamsize>(data.size()));
+        file.flush();
+      }
+    }
+    if (hash) response->set_received_bytes(digest.HexDigest().size() > 0 ? bytes : 0);
+    if (part) {
+      file.close();
+      std::remove(part_path_.c_str());
+    }
+    if (fold && stage) {
+      fedge::FlatTensor scratch;
+      auto view = fedge::ViewF32(payload, elements_, &scratch);
+      const fedge::Schema schema{{fedge::TensorSpec{"update", {elements_}}}};
+      if (!view.ok() || !fedge::CheckFinite(*view, schema).ok() || fedge::L2Norm(*view) > 1e6) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "bad update");
+      }
+      if (!avg_.Fold({*view, 100}).ok()) return grpc::Status(grpc::StatusCode::INTERNAL, "fold");
     }
     response->set_received_bytes(bytes);
     return grpc::Status::OK;
   }
+
+ private:
+  const int64_t elements_;
+  const std::string part_path_;
+  fedge::cloud::aggregation::FedAvg avg_;
 };
 
 // Sends the header, then the payload in wire chunks, as the edge does.
@@ -175,7 +222,7 @@ int Run() {
   const std::string digest = fedge::Sha256Hex(payload);
   const double mb = static_cast<double>(payload.size()) / 1e6;
 
-  ByteSinkService sink;
+  ByteSinkService sink(elements, dir.path() + "/sink.part");
   fedge::net::GrpcServerOptions sink_opts;
   sink_opts.services = {{&sink, fedge::bench::ByteSink::service_full_name()}};
   auto sink_server = fedge::net::StartGrpcServer(sink_opts);
@@ -199,53 +246,67 @@ int Run() {
     h.set_sha256(digest);
     return h;
   };
-  auto push = [&](const std::string& node) {
-    auto ctx = fedge::testing::Context(node, absl::Minutes(10));
+  auto push = [&](const std::string& steps) {
+    auto ctx = fedge::testing::Context("sink", absl::Minutes(10));
+    ctx->AddMetadata("x-bench-steps", steps);
     fedge::v1::UploadResponse resp;
     auto writer = sink_stub->Push(ctx.get(), &resp);
-    fedge::v1::TrainTask none;
-    return Send(writer.get(), header_for(none), payload);
+    return Send(writer.get(), header_for(fedge::v1::TrainTask()), payload);
   };
 
   std::printf("model: built-in mlp hidden=%s, %lld parameters; F32 update %.1f MB in %zu-byte "
               "chunks; %d uploads of each kind, taking turns\n",
               absl::StrJoin(hidden, ",").c_str(), static_cast<long long>(elements), mb,
               kChunkBytes, reps);
-  if (!push("warm-up").ok()) {
+  if (!push("").ok()) {
     std::fprintf(stderr, "the baseline stream failed\n");
     return 1;
   }
-  std::vector<double> bare_mbps, fleet_mbps;
+  // The bare stream first, then the sink with UploadUpdate's steps added one by one, then the
+  // real RPC.
+  struct Kind {
+    std::string name;
+    std::string steps;  // for the sink
+    std::vector<double> mbps;
+  };
+  std::vector<Kind> kinds = {{"bare gRPC (ByteSink)", "", {}},
+                             {"  + sha256", "h", {}},
+                             {"  + staging", "hs", {}},
+                             {"  + part file", "hsp", {}},
+                             {"  + validate, fold", "hspf", {}},
+                             {"Fleet.UploadUpdate", "", {}}};
   for (int i = 0; i < reps; ++i) {
-    grpc::Status st;
-    const double bare = Time([&] { st = push(edges[i]->node_id()); });
-    if (!st.ok()) {
-      std::fprintf(stderr, "the baseline stream failed: %s\n", st.error_message().c_str());
-      return 1;
+    for (size_t k = 0; k < kinds.size(); ++k) {
+      grpc::Status st;
+      const bool real = k + 1 == kinds.size();
+      const double seconds = Time([&] {
+        if (!real) {
+          st = push(kinds[k].steps);
+          return;
+        }
+        auto ctx = fedge::testing::Context(edges[i]->node_id(), absl::Minutes(10));
+        fedge::v1::UploadResponse resp;
+        auto writer = fleet_stub->UploadUpdate(ctx.get(), &resp);
+        st = Send(writer.get(), header_for(tasks[i]), payload);
+      });
+      if (!st.ok()) {
+        std::fprintf(stderr, "%s failed: %s\n", kinds[k].name.c_str(),
+                     st.error_message().c_str());
+        return 1;
+      }
+      kinds[k].mbps.push_back(mb / seconds);
     }
-    const double upload = Time([&] {
-      auto ctx = fedge::testing::Context(edges[i]->node_id(), absl::Minutes(10));
-      fedge::v1::UploadResponse resp;
-      auto writer = fleet_stub->UploadUpdate(ctx.get(), &resp);
-      st = Send(writer.get(), header_for(tasks[i]), payload);
-    });
-    if (!st.ok()) {
-      std::fprintf(stderr, "UploadUpdate failed: %s\n", st.error_message().c_str());
-      return 1;
-    }
-    bare_mbps.push_back(mb / bare);
-    fleet_mbps.push_back(mb / upload);
   }
-  std::printf("%-22s %10s %10s %10s\n", "stream", "median_MB/s", "min", "max");
-  std::printf("%-22s %10.0f %10.0f %10.0f\n", "bare gRPC (ByteSink)", Median(bare_mbps),
-              *std::min_element(bare_mbps.begin(), bare_mbps.end()),
-              *std::max_element(bare_mbps.begin(), bare_mbps.end()));
-  std::printf("%-22s %10.0f %10.0f %10.0f\n", "Fleet.UploadUpdate", Median(fleet_mbps),
-              *std::min_element(fleet_mbps.begin(), fleet_mbps.end()),
-              *std::max_element(fleet_mbps.begin(), fleet_mbps.end()));
-  const double ratio = Median(fleet_mbps) / Median(bare_mbps);
-  std::printf("ratio UploadUpdate/bare (medians): %.2f (goal >= 0.7)\n", ratio);
-  const double gap_ms = (mb / Median(fleet_mbps) - mb / Median(bare_mbps)) * 1e3;
+  const double bare = Median(kinds.front().mbps);
+  std::printf("%-22s %11s %8s %8s %8s\n", "stream", "median_MB/s", "min", "max", "vs_bare");
+  for (const Kind& k : kinds) {
+    std::printf("%-22s %11.0f %8.0f %8.0f %8.2f\n", k.name.c_str(), Median(k.mbps),
+                *std::min_element(k.mbps.begin(), k.mbps.end()),
+                *std::max_element(k.mbps.begin(), k.mbps.end()), Median(k.mbps) / bare);
+  }
+  const double upload = Median(kinds.back().mbps);
+  std::printf("ratio UploadUpdate/bare (medians): %.2f (goal >= 0.7)\n", upload / bare);
+  const double gap_ms = (mb / upload - mb / bare) * 1e3;
 
   // UploadUpdate's own work per update, each step timed apart on the same payload.
   std::vector<std::pair<std::string, double>> steps;
@@ -285,7 +346,7 @@ int Run() {
                        std::printf("validation failed\n");
                      }
                    })});
-  std::printf("UploadUpdate's server-side steps, timed apart on the same payload "
+  std::printf("the steps alone, each timed apart on the same payload "
               "(the upload takes %.0f ms more than the bare stream):\n",
               gap_ms);
   double sum = 0;
