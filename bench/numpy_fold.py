@@ -47,7 +47,9 @@ def layer_sizes(params, layers):
 def aggregate(results):
     """Sample-weighted mean in the shape of Flower's aggregate(): products, reduce(np.add), divide."""
     num_examples_total = sum(num_examples for (_, num_examples) in results)
-    weighted_weights = [[layer * num_examples for layer in weights] for weights, num_examples in results]
+    weighted_weights = [
+        [layer * num_examples for layer in weights] for weights, num_examples in results
+    ]
     weights_prime = [
         functools.reduce(np.add, layer_updates) / num_examples_total
         for layer_updates in zip(*weighted_weights)
@@ -92,8 +94,8 @@ def main():
     bytes_folded = reps * a.updates * a.params * 4
     maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"params={a.params} updates={a.updates} reps={reps} seconds={elapsed / reps:.6f} "
-          f"gbps={bytes_folded / elapsed / 1e9:.4f} fold_peak_mb={(peak_kb - before_kb) / 1e3:.1f} "
-          f"maxrss_mb={maxrss_kb / 1e3:.1f}")
+          f"gbps={bytes_folded / elapsed / 1e9:.4f} "
+          f"fold_peak_mb={(peak_kb - before_kb) / 1e3:.1f} maxrss_mb={maxrss_kb / 1e3:.1f}")
     return 0
 
 
