@@ -45,7 +45,7 @@ def layer_sizes(params, layers):
 
 
 def aggregate(results):
-    """Sample-weighted mean in the shape of Flower's aggregate(): products, reduce(np.add), divide."""
+    """The sample-weighted mean in the shape of Flower's aggregate()."""
     num_examples_total = sum(num_examples for (_, num_examples) in results)
     weighted_weights = [
         [layer * num_examples for layer in weights] for weights, num_examples in results
