@@ -131,8 +131,8 @@ std::vector<WireUpdate> MakePool(int pool, int64_t params) {
 int64_t SamplesOf(int i) { return 100 + i % 7; }
 
 absl::StatusOr<std::unique_ptr<agg::RoundAggregator>> MakeRule(const std::string& name,
-                                                              int64_t params, int updates,
-                                                              double clip_norm) {
+                                                               int64_t params, int updates,
+                                                               double clip_norm) {
   agg::RuleParams p;
   p.byzantine = updates / 5;
   if (name == "multi_krum") p.multi_krum = updates - p.byzantine;
@@ -147,18 +147,18 @@ absl::StatusOr<std::unique_ptr<agg::RoundAggregator>> MakeRule(const std::string
 struct CellResult {
   int ok = 0;
   int reps = 0;
-  double fold_seconds = 0;       // per rep
+  double fold_seconds = 0;        // per rep
   double aggregate_seconds = -1;  // -1: not run
-  long fold_peak_bytes = 0;      // peak resident growth during the folds and Aggregate
-  long peak_bytes = 0;           // the child's peak resident size
+  long fold_peak_bytes = 0;       // peak resident growth during the folds and Aggregate
+  long peak_bytes = 0;            // the child's peak resident size
   // With --breakdown, for fedavg: seconds per rep in each step of FoldOne.
   // The sixth is not part of the fold: the norm with independent partial sums (a proposal).
   double step_seconds[6] = {0, 0, 0, 0, 0, 0};
   char error[200] = {0};
 };
 
-constexpr const char* kStepNames[6] = {"stage",  "decode", "finite",
-                                      "norm",   "fold",   "(norm, 8 partial sums)"};
+constexpr const char* kStepNames[6] = {"stage", "decode", "finite",
+                                       "norm",  "fold",   "(norm, 8 partial sums)"};
 
 // The L2 norm with eight independent double partial sums: the compiler vectorizes it and it is
 // not bound by the latency of one long chain of additions, but its rounding differs from
@@ -271,8 +271,8 @@ CellResult RunCell(const std::string& strategy, int64_t params, int updates, int
       const double proposal_before = r.step_seconds[5];
       const auto start = Clock::now();
       for (int i = 0; i < updates; ++i) {
-        absl::Status st = FoldOne(pool[static_cast<size_t>(i) % pool.size()], params,
-                                  SamplesOf(i), bound, rule->get(), steps);
+        absl::Status st = FoldOne(pool[static_cast<size_t>(i) % pool.size()], params, SamplesOf(i),
+                                  bound, rule->get(), steps);
         if (!st.ok()) {
           std::snprintf(r.error, sizeof(r.error), "%s", st.ToString().c_str());
           return r;
@@ -335,11 +335,10 @@ struct NumpyResult {
 
 NumpyResult RunNumpy(int64_t params, int updates, int pool, double min_seconds) {
   NumpyResult r;
-  const std::string cmd = absl::StrCat(absl::GetFlag(FLAGS_python), " ",
-                                       absl::GetFlag(FLAGS_numpy_script), " --params=", params,
-                                       " --updates=", updates, " --pool=", pool,
-                                       " --layers=", absl::GetFlag(FLAGS_layers),
-                                       " --min_seconds=", min_seconds, " 2>&1");
+  const std::string cmd = absl::StrCat(
+      absl::GetFlag(FLAGS_python), " ", absl::GetFlag(FLAGS_numpy_script), " --params=", params,
+      " --updates=", updates, " --pool=", pool, " --layers=", absl::GetFlag(FLAGS_layers),
+      " --min_seconds=", min_seconds, " 2>&1");
   std::fflush(stdout);
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) {
@@ -457,16 +456,15 @@ int main(int argc, char** argv) {
             !krum || 0.5 * updates * updates * static_cast<double>(params) <= max_krum;
         const CellResult c = RunCellInChild(s, params, updates, pool, min_seconds, aggregate);
         if (!c.ok) {
-          std::printf("%10" PRId64 " %8d %-14s failed: %s\n", params, updates, s.c_str(),
-                      c.error);
+          std::printf("%10" PRId64 " %8d %-14s failed: %s\n", params, updates, s.c_str(), c.error);
           failed = true;
           continue;
         }
         const double gbps = bytes / c.fold_seconds / 1e9;
         const std::string agg_s =
             c.aggregate_seconds < 0 ? "skipped" : absl::StrFormat("%.3f", c.aggregate_seconds);
-        std::printf("%10" PRId64 " %8d %-14s %8.2f %8.2f %9s %9.1f\n", params, updates,
-                    s.c_str(), gbps, gbps / base_gbps, agg_s.c_str(), c.fold_peak_bytes / 1e6);
+        std::printf("%10" PRId64 " %8d %-14s %8.2f %8.2f %9s %9.1f\n", params, updates, s.c_str(),
+                    gbps, gbps / base_gbps, agg_s.c_str(), c.fold_peak_bytes / 1e6);
         if (s == "fedavg" && absl::GetFlag(FLAGS_breakdown)) {
           std::printf("%33s", "fedavg steps, GB/s:");
           for (int k = 0; k < 6; ++k) {
@@ -530,9 +528,10 @@ int main(int argc, char** argv) {
       }
     }
     if (worst_speedup < 1e9) {
-      std::printf("fedge fedavg / numpy, lowest over the cells: %.1fx whole path, %.1fx Fold "
-                  "alone (goal >= 10x)\n",
-                  worst_speedup, worst_fold);
+      std::printf(
+          "fedge fedavg / numpy, lowest over the cells: %.1fx whole path, %.1fx Fold "
+          "alone (goal >= 10x)\n",
+          worst_speedup, worst_fold);
     }
   }
   return failed ? 1 : 0;

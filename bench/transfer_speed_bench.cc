@@ -254,10 +254,10 @@ int Run() {
     return Send(writer.get(), header_for(fedge::v1::TrainTask()), payload);
   };
 
-  std::printf("model: built-in mlp hidden=%s, %lld parameters; F32 update %.1f MB in %zu-byte "
-              "chunks; %d uploads of each kind, taking turns\n",
-              absl::StrJoin(hidden, ",").c_str(), static_cast<long long>(elements), mb,
-              kChunkBytes, reps);
+  std::printf(
+      "model: built-in mlp hidden=%s, %lld parameters; F32 update %.1f MB in %zu-byte "
+      "chunks; %d uploads of each kind, taking turns\n",
+      absl::StrJoin(hidden, ",").c_str(), static_cast<long long>(elements), mb, kChunkBytes, reps);
   if (!push("").ok()) {
     std::fprintf(stderr, "the baseline stream failed\n");
     return 1;
@@ -269,12 +269,9 @@ int Run() {
     std::string steps;  // for the sink
     std::vector<double> mbps;
   };
-  std::vector<Kind> kinds = {{"bare gRPC (ByteSink)", "", {}},
-                             {"  + sha256", "h", {}},
-                             {"  + staging", "hs", {}},
-                             {"  + part file", "hsp", {}},
-                             {"  + validate, fold", "hspf", {}},
-                             {"Fleet.UploadUpdate", "", {}}};
+  std::vector<Kind> kinds = {{"bare gRPC (ByteSink)", "", {}},   {"  + sha256", "h", {}},
+                             {"  + staging", "hs", {}},          {"  + part file", "hsp", {}},
+                             {"  + validate, fold", "hspf", {}}, {"Fleet.UploadUpdate", "", {}}};
   for (int i = 0; i < reps; ++i) {
     for (size_t k = 0; k < kinds.size(); ++k) {
       grpc::Status st;
@@ -290,8 +287,7 @@ int Run() {
         st = Send(writer.get(), header_for(tasks[i]), payload);
       });
       if (!st.ok()) {
-        std::fprintf(stderr, "%s failed: %s\n", kinds[k].name.c_str(),
-                     st.error_message().c_str());
+        std::fprintf(stderr, "%s failed: %s\n", kinds[k].name.c_str(), st.error_message().c_str());
         return 1;
       }
       kinds[k].mbps.push_back(mb / seconds);
@@ -346,9 +342,10 @@ int Run() {
                        std::printf("validation failed\n");
                      }
                    })});
-  std::printf("the steps alone, each timed apart on the same payload "
-              "(the upload takes %.0f ms more than the bare stream):\n",
-              gap_ms);
+  std::printf(
+      "the steps alone, each timed apart on the same payload "
+      "(the upload takes %.0f ms more than the bare stream):\n",
+      gap_ms);
   double sum = 0;
   for (const auto& [name, s] : steps) {
     std::printf("  %-26s %8.1f ms %8.0f MB/s\n", name.c_str(), s * 1e3, mb / s);

@@ -24,8 +24,8 @@ bool AllFinite(absl::Span<const float> values) {
   return true;
 }
 
-absl::StatusOr<absl::Span<const float>> ViewF32(absl::string_view bytes,
-                                                int64_t expected_elements, FlatTensor* scratch) {
+absl::StatusOr<absl::Span<const float>> ViewF32(absl::string_view bytes, int64_t expected_elements,
+                                                FlatTensor* scratch) {
   if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(float) != 0) {
     auto decoded = DecodeF32(bytes, expected_elements);
     if (!decoded.ok()) return decoded.status();

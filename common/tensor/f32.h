@@ -21,8 +21,8 @@ bool AllFinite(absl::Span<const float> values);
 // the result views `bytes` itself, without a copy; otherwise the values are decoded into
 // *scratch and the result views *scratch. The result is valid while both live. Fails as
 // DecodeF32 does: INVALID_ARGUMENT unless the size is exactly expected_elements * 4.
-absl::StatusOr<absl::Span<const float>> ViewF32(absl::string_view bytes,
-                                                int64_t expected_elements, FlatTensor* scratch);
+absl::StatusOr<absl::Span<const float>> ViewF32(absl::string_view bytes, int64_t expected_elements,
+                                                FlatTensor* scratch);
 
 }  // namespace fedge
 
