@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "common/tensor/f32.h"
+
 namespace fedge::cloud::aggregation::internal {
 
 absl::Status CheckSamplesAndValues(const UpdateView& update) {
@@ -9,6 +11,7 @@ absl::Status CheckSamplesAndValues(const UpdateView& update) {
     return absl::InvalidArgumentError(
         absl::StrCat("update reports ", update.num_samples, " samples; it must be positive"));
   }
+  if (AllFinite(update.delta)) return absl::OkStatus();
   for (size_t i = 0; i < update.delta.size(); ++i) {
     if (!std::isfinite(update.delta[i])) {
       return absl::InvalidArgumentError(absl::StrCat("update value ", i, " is ", update.delta[i],

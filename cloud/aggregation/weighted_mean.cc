@@ -14,7 +14,11 @@ absl::Status WeightedMean::Fold(const UpdateView& update) {
   FEDGE_RETURN_IF_ERROR(internal::CheckUpdate(update, num_elements_));
   const double w = static_cast<double>(update.num_samples);
   MutexLock lock(&mu_);
-  for (size_t i = 0; i < weighted_sum_.size(); ++i) weighted_sum_[i] += w * update.delta[i];
+  // Plain pointers and a fixed count: written over the members, GCC leaves this loop scalar.
+  double* sum = weighted_sum_.data();
+  const float* delta = update.delta.data();
+  const size_t n = weighted_sum_.size();
+  for (size_t i = 0; i < n; ++i) sum[i] += w * delta[i];
   total_weight_ += w;
   ++folded_;
   return absl::OkStatus();

@@ -2,6 +2,7 @@
 #include <limits>
 
 #include "common/status/grpc_status.h"
+#include "common/tensor/f32.h"
 #include "common/tensor/flat.h"
 #include "common/tensor/sha256.h"
 #include "gtest/gtest.h"
@@ -61,6 +62,47 @@ TEST(CheckFiniteTest, NamesTheTensorHoldingNaN) {
   EXPECT_NE(st.message().find("'b'"), std::string::npos) << st;
   v[7] = std::numeric_limits<float>::infinity();
   EXPECT_FALSE(CheckFinite(v, s).ok());
+}
+
+TEST(AllFiniteTest, FindsNaNAndInfinityAnywhere) {
+  // Sizes and positions around the scan's 4096-value blocks; the largest finite float and
+  // the smallest denormal are finite.
+  FlatTensor v(3 * 4096 + 5, 1.0f);
+  v[1] = std::numeric_limits<float>::max();
+  v[2] = -std::numeric_limits<float>::denorm_min();
+  EXPECT_TRUE(AllFinite(v));
+  EXPECT_TRUE(AllFinite({}));
+  const float bad[] = {std::numeric_limits<float>::quiet_NaN(),
+                       std::numeric_limits<float>::infinity(),
+                       -std::numeric_limits<float>::infinity()};
+  for (float b : bad) {
+    for (size_t at : {size_t{0}, size_t{4095}, size_t{4096}, v.size() - 1}) {
+      FlatTensor w = v;
+      w[at] = b;
+      EXPECT_FALSE(AllFinite(w)) << b << " at " << at;
+    }
+  }
+}
+
+TEST(ViewF32Test, ViewsAlignedBytesWithoutCopyingAndDecodesOthers) {
+  const FlatTensor v = {1.5f, -2.0f, 3.25f};
+  const std::string payload = EncodeF32(v);
+  FlatTensor scratch;
+  auto view = ViewF32(payload, 3, &scratch);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(static_cast<const void*>(view->data()), static_cast<const void*>(payload.data()));
+  EXPECT_EQ(FlatTensor(view->begin(), view->end()), v);
+  EXPECT_TRUE(scratch.empty());
+
+  const std::string shifted = "x" + payload;  // the payload at an odd address
+  auto copied = ViewF32(absl::string_view(shifted).substr(1), 3, &scratch);
+  ASSERT_TRUE(copied.ok()) << copied.status();
+  EXPECT_EQ(static_cast<const void*>(copied->data()), static_cast<const void*>(scratch.data()));
+  EXPECT_EQ(FlatTensor(copied->begin(), copied->end()), v);
+
+  EXPECT_EQ(ViewF32(payload, 4, &scratch).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ViewF32(absl::string_view(shifted).substr(1, 11), 3, &scratch).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(GrpcStatusTest, CodesMapOneToOne) {
