@@ -242,3 +242,21 @@ absl::Status ErrorFeedback::Clear(absl::string_view schema_hash) {
 }
 
 }  // namespace fedge::codec
+
+namespace fedge::codec {
+
+absl::Status ErrorFeedback::KeepOnly(absl::string_view key) {
+  std::vector<std::string> others;
+  {
+    MutexLock lock(&mu_);
+    for (const auto& [held, values] : residuals_) {
+      if (held != key) others.push_back(held);
+    }
+  }
+  for (const std::string& other : others) {
+    if (absl::Status st = Clear(other); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedge::codec

@@ -50,6 +50,9 @@ class ErrorFeedback {
   // Forgets the model's residual, in memory and on disk.
   absl::Status Clear(absl::string_view schema_hash);
 
+  // Forgets every residual but `key`'s (a new job makes the others stale).
+  absl::Status KeepOnly(absl::string_view key);
+
  private:
   explicit ErrorFeedback(std::string dir) : dir_(std::move(dir)) {}
   absl::Status LoadAll();

@@ -493,7 +493,10 @@ absl::StatusOr<std::string> Agent::EncodeUpdate(const v1::TrainTask& task,
   const bool sparse =
       params.encoding == codec::Encoding::kTopK || params.encoding == codec::Encoding::kTopKInt8;
   if (sparse && options_.error_feedback != nullptr) {
-    return options_.error_feedback->Compress(update.schema_hash, update.delta, params, seed);
+    // The residual belongs to the job: a new job starts from another base, so what an earlier
+    // job left unsent does not apply to it.
+    FEDGE_RETURN_IF_ERROR(options_.error_feedback->KeepOnly(task.job_id()));
+    return options_.error_feedback->Compress(task.job_id(), update.delta, params, seed);
   }
   return codec::Encode(update.delta, params, seed);
 }

@@ -47,7 +47,7 @@ class Agent {
     int64_t memory_mb = 0;
     runtime::Runtime* runtime = nullptr;
     outbox::Outbox* outbox = nullptr;             // required
-    // Residuals of top-k compressed updates, carried into the next update of the same model.
+    // Residuals of top-k compressed updates, carried into the next update of the same job.
     // Null: top-k updates are sent without error feedback.
     codec::ErrorFeedback* error_feedback = nullptr;
     // The data a training task fine-tunes on, read when the task starts (the node's base data

@@ -648,6 +648,21 @@ class ErrorFeedbackTest : public ::testing::Test {
   const std::string hash_ = "ab12cd";
 };
 
+TEST_F(ErrorFeedbackTest, KeepOnlyForgetsEveryOtherResidualOnDiskToo) {
+  const CodecParams p = Params(Encoding::kTopK, 256, 0.1);
+  std::unique_ptr<ErrorFeedback> ef = OpenFeedback();
+  const std::vector<float> delta = RandomVector(100, 7, 1.0f);
+  ASSERT_TRUE(ef->Compress("job-a", delta, p, 1).ok());
+  ASSERT_TRUE(ef->Compress("job-b", delta, p, 1).ok());
+  ASSERT_TRUE(ef->KeepOnly("job-b").ok());
+  EXPECT_TRUE(ef->Residual("job-a").empty());
+  EXPECT_EQ(ef->Residual("job-b").size(), 100u);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/job-a.residual"));
+  std::unique_ptr<ErrorFeedback> reopened = OpenFeedback();
+  EXPECT_TRUE(reopened->Residual("job-a").empty());
+  EXPECT_EQ(reopened->Residual("job-b"), ef->Residual("job-b"));
+}
+
 TEST_F(ErrorFeedbackTest, DecodedUpdatesPlusResidualSumToTheDeltas) {
   for (const CodecParams& p :
        {Params(Encoding::kTopK, 256, 0.05), Params(Encoding::kTopKInt8, 32, 0.05),

@@ -58,8 +58,8 @@ TEST(CompressionTest, TopKInt8UpdatesCarryTheirResidualAndStillLearn) {
   EXPECT_GT(done->rounds(done->rounds_size() - 1).val_accuracy(),
             done->initial_val_accuracy() + 0.2);
   for (int i = 0; i < 3; ++i) {
-    const std::string residual = absl::StrCat(dir.path(), "/edge", i, "/residuals/",
-                                              base->schema_hash(), ".residual");
+    const std::string residual =
+        absl::StrCat(dir.path(), "/edge", i, "/residuals/", job.id(), ".residual");
     EXPECT_TRUE(std::filesystem::exists(residual)) << residual;
   }
   edges.clear();
