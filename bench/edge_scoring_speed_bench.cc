@@ -14,9 +14,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <ctime>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -402,9 +402,10 @@ int main(int argc, char** argv) {
       absl::StrJoin(hidden, ",").c_str(), static_cast<long long>(width), batch,
       absl::GetFlag(FLAGS_serving_threads), static_cast<long long>(train_rows),
       std::thread::hardware_concurrency(), rounds, seconds);
-  std::printf("handler alone, without gRPC, CPU time: Predict %.1f us, PredictBatch %.1f us per call; "
-              "of which the model: %.1f us, %.1f us\n",
-              single_us, batch_us, model_single_us, model_batch_us);
+  std::printf(
+      "handler alone, without gRPC, CPU time: Predict %.1f us, PredictBatch %.1f us per call; "
+      "of which the model: %.1f us, %.1f us\n",
+      single_us, batch_us, model_single_us, model_batch_us);
   std::fflush(stdout);
   for (int r = 0; r < rounds; ++r) {
     for (bool training : {false, true}) {
@@ -428,8 +429,7 @@ int main(int argc, char** argv) {
   }
 
   std::printf("%-6s %7s %-8s %8s %7s %8s %8s %9s %12s %9s %6s\n", "mode", "clients", "phase",
-              "requests", "errors", "p50_ms", "p99_ms", "rps", "echo_p99_ms", "echo_rps",
-              "ratio");
+              "requests", "errors", "p50_ms", "p99_ms", "rps", "echo_p99_ms", "echo_rps", "ratio");
   for (Config& c : configs) {
     const double rps = static_cast<double>(c.service.latencies_ms.size()) / c.service.seconds;
     const double echo_rps = static_cast<double>(c.echo.latencies_ms.size()) / c.echo.seconds;

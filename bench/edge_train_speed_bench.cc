@@ -106,8 +106,8 @@ std::string Archive(const Arch& arch, const fedge::data::Dataset& data) {
 }
 
 // One warm-up call, then `epochs` timed calls of Runtime::Train, one epoch each.
-void TimeCpp(const std::string& archive, const fedge::data::Dataset& data, int threads,
-             int epochs, Sample* out) {
+void TimeCpp(const std::string& archive, const fedge::data::Dataset& data, int threads, int epochs,
+             Sample* out) {
   auto model = fedge::torchlib::Model::Load(archive);
   if (!model.ok()) std::exit(1);
   fedge::v1::TrainTask task;
@@ -157,9 +157,11 @@ void TimePython(const Arch& arch, const fedge::data::Dataset& data, int threads,
   while (std::fgets(buf, sizeof(buf), pipe) != nullptr) output += buf;
   const int rc = pclose(pipe);
   bool dl = false, manual = false;
-  for (absl::string_view field : absl::StrSplit(output, absl::ByAnyChar(" \n"), absl::SkipEmpty())) {
+  for (absl::string_view field :
+       absl::StrSplit(output, absl::ByAnyChar(" \n"), absl::SkipEmpty())) {
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(field, '=');
-    if (kv.first == "dataloader_samples_per_s") dl = absl::SimpleAtod(kv.second, &out->py_dataloader);
+    if (kv.first == "dataloader_samples_per_s")
+      dl = absl::SimpleAtod(kv.second, &out->py_dataloader);
     if (kv.first == "manual_samples_per_s") manual = absl::SimpleAtod(kv.second, &out->py_manual);
   }
   if (rc != 0 || !dl || !manual) {
@@ -214,14 +216,13 @@ int main(int argc, char** argv) {
     archs.push_back(a);
   }
 
-  std::printf("training set %lld rows, batch %d, SGD lr %g momentum 0.9, %d rounds of %d epochs "
-              "per side; %u cores\n",
-              static_cast<long long>(rows), absl::GetFlag(FLAGS_batch),
-              absl::GetFlag(FLAGS_learning_rate), rounds, epochs,
-              std::thread::hardware_concurrency());
+  std::printf(
+      "training set %lld rows, batch %d, SGD lr %g momentum 0.9, %d rounds of %d epochs "
+      "per side; %u cores\n",
+      static_cast<long long>(rows), absl::GetFlag(FLAGS_batch), absl::GetFlag(FLAGS_learning_rate),
+      rounds, epochs, std::thread::hardware_concurrency());
   std::printf("%-7s %-7s %7s %12s %12s %12s %12s %8s %9s\n", "arch", "hidden", "threads",
-              "fedge_samp/s", "loop_samp/s", "py_dl_samp/s", "py_man_samp/s", "vs_dl",
-              "vs_manual");
+              "fedge_samp/s", "loop_samp/s", "py_dl_samp/s", "py_man_samp/s", "vs_dl", "vs_manual");
   for (const Arch& arch : archs) {
     const fedge::data::Dataset data = fedge::data::GenerateSite(arch.syn, 0, rows);
     const std::string archive = Archive(arch, data);

@@ -296,9 +296,8 @@ absl::StatusOr<LocalUpdate> Runtime::Train(const v1::TrainTask& task,
   // A training thread (never a serving one) at the limits' priority; intra-op threads and
   // pacing are set and undone per call.
   absl::StatusOr<LocalUpdate> result = absl::InternalError("training did not run");
-  TrainingThreads::Get().Run(limits.nice, [&] {
-    result = TrainHere(task, base_archive, train, holdout, limits);
-  });
+  TrainingThreads::Get().Run(
+      limits.nice, [&] { result = TrainHere(task, base_archive, train, holdout, limits); });
   return result;
 }
 
