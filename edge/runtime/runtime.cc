@@ -2,13 +2,18 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <sstream>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status/status.h"
+#include "common/sync/mutex.h"
 #include "common/tensor/sha256.h"
 #include "fedge/v1/fleet.pb.h"
 #include "glog/logging.h"
@@ -18,6 +23,85 @@ namespace fedge::edge::runtime {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Training threads outlive the call that uses them. A thread's first parallel LibTorch
+// operation re-applies the process's intra-op thread count, which re-creates LibTorch's shared
+// thread pool; with two or more threads, the new pool's worker spins for tens of milliseconds
+// on the core that training wants. A new thread per call paid that on every call. Threads are
+// kept per nice value, since a thread's priority can be lowered but not raised back: an idle
+// one is reused, and a new one starts only when all are busy, so concurrent calls still run
+// concurrently.
+class TrainingThreads {
+ public:
+  // Never destroyed: idle threads wait on it until the process exits.
+  static TrainingThreads& Get() {
+    static TrainingThreads* const threads = new TrainingThreads();
+    return *threads;
+  }
+
+  // Runs job on an idle thread at `nice` (starting one if there is none) and waits for it.
+  void Run(int nice, std::function<void()> job) {
+    Worker* worker = nullptr;
+    {
+      MutexLock lock(&mu_);
+      std::vector<Worker*>& idle = idle_[nice];
+      if (!idle.empty()) {
+        worker = idle.back();
+        idle.pop_back();
+      }
+    }
+    if (worker == nullptr) worker = Worker::Start(nice);
+    worker->Run(std::move(job));
+    MutexLock lock(&mu_);
+    idle_[nice].push_back(worker);
+  }
+
+ private:
+  class Worker {
+   public:
+    static Worker* Start(int nice) {
+      auto* worker = new Worker();
+      std::thread([worker, nice] {
+        LowerThreadPriority(nice);
+        worker->Loop();
+      }).detach();
+      return worker;
+    }
+
+    void Run(std::function<void()> job) {
+      MutexLock lock(&mu_);
+      job_ = std::move(job);
+      done_ = false;
+      cv_.SignalAll();
+      while (!done_) cv_.Wait(&mu_);
+    }
+
+   private:
+    void Loop() {
+      for (;;) {
+        std::function<void()> job;
+        {
+          MutexLock lock(&mu_);
+          while (!job_) cv_.Wait(&mu_);
+          job = std::move(job_);
+          job_ = nullptr;
+        }
+        job();
+        MutexLock lock(&mu_);
+        done_ = true;
+        cv_.SignalAll();
+      }
+    }
+
+    Mutex mu_;
+    CondVar cv_;
+    std::function<void()> job_ ABSL_GUARDED_BY(mu_);
+    bool done_ ABSL_GUARDED_BY(mu_) = false;
+  };
+
+  Mutex mu_;
+  std::map<int, std::vector<Worker*>> idle_ ABSL_GUARDED_BY(mu_);
+};
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -211,13 +295,11 @@ absl::StatusOr<LocalUpdate> Runtime::Train(const v1::TrainTask& task,
                                            const data::Dataset& train, const data::Dataset& holdout,
                                            const TrainLimits& limits) {
   FEDGE_RETURN_IF_ERROR(ValidateTrainLimits(limits));
-  // A thread of its own, so that its priority, intra-op threads and pacing end with it.
+  // A training thread (never a serving one) at the limits' priority; intra-op threads and
+  // pacing are set and undone per call.
   absl::StatusOr<LocalUpdate> result = absl::InternalError("training did not run");
-  std::thread trainer([&] {
-    LowerThreadPriority(limits.nice);
-    result = TrainHere(task, base_archive, train, holdout, limits);
-  });
-  trainer.join();
+  TrainingThreads::Get().Run(
+      limits.nice, [&] { result = TrainHere(task, base_archive, train, holdout, limits); });
   return result;
 }
 

@@ -66,8 +66,9 @@ class Runtime {
   std::map<std::string, v1::VersionRef> ActiveVersions() const;
 
   // Fine-tunes a copy of `base_archive` on data, as the task says. The base's schema hash must
-  // equal the task's. Never touches the serving models. Runs on a thread of its own, under
-  // `limits` (threads, CPU share, priority), and waits for it.
+  // equal the task's. Never touches the serving models. Runs on a training thread (kept for
+  // later calls at the same priority), under `limits` (threads, CPU share, priority), and
+  // waits for it.
   static absl::StatusOr<LocalUpdate> Train(const v1::TrainTask& task,
                                            absl::string_view base_archive,
                                            const data::Dataset& train, const data::Dataset& holdout,

@@ -68,6 +68,12 @@ absl::Status DriftWatch::Prepare(const runtime::LoadedModel& loaded) {
 
 void DriftWatch::Observe(const v1::VersionRef& version, const float* row,
                          int64_t predicted_label) {
+  // The width only steps between rows, so one row needs none.
+  ObserveAll(version, row, 0, absl::MakeConstSpan(&predicted_label, 1));
+}
+
+void DriftWatch::ObserveAll(const v1::VersionRef& version, const float* rows, int64_t width,
+                            absl::Span<const int64_t> predicted_labels) {
   std::shared_ptr<Watched> watched;
   {
     MutexLock lock(&mu_);
@@ -75,30 +81,36 @@ void DriftWatch::Observe(const v1::VersionRef& version, const float* row,
     if (it == by_sha_.end()) return;
     watched = it->second;
   }
-  auto result = watched->monitor->Observe(row, predicted_label);
-  if (!result.has_value()) return;
-  WindowsCounter(result->drifted ? "drifted" : "stable").Increment();
-  for (size_t i = 0; i < result->psi.size() && i < watched->feature_names.size(); ++i) {
-    PsiGauge(watched->feature_names[i]).Set(result->psi[i]);
+  for (size_t i = 0; i < predicted_labels.size(); ++i) {
+    auto result =
+        watched->monitor->Observe(rows + static_cast<int64_t>(i) * width, predicted_labels[i]);
+    if (result.has_value()) Publish(*watched, *result);
   }
-  if (!result->report) return;
+}
+
+void DriftWatch::Publish(const Watched& watched, const drift::WindowResult& result) {
+  WindowsCounter(result.drifted ? "drifted" : "stable").Increment();
+  for (size_t i = 0; i < result.psi.size() && i < watched.feature_names.size(); ++i) {
+    PsiGauge(watched.feature_names[i]).Set(result.psi[i]);
+  }
+  if (!result.report) return;
   v1::DriftReport report;
-  report.set_model(watched->ref.model());
-  *report.mutable_version() = watched->ref;
-  report.set_window_index(result->window_index);
+  report.set_model(watched.ref.model());
+  *report.mutable_version() = watched.ref;
+  report.set_window_index(result.window_index);
   report.set_window_rows(options_.monitor.window);
-  for (int f : result->drifted_features) {
-    report.add_drifted_features(watched->feature_names[static_cast<size_t>(f)]);
+  for (int f : result.drifted_features) {
+    report.add_drifted_features(watched.feature_names[static_cast<size_t>(f)]);
   }
-  for (size_t i = 0; i < watched->feature_names.size(); ++i) {
-    if (i < result->psi.size()) (*report.mutable_psi())[watched->feature_names[i]] = result->psi[i];
-    if (i < result->ks.size()) (*report.mutable_ks())[watched->feature_names[i]] = result->ks[i];
+  for (size_t i = 0; i < watched.feature_names.size(); ++i) {
+    if (i < result.psi.size()) (*report.mutable_psi())[watched.feature_names[i]] = result.psi[i];
+    if (i < result.ks.size()) (*report.mutable_ks())[watched.feature_names[i]] = result.ks[i];
   }
-  report.set_prediction_psi(result->prediction_psi);
+  report.set_prediction_psi(result.prediction_psi);
   report.set_sent_unix_ms(absl::ToUnixMillis(absl::Now()));
   ReportsCounter().Increment();
-  LOG(WARNING) << "drift in " << watched->ref.model() << " v" << watched->ref.version()
-               << " inputs, window " << result->window_index << ": "
+  LOG(WARNING) << "drift in " << watched.ref.model() << " v" << watched.ref.version()
+               << " inputs, window " << result.window_index << ": "
                << report.drifted_features_size() << " feature(s) over the threshold";
   MutexLock lock(&mu_);
   pending_.push_back(std::move(report));

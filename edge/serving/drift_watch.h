@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "common/data/dataset.h"
 #include "common/sync/mutex.h"
 #include "edge/drift/drift.h"
@@ -38,6 +39,10 @@ class DriftWatch {
   absl::Status Prepare(const runtime::LoadedModel& loaded);
   // One scored row of a version.
   void Observe(const v1::VersionRef& version, const float* row, int64_t predicted_label);
+  // The scored rows of one request at once: rows holds predicted_labels.size() rows of the
+  // version's feature count.
+  void ObserveAll(const v1::VersionRef& version, const float* rows, int64_t width,
+                  absl::Span<const int64_t> predicted_labels);
   // Reports waiting to be sent, oldest first; taking them empties the queue.
   std::vector<v1::DriftReport> TakeReports();
 
@@ -47,6 +52,9 @@ class DriftWatch {
     std::vector<std::string> feature_names;
     std::unique_ptr<drift::Monitor> monitor;
   };
+  // Publishes a completed window: metrics, and a report when drift has held.
+  void Publish(const Watched& watched, const drift::WindowResult& result);
+
   const Options options_;
   Mutex mu_;
   std::map<std::string, std::shared_ptr<Watched>> by_sha_ ABSL_GUARDED_BY(mu_);

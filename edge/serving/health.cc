@@ -22,7 +22,7 @@ std::string HealthTracker::ModelOf(const std::string& prediction_id) const {
   MutexLock lock(&mu_);
   auto it = predictions_.find(prediction_id);
   if (it == predictions_.end()) return "";
-  auto stats = stats_.find(it->second.sha256);
+  auto stats = stats_.find(*it->second.sha256);
   return stats == stats_.end() ? "" : stats->second.ref.model();
 }
 
@@ -30,6 +30,7 @@ HealthTracker::VersionStats& HealthTracker::StatsLocked(const v1::VersionRef& ve
   auto [it, inserted] = stats_.try_emplace(version.sha256());
   if (inserted) {
     it->second.ref = version;
+    it->second.sha256 = std::make_shared<const std::string>(version.sha256());
     it->second.first_seen = options_.clock->Now();
   }
   return it->second;
@@ -48,12 +49,23 @@ void HealthTracker::AddLatencyLocked(VersionStats& stats, absl::Duration latency
 void HealthTracker::RecordPrediction(const v1::VersionRef& version,
                                      const std::string& prediction_id, int32_t predicted_label,
                                      absl::Duration latency) {
+  RecordPredictions(version, absl::MakeConstSpan(&prediction_id, 1),
+                    absl::MakeConstSpan(&predicted_label, 1), latency);
+}
+
+void HealthTracker::RecordPredictions(const v1::VersionRef& version,
+                                      absl::Span<const std::string> prediction_ids,
+                                      absl::Span<const int32_t> predicted_labels,
+                                      absl::Duration latency) {
+  const size_t n = std::min(prediction_ids.size(), predicted_labels.size());
   MutexLock lock(&mu_);
   VersionStats& stats = StatsLocked(version);
-  ++stats.predictions;
-  AddLatencyLocked(stats, latency);
-  predictions_[prediction_id] = Remembered{version.sha256(), predicted_label, false};
-  order_.push_back(prediction_id);
+  for (size_t i = 0; i < n; ++i) {
+    ++stats.predictions;
+    AddLatencyLocked(stats, latency);
+    predictions_[prediction_ids[i]] = Remembered{stats.sha256, predicted_labels[i], false};
+    order_.push_back(prediction_ids[i]);
+  }
   while (order_.size() > options_.max_remembered_predictions) {
     predictions_.erase(order_.front());
     order_.pop_front();
@@ -85,7 +97,7 @@ absl::StatusOr<HealthTracker::FeedbackResult> HealthTracker::RecordFeedback(
   it->second.labelled = true;
   FeedbackResult result;
   result.correct = it->second.label == label;
-  auto stats = stats_.find(it->second.sha256);
+  auto stats = stats_.find(*it->second.sha256);
   if (stats != stats_.end()) {
     ++stats->second.feedback;
     stats->second.feedback_correct += result.correct;

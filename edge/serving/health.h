@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "common/sync/mutex.h"
 #include "common/time/clock.h"
 #include "fedge/v1/fleet.pb.h"
@@ -35,6 +37,11 @@ class HealthTracker {
   // remembers a prediction id for Feedback.
   void RecordPrediction(const v1::VersionRef& version, const std::string& prediction_id,
                         int32_t predicted_label, absl::Duration latency);
+  // The rows of one request at once (one lock for the batch): prediction_ids[i] predicted
+  // predicted_labels[i]; both spans have the same size.
+  void RecordPredictions(const v1::VersionRef& version,
+                         absl::Span<const std::string> prediction_ids,
+                         absl::Span<const int32_t> predicted_labels, absl::Duration latency);
   void RecordFailure(const v1::VersionRef& version, absl::Duration latency);
 
   struct FeedbackResult {
@@ -55,6 +62,8 @@ class HealthTracker {
  private:
   struct VersionStats {
     v1::VersionRef ref;
+    // The digest, shared by every remembered prediction of the version (no copy per row).
+    std::shared_ptr<const std::string> sha256;
     absl::Time first_seen;
     int64_t predictions = 0;
     int64_t errors = 0;
@@ -64,7 +73,7 @@ class HealthTracker {
     size_t next = 0;
   };
   struct Remembered {
-    std::string sha256;
+    std::shared_ptr<const std::string> sha256;
     int32_t label = 0;
     bool labelled = false;
   };

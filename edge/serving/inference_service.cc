@@ -22,6 +22,12 @@ prometheus::Counter& PredictionsCounter(const std::string& result) {
       .Add({{"result", result}});
 }
 
+// Looked up once: every request counts its rows.
+prometheus::Counter& OkPredictions() {
+  static auto& c = PredictionsCounter("ok");
+  return c;
+}
+
 prometheus::Histogram& PredictSeconds() {
   static auto& h = metrics::HistogramFamily("fedge_edge_predict_duration_seconds",
                                             "Latency of Predict and PredictBatch calls.")
@@ -77,12 +83,18 @@ grpc::Status InferenceService::Run(const std::string& model,
     health_->RecordFailure(loaded.ref, latency);
     return ToGrpcStatus(predictions.status());
   }
-  // Inputs are remembered only when they fit the sample store, for Feedback to label.
-  const bool remember = store_ != nullptr && store_->num_features() == width;
-  for (size_t i = 0; i < predictions->size(); ++i) {
+  // The bookkeeping (drift, remembered inputs, health) takes each lock once per request.
+  const size_t n = predictions->size();
+  const uint64_t first_id = next_id_.fetch_add(n);
+  std::vector<std::string> ids;
+  ids.reserve(n);
+  std::vector<int32_t> labels;
+  labels.reserve(n);
+  std::vector<int64_t> drift_labels;
+  drift_labels.reserve(n);
+  out->Reserve(static_cast<int>(n));
+  for (size_t i = 0; i < n; ++i) {
     const auto& p = (*predictions)[i];
-    const float* row = flat.data() + static_cast<int64_t>(i) * width;
-    if (drift_ != nullptr) drift_->Observe(loaded.ref, row, p.label);
     v1::Prediction* o = out->Add();
     o->set_label(static_cast<int32_t>(p.label));
     if (p.label >= 0 && p.label < loaded.contract.labels_size()) {
@@ -90,12 +102,19 @@ grpc::Status InferenceService::Run(const std::string& model,
     }
     o->mutable_scores()->Add(p.scores.begin(), p.scores.end());
     o->mutable_probabilities()->Add(p.probabilities.begin(), p.probabilities.end());
-    o->set_prediction_id(absl::StrCat(prefix_, next_id_.fetch_add(1)));
-    if (remember) inputs_.Remember(o->prediction_id(), row, width);
-    health_->RecordPrediction(loaded.ref, o->prediction_id(), o->label(), latency);
+    o->set_prediction_id(absl::StrCat(prefix_, first_id + i));
+    ids.push_back(o->prediction_id());
+    labels.push_back(o->label());
+    drift_labels.push_back(p.label);
   }
+  if (drift_ != nullptr) drift_->ObserveAll(loaded.ref, flat.data(), width, drift_labels);
+  // Inputs are remembered only when they fit the sample store, for Feedback to label.
+  if (store_ != nullptr && store_->num_features() == width) {
+    inputs_.RememberAll(ids, flat.data(), width);
+  }
+  health_->RecordPredictions(loaded.ref, ids, labels, latency);
   *version = loaded.ref;
-  PredictionsCounter("ok").Increment(static_cast<double>(rows.size()));
+  OkPredictions().Increment(static_cast<double>(rows.size()));
   PredictSeconds().Observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return grpc::Status::OK;

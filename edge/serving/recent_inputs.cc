@@ -3,13 +3,21 @@
 namespace fedge::edge::serving {
 
 void RecentInputs::Remember(const std::string& prediction_id, const float* row, int64_t width) {
+  RememberAll(absl::MakeConstSpan(&prediction_id, 1), row, width);
+}
+
+void RecentInputs::RememberAll(absl::Span<const std::string> prediction_ids, const float* rows,
+                               int64_t width) {
   const size_t size = static_cast<size_t>(width) * sizeof(float);
   if (options_.max_rows == 0 || size > options_.max_bytes) return;
   MutexLock lock(&mu_);
-  auto [it, inserted] = rows_.try_emplace(prediction_id, row, row + width);
-  if (!inserted) return;  // ids are unique; keep the first
-  order_.push_back(prediction_id);
-  bytes_ += size;
+  for (size_t i = 0; i < prediction_ids.size(); ++i) {
+    const float* row = rows + static_cast<int64_t>(i) * width;
+    auto [it, inserted] = rows_.try_emplace(prediction_ids[i], row, row + width);
+    if (!inserted) continue;  // ids are unique; keep the first
+    order_.push_back(prediction_ids[i]);
+    bytes_ += size;
+  }
   while (order_.size() > options_.max_rows || bytes_ > options_.max_bytes) ForgetOldestLocked();
 }
 

@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "common/sync/mutex.h"
 
 namespace fedge::edge::serving {
@@ -25,6 +26,9 @@ class RecentInputs {
   explicit RecentInputs(Options options) : options_(options) {}
 
   void Remember(const std::string& prediction_id, const float* row, int64_t width);
+  // The rows of one request at once (one lock for the batch): rows holds
+  // prediction_ids.size() rows of `width` values, row i belonging to prediction_ids[i].
+  void RememberAll(absl::Span<const std::string> prediction_ids, const float* rows, int64_t width);
   // The row of a remembered prediction, forgetting it (a prediction is labelled once);
   // nullopt if it was never remembered or has been forgotten.
   std::optional<std::vector<float>> Take(const std::string& prediction_id);

@@ -44,6 +44,31 @@ TEST(HealthTrackerTest, CountsPredictionsFailuresAndFeedbackPerVersion) {
   EXPECT_EQ(health.Reports({{"m", v2}})[0].predictions(), 1);  // v2 counted apart
 }
 
+TEST(HealthTrackerTest, ABatchCountsEachRowWithItsOwnLabel) {
+  HealthTracker health({});
+  const auto v = Ref(1, "a");
+  const std::vector<std::string> ids = {"b0", "b1", "b2"};
+  const std::vector<int32_t> labels = {0, 1, 2};
+  health.RecordPredictions(v, ids, labels, absl::Milliseconds(2));
+  EXPECT_TRUE(health.RecordFeedback("b0", 0)->correct);
+  EXPECT_TRUE(health.RecordFeedback("b1", 1)->correct);
+  EXPECT_FALSE(health.RecordFeedback("b2", 0)->correct);
+  EXPECT_EQ(health.ModelOf("b2"), "m");
+  const v1::HealthReport r = health.Reports({{"m", v}})[0];
+  EXPECT_EQ(r.predictions(), 3);
+  EXPECT_EQ(r.feedback(), 3);
+  EXPECT_EQ(r.feedback_correct(), 2);
+}
+
+TEST(HealthTrackerTest, FeedbackOutlivesAResetOfItsVersion) {
+  HealthTracker health({});
+  health.RecordPrediction(Ref(1, "a"), "p", 1, absl::Milliseconds(1));
+  health.Reset("a");
+  auto r = health.RecordFeedback("p", 1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->correct);
+}
+
 TEST(HealthTrackerTest, UnknownAndRepeatedFeedbackAreRefused) {
   HealthTracker health({});
   health.RecordPrediction(Ref(1, "a"), "p", 0, absl::Milliseconds(1));

@@ -24,6 +24,22 @@ TEST(RecentInputsTest, TakeGivesTheRowOnceAndForgetsIt) {
   EXPECT_EQ(inputs.bytes(), 0u);
 }
 
+TEST(RecentInputsTest, RememberAllKeepsEachRowUnderItsId) {
+  RecentInputs inputs({});
+  std::vector<float> rows;
+  for (int i = 0; i < 3; ++i) {
+    const auto row = Row(static_cast<float>(i));
+    rows.insert(rows.end(), row.begin(), row.end());
+  }
+  const std::vector<std::string> ids = {"a", "b", "c"};
+  inputs.RememberAll(ids, rows.data(), 4);
+  EXPECT_EQ(inputs.rows(), 3u);
+  EXPECT_EQ(inputs.bytes(), 48u);
+  EXPECT_EQ(*inputs.Take("b"), Row(1));
+  EXPECT_EQ(*inputs.Take("c"), Row(2));
+  EXPECT_EQ(*inputs.Take("a"), Row(0));
+}
+
 TEST(RecentInputsTest, TheRowBoundForgetsTheOldestFirst) {
   RecentInputs::Options o;
   o.max_rows = 3;
