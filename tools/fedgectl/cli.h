@@ -66,7 +66,7 @@ int ModelsValidate(const std::string& model);
 int ModelsRetention(const std::string& model);
 int ModelsAudit(const std::string& model);
 int ModelsRetrainPolicy(const std::string& model);
-// The job's aggregation, selection and async settings from the flags.
+// The job's aggregation, selection, compression and async settings from the flags.
 void FillStrategy(v1::JobSpec* spec);
 int ModelsRetrain(const std::string& model);
 int DeployCreate();

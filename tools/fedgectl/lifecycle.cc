@@ -51,6 +51,9 @@ ABSL_DECLARE_FLAG(int, min_cpu_cores);
 ABSL_DECLARE_FLAG(int64_t, min_memory_mb);
 ABSL_DECLARE_FLAG(double, over_selection);
 ABSL_DECLARE_FLAG(bool, accept_partial_work);
+ABSL_DECLARE_FLAG(std::string, compression);
+ABSL_DECLARE_FLAG(double, topk_fraction);
+ABSL_DECLARE_FLAG(int, block_size);
 ABSL_DECLARE_FLAG(bool, async);
 ABSL_DECLARE_FLAG(int, buffer_size);
 ABSL_DECLARE_FLAG(int, concurrency);
@@ -396,6 +399,10 @@ void FillStrategy(v1::JobSpec* spec) {
   sel->set_min_memory_mb(absl::GetFlag(FLAGS_min_memory_mb));
   sel->set_over_selection(absl::GetFlag(FLAGS_over_selection));
   sel->set_accept_partial_work(absl::GetFlag(FLAGS_accept_partial_work));
+  v1::CompressionSpec* c = spec->mutable_compression();
+  c->set_encoding(absl::GetFlag(FLAGS_compression));
+  c->set_topk_fraction(absl::GetFlag(FLAGS_topk_fraction));
+  c->set_block_size(absl::GetFlag(FLAGS_block_size));
   if (absl::GetFlag(FLAGS_async)) {
     v1::AsyncSpec* as = spec->mutable_async();
     as->set_enabled(true);

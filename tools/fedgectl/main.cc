@@ -90,6 +90,10 @@ ABSL_FLAG(double, over_selection, 0,
           "Ask K*(1+x) nodes and close the round at K updates (straggler insurance).");
 ABSL_FLAG(bool, accept_partial_work, false,
           "Count updates of nodes that ran fewer local epochs to meet the deadline (FedProx).");
+ABSL_FLAG(std::string, compression, "f32",
+          "How edges encode updates: f32, f16, int8, topk or topk_int8.");
+ABSL_FLAG(double, topk_fraction, 0.01, "topk, topk_int8: the share of values sent.");
+ABSL_FLAG(int, block_size, 256, "int8, topk_int8: values per quantization scale.");
 ABSL_FLAG(bool, async, false,
           "FedBuff: nodes train continuously; the model steps every --buffer_size updates.");
 ABSL_FLAG(int, buffer_size, 10, "async: updates per server step.");
@@ -138,6 +142,7 @@ constexpr char kUsageText[] =
     "             selection: [--fraction=F] [--cohort=C] [--min_cpu_cores=N] [--min_memory_mb=MB]\n"
     "             [--over_selection=X] [--accept_partial_work]\n"
     "             async (FedBuff): [--async --buffer_size=K --concurrency=N --max_staleness=S]\n"
+    "             compression: [--compression=f32|f16|int8|topk|topk_int8 --topk_fraction=F]\n"
     "  jobs list | status ID | watch ID | cancel ID [--reason=WHY]\n"
     "Rollouts:\n"
     "  deploy create --model=N [--version=V] [--selector=k=v] [--waves=0.25,0.5,1]\n"
