@@ -40,8 +40,11 @@ struct BuiltinOptions {
 };
 
 struct TrainOptions {
-  std::string optimizer = "sgd";  // "sgd" (momentum 0.9) or "adam"
+  std::string optimizer = "sgd";  // "sgd" (with `momentum`) or "adam"
   double learning_rate = 0.05;
+  // SGD's momentum, in [0, 1); 0 is plain SGD (w -= lr * grad), the local solver of FedAvg and
+  // FedProx as published. Ignored by adam.
+  double momentum = 0.9;
   int epochs = 1;
   int batch_size = 32;
   uint64_t seed = 0;

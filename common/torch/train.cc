@@ -60,6 +60,10 @@ absl::Status ValidateOptions(const TrainOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown optimizer '", o.optimizer, "' (want sgd or adam)"));
   }
+  if (!std::isfinite(o.momentum) || o.momentum < 0 || o.momentum >= 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("momentum is ", o.momentum, "; it must be in [0, 1)"));
+  }
   if (!std::isfinite(o.learning_rate) || o.learning_rate <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("learning rate must be positive, got ", o.learning_rate));
@@ -132,7 +136,7 @@ absl::StatusOr<TrainResult> Model::Train(const data::Dataset& data, const TrainO
             params, torch::optim::AdamOptions(options.learning_rate));
       } else {
         optimizer = std::make_unique<torch::optim::SGD>(
-            params, torch::optim::SGDOptions(options.learning_rate).momentum(0.9));
+            params, torch::optim::SGDOptions(options.learning_rate).momentum(options.momentum));
       }
 
       at::Generator generator = at::detail::createCPUGenerator(options.seed);
