@@ -48,8 +48,9 @@ struct TrainOptions {
   int epochs = 1;
   int batch_size = 32;
   uint64_t seed = 0;
-  // FedProx's proximal term: mu/2 * ||w - w0||^2 joins each batch's loss, w0 the trainable
-  // parameters as the call starts. train_loss still reports the cross-entropy alone.
+  // FedProx's proximal term: mu/2 * ||w - w0||^2 joins each batch's loss (its gradient,
+  // mu * (w - w0), is added to each step's), w0 the trainable parameters as the call starts.
+  // train_loss still reports the cross-entropy alone.
   double proximal_mu = 0;
   // Intra-op threads for this call (0: the calling thread's current setting). Applies to the
   // calling thread alone and is restored on return: other threads, and threads started later,

@@ -161,14 +161,23 @@ absl::StatusOr<TrainResult> Model::Train(const data::Dataset& data, const TrainO
                 absl::StrCat("training diverged: loss is ", std::isnan(value) ? "NaN" : "infinite",
                              " at epoch ", epoch, ", batch ", b, "; lower the learning rate"));
           }
-          if (options.proximal_mu > 0) {
-            at::Tensor proximal = at::zeros({}, at::kFloat);
-            for (size_t i = 0; i < params.size(); ++i) {
-              proximal = proximal + (params[i] - anchors[i]).pow(2).sum();
-            }
-            loss = loss + proximal * (options.proximal_mu / 2.0);
-          }
           loss.backward();
+          if (options.proximal_mu > 0) {
+            // The gradient of mu/2 * ||w - w0||^2 is mu * (w - w0): added to the gradients
+            // directly, which is exact and, for small models, far cheaper than putting the
+            // term into the autograd graph (that tripled the step time of a 610-parameter
+            // logistic regression).
+            torch::NoGradGuard no_grad;
+            for (size_t i = 0; i < params.size(); ++i) {
+              at::Tensor pull = (params[i] - anchors[i]).mul_(options.proximal_mu);
+              at::Tensor& grad = params[i].mutable_grad();
+              if (grad.defined()) {
+                grad.add_(pull);
+              } else {
+                grad = pull;  // a parameter the forward pass does not use
+              }
+            }
+          }
           optimizer->step();
           if (options.between_batches) options.between_batches();
           loss_sum += value * static_cast<double>(idx.size(0));
