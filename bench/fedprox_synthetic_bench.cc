@@ -163,15 +163,14 @@ struct Participant {
   bool straggler = false;
 };
 
-std::vector<Participant> ChooseRound(const Config& config, double straggler_fraction,
-                                     uint64_t seed, int round) {
+std::vector<Participant> ChooseRound(const Config& config, double straggler_fraction, uint64_t seed,
+                                     int round) {
   std::mt19937_64 rng(Mix(Mix(seed) ^ static_cast<uint64_t>(round)));
   std::vector<int> ids(static_cast<size_t>(config.devices));
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int>(i);
   std::shuffle(ids.begin(), ids.end(), rng);
   const int n = std::min(config.clients_per_round, config.devices);
-  const int stragglers =
-      static_cast<int>(std::lround(straggler_fraction * static_cast<double>(n)));
+  const int stragglers = static_cast<int>(std::lround(straggler_fraction * static_cast<double>(n)));
   // The first `stragglers` of the shuffled choice: a uniform subset of the chosen devices.
   std::uniform_int_distribution<int> epochs(1, std::max(1, config.local_epochs - 1));
   std::vector<Participant> out;
@@ -232,8 +231,8 @@ absl::StatusOr<Curve> RunOne(const Config& config, const Task& task, double stra
       train.batch_size = config.batch_size;
       train.proximal_mu = mu;
       train.threads = 1;
-      train.seed = Mix(Mix(Mix(seed) ^ static_cast<uint64_t>(round)) ^
-                       static_cast<uint64_t>(p.device));
+      train.seed =
+          Mix(Mix(Mix(seed) ^ static_cast<uint64_t>(round)) ^ static_cast<uint64_t>(p.device));
       FEDGE_ASSIGN_OR_RETURN(fedge::torchlib::TrainResult result, worker.local->Train(data, train));
       const fedge::FlatTensor local = worker.local->Flat();
       for (size_t i = 0; i < delta.size(); ++i) delta[i] = local[i] - global[i];
@@ -246,8 +245,7 @@ absl::StatusOr<Curve> RunOne(const Config& config, const Task& task, double stra
     }  // else every chosen device straggled and was dropped: the model stays
     FEDGE_RETURN_IF_ERROR(Evaluate(task, *worker.global, &curve));
   }
-  curve.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  curve.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return curve;
 }
 
@@ -290,8 +288,9 @@ void PrintTable(const Config& config, const Task& task, double fraction,
     for (const Curve& c : curves[m]) {
       for (double a : c.test_accuracy) s += a;
     }
-    std::printf(" %5.1f |", 100 * s / static_cast<double>(curves[m].size() *
-                                                          curves[m][0].test_accuracy.size()));
+    std::printf(
+        " %5.1f |",
+        100 * s / static_cast<double>(curves[m].size() * curves[m][0].test_accuracy.size()));
   }
   double seconds = 0;
   for (const auto& runs : curves) {
@@ -314,9 +313,10 @@ int Rises(const std::vector<double>& loss, int after) {
 void PrintVerdict(const Config& config, const std::vector<Curve>& fedavg,
                   const std::vector<Curve>& fedprox) {
   const size_t last = static_cast<size_t>(config.rounds);
-  std::printf("\nVerdict, Synthetic(1,1) with 90%% stragglers, FedProx mu=%g (partial work kept) "
-              "against FedAvg (stragglers dropped), %d seeds:\n",
-              config.mu, config.seeds);
+  std::printf(
+      "\nVerdict, Synthetic(1,1) with 90%% stragglers, FedProx mu=%g (partial work kept) "
+      "against FedAvg (stragglers dropped), %d seeds:\n",
+      config.mu, config.seeds);
   bool c1 = true;
   std::string finals;
   for (size_t s = 0; s < fedavg.size(); ++s) {
@@ -336,9 +336,10 @@ void PrintVerdict(const Config& config, const std::vector<Curve>& fedavg,
     }
   }
   const double gap = 100 * (sp - sa) / count;
-  std::printf("(2) %s: test accuracy averaged over rounds 0..%d and all seeds is %.1f vs %.1f, "
-              "%+.1f points (need >= +8)\n",
-              gap >= 8 ? "PASS" : "FAIL", config.rounds, 100 * sp / count, 100 * sa / count, gap);
+  std::printf(
+      "(2) %s: test accuracy averaged over rounds 0..%d and all seeds is %.1f vs %.1f, "
+      "%+.1f points (need >= +8)\n",
+      gap >= 8 ? "PASS" : "FAIL", config.rounds, 100 * sp / count, 100 * sa / count, gap);
   const int after = std::min(20, config.rounds);
   int prox_rises = 0, avg_rises = 0, avg_seeds_rising = 0;
   std::string per_seed;
@@ -352,10 +353,11 @@ void PrintVerdict(const Config& config, const std::vector<Curve>& fedavg,
   std::vector<double> mean_avg;
   for (size_t r = 0; r <= last; ++r) mean_avg.push_back(MeanOver(fedavg, true, r));
   const bool c3 = prox_rises == 0 && avg_seeds_rising > 0;
-  std::printf("(3) %s: after round %d FedProx's training loss never rises > 10%% from one round "
-              "to the next in any seed, while FedAvg's does in at least one seed (rises, FedProx "
-              "vs FedAvg: %s; FedAvg's seed-mean curve rises %d times)\n",
-              c3 ? "PASS" : "FAIL", after, per_seed.c_str(), Rises(mean_avg, after));
+  std::printf(
+      "(3) %s: after round %d FedProx's training loss never rises > 10%% from one round "
+      "to the next in any seed, while FedAvg's does in at least one seed (rises, FedProx "
+      "vs FedAvg: %s; FedAvg's seed-mean curve rises %d times)\n",
+      c3 ? "PASS" : "FAIL", after, per_seed.c_str(), Rises(mean_avg, after));
   std::fflush(stdout);
 }
 
@@ -434,13 +436,13 @@ absl::Status Run(const Config& config) {
     FEDGE_ASSIGN_OR_RETURN(Worker w, MakeWorker(archive));
     workers.push_back(std::move(w));
   }
-  std::printf("FedProx Synthetic: %d devices, %d features, %d classes; logistic regression "
-              "(%lld parameters, zero start); SGD lr %g, batch %d, E = %d, %d devices a round, "
-              "%d rounds, seeds 1..%d, data seed %llu; %d runs at once, 1 LibTorch thread each\n",
-              config.devices, kFeatures, kClasses,
-              static_cast<long long>(model->schema().NumElements()), config.lr,
-              config.batch_size, config.local_epochs, config.clients_per_round, config.rounds,
-              config.seeds, static_cast<unsigned long long>(config.data_seed), config.threads);
+  std::printf(
+      "FedProx Synthetic: %d devices, %d features, %d classes; logistic regression "
+      "(%lld parameters, zero start); SGD lr %g, batch %d, E = %d, %d devices a round, "
+      "%d rounds, seeds 1..%d, data seed %llu; %d runs at once, 1 LibTorch thread each\n",
+      config.devices, kFeatures, kClasses, static_cast<long long>(model->schema().NumElements()),
+      config.lr, config.batch_size, config.local_epochs, config.clients_per_round, config.rounds,
+      config.seeds, static_cast<unsigned long long>(config.data_seed), config.threads);
   std::ofstream csv;
   if (!config.csv.empty()) {
     csv.open(config.csv);
@@ -484,22 +486,21 @@ absl::Status Run(const Config& config) {
         threads.emplace_back([&, w = &worker] {
           for (size_t j = next++; j < jobs.size(); j = next++) {
             const Job& job = jobs[j];
-            absl::StatusOr<Curve> c =
-                RunOne(config, task, fraction, config.methods[job.method],
-                       static_cast<uint64_t>(job.seed), *w);
+            absl::StatusOr<Curve> c = RunOne(config, task, fraction, config.methods[job.method],
+                                             static_cast<uint64_t>(job.seed), *w);
             std::lock_guard<std::mutex> lock(mu);
             if (!c.ok()) {
               if (failure.ok()) {
                 failure = absl::Status(c.status().code(),
                                        absl::StrCat(task.title, ", stragglers ", fraction, ", ",
-                                                    config.methods[job.method], ", seed ",
-                                                    job.seed, ": ", c.status().message()));
+                                                    config.methods[job.method], ", seed ", job.seed,
+                                                    ": ", c.status().message()));
               }
               continue;
             }
             std::fprintf(stderr, "%s stragglers %g %s seed %d: %.1f s, final loss %.3f acc %.3f\n",
-                         task.title.c_str(), fraction, config.methods[job.method].c_str(),
-                         job.seed, c->seconds, c->train_loss.back(), c->test_accuracy.back());
+                         task.title.c_str(), fraction, config.methods[job.method].c_str(), job.seed,
+                         c->seconds, c->train_loss.back(), c->test_accuracy.back());
             curves[job.method][static_cast<size_t>(job.seed - 1)] = *std::move(c);
           }
         });
@@ -528,9 +529,8 @@ absl::Status Run(const Config& config) {
         // Every method aggregated something: its model left the zero start.
         for (size_t m = 0; m < curves.size(); ++m) {
           if (curves[m][0].train_loss.back() == curves[m][0].train_loss[0]) {
-            return absl::InternalError(
-                absl::StrCat(config.methods[m], "'s model never changed in ", config.rounds,
-                             " rounds"));
+            return absl::InternalError(absl::StrCat(config.methods[m], "'s model never changed in ",
+                                                    config.rounds, " rounds"));
           }
         }
       }
@@ -540,8 +540,8 @@ absl::Status Run(const Config& config) {
           for (size_t s = 0; s < curves[m].size(); ++s) {
             const Curve& c = curves[m][s];
             for (size_t r = 0; r < c.train_loss.size(); ++r) {
-              csv << name << ',' << fraction << ',' << config.methods[m] << ',' << s + 1 << ','
-                  << r << ',' << c.train_loss[r] << ',' << c.test_accuracy[r] << '\n';
+              csv << name << ',' << fraction << ',' << config.methods[m] << ',' << s + 1 << ',' << r
+                  << ',' << c.train_loss[r] << ',' << c.test_accuracy[r] << '\n';
             }
           }
         }
@@ -567,7 +567,7 @@ int main(int argc, char** argv) {
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
-      "fedprox_synthetic_bench: FedAvg and FedProx on the FedProx paper's Synthetic data, with "
+      "FedAvg and FedProx on the FedProx paper's Synthetic data, with "
       "fedge's edge training and cloud aggregation.");
   absl::ParseCommandLine(argc, argv);
   absl::StatusOr<Config> config = ReadFlags();

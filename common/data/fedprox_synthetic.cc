@@ -14,9 +14,9 @@ namespace {
 
 absl::Status Validate(const FedProxSyntheticOptions& o) {
   if (o.num_devices <= 0 || o.num_features <= 0 || o.num_classes <= 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "need num_devices > 0, num_features > 0 and num_classes > 1; got ", o.num_devices, ", ",
-        o.num_features, " and ", o.num_classes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("need num_devices > 0, num_features > 0 and num_classes > 1; got ",
+                     o.num_devices, ", ", o.num_features, " and ", o.num_classes));
   }
   if (o.min_count < 2) {
     return absl::InvalidArgumentError(
@@ -74,8 +74,7 @@ absl::StatusOr<std::vector<FedProxDevice>> GenerateFedProxSynthetic(
   // Counts first, so that a device's count does not depend on how many draws its model took.
   std::vector<int64_t> counts(static_cast<size_t>(options.num_devices));
   for (int64_t& n : counts) {
-    const double extra =
-        std::exp(Normal(rng, options.count_log_mean, options.count_log_sigma));
+    const double extra = std::exp(Normal(rng, options.count_log_mean, options.count_log_sigma));
     n = options.min_count + static_cast<int64_t>(std::llround(extra));
   }
 

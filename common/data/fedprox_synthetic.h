@@ -12,7 +12,7 @@
 // entries ~ N(0, 1) and v = 0.
 //
 // Sample counts are 50 + round(LogNormal(4, 1.5)) by default: a median near 105 and, over 30
-// devices, typically a largest device of one to two thousand samples. (The paper's counts
+// devices, typically a largest device of about a thousand samples. (The paper's counts
 // follow a power law; the lognormal is this reproduction's choice.)
 //
 // All randomness comes from one seeded generator; the same options give the same data.

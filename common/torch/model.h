@@ -30,8 +30,10 @@ struct BuiltinOptions {
   std::string architecture = "mlp";  // "mlp" or "conv1d"
   int64_t num_features = 0;          // conv1d: channels * window
   int64_t num_classes = 0;
-  std::vector<int> hidden = {64, 32};  // mlp hidden widths; conv1d: {conv channels, dense width}
-  int window = 0;                      // conv1d: time steps per channel
+  // mlp hidden widths (none: one Linear layer, multinomial logistic regression); conv1d:
+  // {conv channels, dense width}.
+  std::vector<int> hidden = {64, 32};
+  int window = 0;  // conv1d: time steps per channel
   // Normalization baked into the module as non-trainable attributes (not in the flat schema).
   // Empty: identity.
   std::vector<float> norm_mean;

@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 #include <thread>
+#include <vector>
 
 #include "common/data/synthetic.h"
 #include "common/torch/model.h"
@@ -154,7 +154,6 @@ TEST(ProximalTest, MuKeepsLocalTrainingNearTheStartingWeights) {
   auto model = (*base)->Clone();
   EXPECT_EQ((*model)->Train(train, bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
-
 
 // With momentum 0, Train is plain (proximal) gradient descent: full-batch steps from zero
 // weights on a linear model match steps computed here by hand in double precision,

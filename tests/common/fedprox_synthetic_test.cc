@@ -151,16 +151,13 @@ TEST(FedProxSyntheticTest, SameSeedSameDataOtherSeedOtherData) {
 TEST(FedProxSyntheticTest, RefusesBadOptions) {
   FedProxSyntheticOptions options;
   options.alpha = -1;
-  EXPECT_EQ(GenerateFedProxSynthetic(options).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GenerateFedProxSynthetic(options).status().code(), absl::StatusCode::kInvalidArgument);
   options = {};
   options.train_fraction = 1.0;
-  EXPECT_EQ(GenerateFedProxSynthetic(options).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GenerateFedProxSynthetic(options).status().code(), absl::StatusCode::kInvalidArgument);
   options = {};
   options.num_devices = 0;
-  EXPECT_EQ(GenerateFedProxSynthetic(options).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GenerateFedProxSynthetic(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
