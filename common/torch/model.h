@@ -30,8 +30,10 @@ struct BuiltinOptions {
   std::string architecture = "mlp";  // "mlp" or "conv1d"
   int64_t num_features = 0;          // conv1d: channels * window
   int64_t num_classes = 0;
-  std::vector<int> hidden = {64, 32};  // mlp hidden widths; conv1d: {conv channels, dense width}
-  int window = 0;                      // conv1d: time steps per channel
+  // mlp hidden widths (none: one Linear layer, multinomial logistic regression); conv1d:
+  // {conv channels, dense width}.
+  std::vector<int> hidden = {64, 32};
+  int window = 0;  // conv1d: time steps per channel
   // Normalization baked into the module as non-trainable attributes (not in the flat schema).
   // Empty: identity.
   std::vector<float> norm_mean;
@@ -40,13 +42,17 @@ struct BuiltinOptions {
 };
 
 struct TrainOptions {
-  std::string optimizer = "sgd";  // "sgd" (momentum 0.9) or "adam"
+  std::string optimizer = "sgd";  // "sgd" (with `momentum`) or "adam"
   double learning_rate = 0.05;
+  // SGD's momentum, in [0, 1); 0 is plain SGD (w -= lr * grad), the local solver of FedAvg and
+  // FedProx as published. Ignored by adam.
+  double momentum = 0.9;
   int epochs = 1;
   int batch_size = 32;
   uint64_t seed = 0;
-  // FedProx's proximal term: mu/2 * ||w - w0||^2 joins each batch's loss, w0 the trainable
-  // parameters as the call starts. train_loss still reports the cross-entropy alone.
+  // FedProx's proximal term: mu/2 * ||w - w0||^2 joins each batch's loss (its gradient,
+  // mu * (w - w0), is added to each step's), w0 the trainable parameters as the call starts.
+  // train_loss still reports the cross-entropy alone.
   double proximal_mu = 0;
   // Intra-op threads for this call (0: the calling thread's current setting). Applies to the
   // calling thread alone and is restored on return: other threads, and threads started later,

@@ -60,6 +60,10 @@ absl::Status ValidateOptions(const TrainOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown optimizer '", o.optimizer, "' (want sgd or adam)"));
   }
+  if (!std::isfinite(o.momentum) || o.momentum < 0 || o.momentum >= 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("momentum is ", o.momentum, "; it must be in [0, 1)"));
+  }
   if (!std::isfinite(o.learning_rate) || o.learning_rate <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("learning rate must be positive, got ", o.learning_rate));
@@ -132,7 +136,7 @@ absl::StatusOr<TrainResult> Model::Train(const data::Dataset& data, const TrainO
             params, torch::optim::AdamOptions(options.learning_rate));
       } else {
         optimizer = std::make_unique<torch::optim::SGD>(
-            params, torch::optim::SGDOptions(options.learning_rate).momentum(0.9));
+            params, torch::optim::SGDOptions(options.learning_rate).momentum(options.momentum));
       }
 
       at::Generator generator = at::detail::createCPUGenerator(options.seed);
@@ -157,14 +161,23 @@ absl::StatusOr<TrainResult> Model::Train(const data::Dataset& data, const TrainO
                 absl::StrCat("training diverged: loss is ", std::isnan(value) ? "NaN" : "infinite",
                              " at epoch ", epoch, ", batch ", b, "; lower the learning rate"));
           }
-          if (options.proximal_mu > 0) {
-            at::Tensor proximal = at::zeros({}, at::kFloat);
-            for (size_t i = 0; i < params.size(); ++i) {
-              proximal = proximal + (params[i] - anchors[i]).pow(2).sum();
-            }
-            loss = loss + proximal * (options.proximal_mu / 2.0);
-          }
           loss.backward();
+          if (options.proximal_mu > 0) {
+            // The gradient of mu/2 * ||w - w0||^2 is mu * (w - w0): added to the gradients
+            // directly, which is exact and, for small models, far cheaper than putting the
+            // term into the autograd graph (that tripled the step time of a 610-parameter
+            // logistic regression).
+            torch::NoGradGuard no_grad;
+            for (size_t i = 0; i < params.size(); ++i) {
+              at::Tensor pull = (params[i] - anchors[i]).mul_(options.proximal_mu);
+              at::Tensor& grad = params[i].mutable_grad();
+              if (grad.defined()) {
+                grad.add_(pull);
+              } else {
+                grad = pull;  // a parameter the forward pass does not use
+              }
+            }
+          }
           optimizer->step();
           if (options.between_batches) options.between_batches();
           loss_sum += value * static_cast<double>(idx.size(0));
