@@ -20,6 +20,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/upload_bytes.h"
 #include "common/sync/mutex.h"
 #include "common/torch/model.h"
 #include "edge/server/edge_node.h"
@@ -41,23 +42,6 @@ namespace {
 
 using fedge::Mutex;
 using fedge::MutexLock;
-
-constexpr size_t kChunkBytes = 1 << 20;  // the edge's UploadUpdate chunk (edge/agent/agent.cc)
-
-// The bytes of the UploadRequest messages that carry an update with this header.
-int64_t WireBytes(const fedge::v1::UpdateHeader& header) {
-  fedge::v1::UploadRequest first;
-  *first.mutable_header() = header;
-  int64_t bytes = static_cast<int64_t>(first.ByteSizeLong());
-  for (int64_t off = 0; off < header.total_size(); off += kChunkBytes) {
-    fedge::v1::UploadRequest chunk;
-    chunk.mutable_chunk()->set_offset(off);
-    chunk.mutable_chunk()->set_data(
-        std::string(std::min<int64_t>(kChunkBytes, header.total_size() - off), '\0'));
-    bytes += static_cast<int64_t>(chunk.ByteSizeLong());
-  }
-  return bytes;
-}
 
 struct Result {
   std::string encoding;
@@ -94,7 +78,7 @@ int Run() {
           o->on_update_sent = [&mu, &wire_bytes](const fedge::v1::UpdateHeader& h,
                                                  const fedge::FlatTensor&) {
             MutexLock lock(&mu);
-            wire_bytes[h.job_id()] += WireBytes(h);
+            wire_bytes[h.job_id()] += fedge::bench::UploadWireBytes(h);
           };
         }));
     if (edges.back() == nullptr) return 1;

@@ -24,6 +24,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -45,7 +47,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "cloud/aggregation/robust.h"
+#include "bench/upload_bytes.h"
 #include "cloud/aggregation/server_optimizer.h"
+#include "common/codec/codec.h"
+#include "common/codec/error_feedback.h"
 #include "common/data/dataset.h"
 #include "common/data/fedprox_synthetic.h"
 #include "common/status/status.h"
@@ -71,6 +76,12 @@ ABSL_FLAG(int, threads, 2,
           "Runs executed at once, one std::thread each; every training uses one LibTorch "
           "thread.");
 ABSL_FLAG(std::string, csv, "", "If set, write every run's per-round figures to this file.");
+ABSL_FLAG(std::string, encoding, "f32",
+          "How the edges encode updates: f32, f16, int8, topk or topk_int8 (top-k with error "
+          "feedback, its residuals under --residual_dir).");
+ABSL_FLAG(double, topk_fraction, 0.01, "topk, topk_int8: the share of values sent.");
+ABSL_FLAG(std::string, residual_dir, "/tmp/fedprox_bench_residuals",
+          "Where the devices keep their top-k residuals.");
 ABSL_FLAG(bool, quick, false,
           "Smoke run for ctest: Synthetic(1,1), 50% stragglers, 3 rounds, 3 devices a round, "
           "2 local epochs, 1 seed; checks the harness end to end.");
@@ -102,6 +113,8 @@ struct Config {
   int threads = 2;
   std::string csv;
   bool quick = false;
+  fedge::codec::CodecParams codec;  // how the edges encode their updates
+  std::string residual_dir;         // top-k residuals, one file per device and run
 };
 
 struct Task {
@@ -117,6 +130,7 @@ struct Curve {
   std::vector<double> train_loss;
   std::vector<double> test_accuracy;
   double seconds = 0;
+  int64_t upload_bytes = 0;  // serialized UploadRequest messages, all rounds
 };
 
 uint64_t Mix(uint64_t x) {
@@ -205,6 +219,27 @@ absl::Status Evaluate(const Task& task, Model& global, Curve* curve) {
   return absl::OkStatus();
 }
 
+// The header an edge sends with an update, with realistic ids, digests and local metrics.
+fedge::v1::UpdateHeader TypicalHeader(const Config& config, int round, int device,
+                                      const fedge::torchlib::TrainResult& result,
+                                      size_t payload_bytes) {
+  fedge::v1::UpdateHeader h;
+  h.set_job_id("job-20260101-000000-0000");
+  h.set_task_id(absl::StrCat(h.job_id(), "-r", round, "-a1-device-", device));
+  h.set_round(round);
+  h.set_schema_hash(std::string(64, 'a'));
+  h.set_encoding(static_cast<fedge::v1::Encoding>(config.codec.encoding));
+  h.set_num_samples(result.num_samples);
+  h.set_total_size(static_cast<int64_t>(payload_bytes));
+  h.set_sha256(std::string(64, 'b'));
+  (*h.mutable_metrics())["train_loss"] = result.train_loss;
+  (*h.mutable_metrics())["train_seconds"] = result.seconds;
+  (*h.mutable_metrics())["epochs"] = result.epochs;
+  (*h.mutable_metrics())["local_accuracy"] = 0.5;
+  (*h.mutable_metrics())["bytes_down"] = 2500;
+  return h;
+}
+
 absl::StatusOr<Curve> RunOne(const Config& config, const Task& task, double straggler_fraction,
                              const std::string& method, uint64_t seed, Worker& worker) {
   const auto start = std::chrono::steady_clock::now();
@@ -216,6 +251,12 @@ absl::StatusOr<Curve> RunOne(const Config& config, const Task& task, double stra
   Curve curve;
   FEDGE_RETURN_IF_ERROR(Evaluate(task, *worker.global, &curve));
   agg::PlainServerOptimizer server;  // lr 1: base + mean delta
+  // Each run starts its devices with no residual.
+  const std::string residuals = absl::StrCat(config.residual_dir, "/", method, "-", seed, "-",
+                                             straggler_fraction, "-", task.name);
+  std::filesystem::remove_all(residuals);
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<fedge::codec::ErrorFeedback> feedback,
+                         fedge::codec::ErrorFeedback::Open({residuals}));
   std::vector<float> delta(static_cast<size_t>(size));
   for (int round = 1; round <= config.rounds; ++round) {
     agg::WeightedMean mean(size);
@@ -236,7 +277,20 @@ absl::StatusOr<Curve> RunOne(const Config& config, const Task& task, double stra
       FEDGE_ASSIGN_OR_RETURN(fedge::torchlib::TrainResult result, worker.local->Train(data, train));
       const fedge::FlatTensor local = worker.local->Flat();
       for (size_t i = 0; i < delta.size(); ++i) delta[i] = local[i] - global[i];
-      FEDGE_RETURN_IF_ERROR(mean.Fold({delta, result.num_samples}));
+      // What the edge sends (top-k through its error feedback) and the coordinator folds.
+      std::string payload;
+      const uint64_t codec_seed = train.seed ^ 0x5bd1e995ULL;
+      if (config.codec.encoding == fedge::codec::Encoding::kTopK ||
+          config.codec.encoding == fedge::codec::Encoding::kTopKInt8) {
+        FEDGE_ASSIGN_OR_RETURN(payload,
+                               feedback->Compress(absl::StrCat("device-", p.device), delta,
+                                                  config.codec, codec_seed));
+      } else {
+        FEDGE_ASSIGN_OR_RETURN(payload, fedge::codec::Encode(delta, config.codec, codec_seed));
+      }
+      curve.upload_bytes += fedge::bench::UploadWireBytes(
+          TypicalHeader(config, round, p.device, result, payload.size()));
+      FEDGE_RETURN_IF_ERROR(mean.FoldEncoded(payload, config.codec, result.num_samples));
     }
     if (mean.folded() > 0) {
       FEDGE_ASSIGN_OR_RETURN(std::vector<double> aggregate, mean.Aggregate());
@@ -291,6 +345,12 @@ void PrintTable(const Config& config, const Task& task, double fraction,
     std::printf(
         " %5.1f |",
         100 * s / static_cast<double>(curves[m].size() * curves[m][0].test_accuracy.size()));
+  }
+  std::printf("\n| upload KB a round |");
+  for (size_t m = 0; m < config.methods.size(); ++m) {
+    double bytes = 0;
+    for (const Curve& c : curves[m]) bytes += static_cast<double>(c.upload_bytes);
+    std::printf(" %8.1f |", bytes / static_cast<double>(curves[m].size() * config.rounds) / 1e3);
   }
   double seconds = 0;
   for (const auto& runs : curves) {
@@ -392,6 +452,15 @@ absl::StatusOr<Config> ReadFlags() {
   c.report_every = absl::GetFlag(FLAGS_report_every);
   c.threads = absl::GetFlag(FLAGS_threads);
   c.csv = absl::GetFlag(FLAGS_csv);
+  auto encoding = fedge::codec::ParseEncoding(absl::GetFlag(FLAGS_encoding));
+  if (!encoding.ok()) {
+    std::fprintf(stderr, "fedprox_synthetic_bench: --encoding: %s\n",
+                 std::string(encoding.status().message()).c_str());
+    std::exit(2);
+  }
+  c.codec.encoding = *encoding;
+  c.codec.topk_fraction = absl::GetFlag(FLAGS_topk_fraction);
+  c.residual_dir = absl::GetFlag(FLAGS_residual_dir);
   if (c.quick) {
     c.datasets = {"1_1"};
     c.stragglers = {0.5};  // of 3 devices, 2 straggle: FedAvg still aggregates one a round
