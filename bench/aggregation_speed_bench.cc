@@ -40,6 +40,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/app/app.h"
 #include "cloud/aggregation/robust.h"
 #include "common/codec/codec.h"
 #include "common/tensor/f32.h"
@@ -350,14 +351,8 @@ bool ParseCounts(const std::vector<std::string>& words, std::vector<int64_t>* ou
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
-      "aggregation_speed_bench: GB/s of F32 update bytes folded per aggregation rule, against an "
+  fedge::app::ParseFlags(argc, argv, "aggregation_speed_bench: GB/s of F32 update bytes folded per aggregation rule, against an "
       "axpy loop and a numpy fold measured in the same run.");
-  absl::ParseCommandLine(argc, argv);
 
   std::vector<int64_t> params_list, updates_list;
   std::vector<std::string> params_flag = absl::StrSplit(absl::GetFlag(FLAGS_params), ',');

@@ -16,11 +16,10 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/upload_bytes.h"
+#include "common/app/app.h"
 #include "common/sync/mutex.h"
 #include "common/torch/model.h"
 #include "edge/server/edge_node.h"
@@ -155,9 +154,10 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Upload bytes per round and final accuracy of the demo task for each update encoding.");
-  absl::ParseCommandLine(argc, argv);
+  fedge::app::ParseFlags(
+      argc, argv,
+      "compression_bench: upload bytes per round and final accuracy of the demo task for each "
+      "update encoding.");
   google::InitGoogleLogging(argv[0]);
   FLAGS_minloglevel = 1;  // keep the INFO lines of the cloud and edges out of the table
   return Run();

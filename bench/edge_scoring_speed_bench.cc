@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/app/app.h"
 #include "common/data/synthetic.h"
 #include "common/net/servers.h"
 #include "common/tensor/sha256.h"
@@ -170,13 +171,7 @@ std::vector<int> ParseList(const std::string& s, const char* name) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
-      "edge_scoring_speed_bench: the edge's Inference API against a bare gRPC echo.");
-  absl::ParseCommandLine(argc, argv);
+  fedge::app::ParseFlags(argc, argv, "edge_scoring_speed_bench: the edge's Inference API against a bare gRPC echo.");
   const bool quick = absl::GetFlag(FLAGS_quick);
   const int rounds = quick ? 1 : absl::GetFlag(FLAGS_rounds);
   const double seconds = quick ? 0.2 : absl::GetFlag(FLAGS_seconds);

@@ -28,6 +28,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/app/app.h"
 #include "common/data/synthetic.h"
 #include "common/tensor/sha256.h"
 #include "common/torch/model.h"
@@ -174,13 +175,7 @@ void TimePython(const Arch& arch, const fedge::data::Dataset& data, int threads,
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
-      "edge_train_speed_bench: fedge's edge fine-tuning against PyTorch in Python.");
-  absl::ParseCommandLine(argc, argv);
+  fedge::app::ParseFlags(argc, argv, "edge_train_speed_bench: fedge's edge fine-tuning against PyTorch in Python.");
 
   const bool quick = absl::GetFlag(FLAGS_quick);
   const int64_t rows = quick ? 512 : absl::GetFlag(FLAGS_rows);

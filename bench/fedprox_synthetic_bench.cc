@@ -46,6 +46,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/app/app.h"
 #include "cloud/aggregation/robust.h"
 #include "bench/upload_bytes.h"
 #include "cloud/aggregation/server_optimizer.h"
@@ -631,14 +632,8 @@ absl::Status Run(const Config& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(
-      "FedAvg and FedProx on the FedProx paper's Synthetic data, with "
+  fedge::app::ParseFlags(argc, argv, "FedAvg and FedProx on the FedProx paper's Synthetic data, with "
       "fedge's edge training and cloud aggregation.");
-  absl::ParseCommandLine(argc, argv);
   absl::StatusOr<Config> config = ReadFlags();
   if (!config.ok()) {
     std::cerr << "fedprox_synthetic_bench: " << config.status().message() << "\n";

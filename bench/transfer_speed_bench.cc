@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/app/app.h"
 #include "bench/byte_sink.grpc.pb.h"
 #include "cloud/aggregation/robust.h"
 #include "common/codec/codec.h"
@@ -373,14 +374,8 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
-      "transfer_speed_bench: MB/s of a large update through Fleet.UploadUpdate on loopback, "
+  fedge::app::ParseFlags(argc, argv, "transfer_speed_bench: MB/s of a large update through Fleet.UploadUpdate on loopback, "
       "against a bare gRPC client stream of the same messages.");
-  absl::ParseCommandLine(argc, argv);
   // The coordinator's INFO lines would bury the table; warnings and errors still show.
   FLAGS_logtostderr = true;
   FLAGS_minloglevel = google::GLOG_WARNING;

@@ -17,7 +17,7 @@ ABSL_FLAG(bool, log_color, false, "Color log lines on a terminal.");
 
 namespace fedge::app {
 
-std::vector<char*> Init(int argc, char** argv, const std::string& usage) {
+std::vector<char*> ParseFlags(int argc, char** argv, const std::string& usage) {
   absl::FlagsUsageConfig config;
   // Abseil 20220623 prints "No flags matched" for --help unless it is told which files
   // hold the program's flags: every fedge source file.
@@ -28,7 +28,11 @@ std::vector<char*> Init(int argc, char** argv, const std::string& usage) {
   config.contains_helpshort_flags = config.contains_help_flags;
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(usage);
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  return absl::ParseCommandLine(argc, argv);
+}
+
+std::vector<char*> Init(int argc, char** argv, const std::string& usage) {
+  std::vector<char*> positional = ParseFlags(argc, argv, usage);
 
   FLAGS_logtostderr = true;
   FLAGS_colorlogtostderr = absl::GetFlag(FLAGS_log_color);

@@ -6,7 +6,12 @@
 
 namespace fedge::app {
 
-// Start-up shared by every fedge binary: sets --help to list fedge's flags, parses the
+// Sets --help to list fedge's flags (not Abseil's own), sets the usage text and parses the
+// command line (absl flags). Returns the positional arguments. For tools and benchmarks that
+// need no more start-up than that.
+std::vector<char*> ParseFlags(int argc, char** argv, const std::string& usage);
+
+// Start-up shared by every fedge server binary: sets --help to list fedge's flags, parses the
 // command line (absl flags), sends glog to stderr (a read-only root has no /tmp for log
 // files) at the verbosity of --v, and blocks SIGTERM and SIGINT in every thread so that
 // WaitForTermination() can receive them. Returns the positional arguments.

@@ -19,22 +19,11 @@
 namespace fedge {
 namespace {
 
-class BadInputTest : public ::testing::Test {
+class BadInputTest : public testing::CloudWithModelTest {
  protected:
-  void SetUp() override {
-    auto cloud = testing::TestCloud::Start(dir_.path());
-    ASSERT_TRUE(cloud.ok()) << cloud.status();
-    cloud_ = std::move(cloud->server);
-    channel_ = cloud->fleet_channel;
-    admin_ = std::move(cloud->admin);
-    auto base = testing::Register(admin_.get(), testing::SyntheticModelHeader("m"));
-    ASSERT_TRUE(base.ok()) << base.status();
-    base_ = *base;
-  }
-
   void TearDown() override {
     if (edge_) edge_->Close();
-    if (cloud_) cloud_->Shutdown();
+    CloudWithModelTest::TearDown();
   }
 
   // Connects a fake edge, starts a one-node job and returns the task it receives.
@@ -54,7 +43,7 @@ class BadInputTest : public ::testing::Test {
     return task.ok() ? *task : v1::TrainTask();
   }
 
-  int64_t NumElements() const { return Schema::FromProto(base_.schema()).NumElements(); }
+  int64_t NumElements() const { return num_elements_; }
 
   v1::UpdateHeader HeaderFor(const v1::TrainTask& task, const std::string& payload) {
     v1::UpdateHeader h;
@@ -100,12 +89,7 @@ class BadInputTest : public ::testing::Test {
     return EncodeF32(FlatTensor(static_cast<size_t>(NumElements()), value));
   }
 
-  testing::TempDir dir_;
-  std::unique_ptr<cloud::CloudServer> cloud_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Admin::Stub> admin_;
   std::unique_ptr<testing::FakeEdge> edge_;
-  v1::Version base_;
   v1::Job job_;
 };
 

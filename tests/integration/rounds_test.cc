@@ -17,23 +17,13 @@
 namespace fedge {
 namespace {
 
-class RoundsTest : public ::testing::Test {
+class RoundsTest : public testing::CloudWithModelTest {
  protected:
-  void SetUp() override {
-    auto cloud = testing::TestCloud::Start(dir_.path());
-    ASSERT_TRUE(cloud.ok()) << cloud.status();
-    cloud_ = std::move(cloud->server);
-    channel_ = cloud->fleet_channel;
-    admin_ = std::move(cloud->admin);
-    auto base = testing::Register(admin_.get(), testing::SyntheticModelHeader("m"));
-    ASSERT_TRUE(base.ok()) << base.status();
-    num_elements_ = Schema::FromProto(base->schema()).NumElements();
-  }
   void TearDown() override {
     for (auto& e : edges_) e->Cancel();
     for (auto& t : threads_) t.join();
     for (auto& e : edges_) e->Close();
-    if (cloud_) cloud_->Shutdown();
+    CloudWithModelTest::TearDown();
   }
 
   // Connects n fake edges; each answers every task it gets with a zero update unless it is
@@ -81,11 +71,6 @@ class RoundsTest : public ::testing::Test {
     return done.ok() ? *done : v1::Job();
   }
 
-  testing::TempDir dir_;
-  std::unique_ptr<cloud::CloudServer> cloud_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Admin::Stub> admin_;
-  int64_t num_elements_ = 0;
   std::vector<std::unique_ptr<testing::FakeEdge>> edges_;
   std::vector<std::thread> threads_;
   std::vector<std::atomic<int>> tasks_;

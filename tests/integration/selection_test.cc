@@ -24,23 +24,13 @@
 namespace fedge {
 namespace {
 
-class SelectionTest : public ::testing::Test {
+class SelectionTest : public testing::CloudWithModelTest {
  protected:
-  void SetUp() override {
-    auto cloud = testing::TestCloud::Start(dir_.path());
-    ASSERT_TRUE(cloud.ok()) << cloud.status();
-    cloud_ = std::move(cloud->server);
-    channel_ = cloud->fleet_channel;
-    admin_ = std::move(cloud->admin);
-    auto base = testing::Register(admin_.get(), testing::SyntheticModelHeader("m"));
-    ASSERT_TRUE(base.ok()) << base.status();
-    num_elements_ = Schema::FromProto(base->schema()).NumElements();
-  }
   void TearDown() override {
     for (auto& e : edges_) e->Cancel();
     for (auto& t : threads_) t.join();
     for (auto& e : edges_) e->Close();
-    if (cloud_) cloud_->Shutdown();
+    CloudWithModelTest::TearDown();
   }
 
   testing::FakeEdge* Connect(const std::string& id, const v1::Hello& hello = v1::Hello()) {
@@ -114,11 +104,6 @@ class SelectionTest : public ::testing::Test {
     return tasks_;
   }
 
-  testing::TempDir dir_;
-  std::unique_ptr<cloud::CloudServer> cloud_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Admin::Stub> admin_;
-  int64_t num_elements_ = 0;
   std::vector<std::unique_ptr<testing::FakeEdge>> edges_;
   std::vector<std::thread> threads_;
   Mutex mu_;

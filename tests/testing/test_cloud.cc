@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/net/servers.h"
 #include "common/status/status.h"
+#include "common/tensor/flat.h"
 
 namespace fedge::testing {
 
@@ -26,6 +27,22 @@ absl::StatusOr<TestCloud> TestCloud::Start(const std::string& data_dir,
 
 std::string TestCloud::fleet_address() const {
   return absl::StrCat("127.0.0.1:", server->fleet_port());
+}
+
+void CloudWithModelTest::SetUp() {
+  auto cloud = TestCloud::Start(dir_.path());
+  ASSERT_TRUE(cloud.ok()) << cloud.status();
+  cloud_ = std::move(cloud->server);
+  channel_ = cloud->fleet_channel;
+  admin_ = std::move(cloud->admin);
+  auto base = Register(admin_.get(), SyntheticModelHeader("m"));
+  ASSERT_TRUE(base.ok()) << base.status();
+  base_ = *base;
+  num_elements_ = Schema::FromProto(base_.schema()).NumElements();
+}
+
+void CloudWithModelTest::TearDown() {
+  if (cloud_) cloud_->Shutdown();
 }
 
 }  // namespace fedge::testing

@@ -8,6 +8,8 @@
 #include "cloud/server/cloud_server.h"
 #include "fedge/v1/admin.grpc.pb.h"
 #include "grpcpp/channel.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fixtures.h"
 
 namespace fedge::testing {
 
@@ -20,6 +22,22 @@ struct TestCloud {
   static absl::StatusOr<TestCloud> Start(const std::string& data_dir,
                                          absl::Duration heartbeat = absl::Seconds(5));
   std::string fleet_address() const;
+};
+
+// A fixture: a real coordinator (TestCloud in a fresh directory) with model "m", the synthetic
+// built-in MLP, registered as version 1 (base_). Tests drive hand-made edges against it;
+// a subclass that overrides TearDown closes its edges first and then calls this one.
+class CloudWithModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;  // shuts the coordinator down
+
+  TempDir dir_;
+  std::unique_ptr<cloud::CloudServer> cloud_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+  v1::Version base_;
+  int64_t num_elements_ = 0;  // of base_'s schema
 };
 
 }  // namespace fedge::testing

@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/app/app.h"
 #include "common/data/dataset.h"
 #include "common/data/synthetic.h"
 #include "common/net/identity.h"
@@ -577,12 +578,7 @@ int Predict() {
 
 int main(int argc, char** argv) {
   using namespace fedge::cli;  // NOLINT: the command table below
-  absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(kUsageText);
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<char*> args = fedge::app::ParseFlags(argc, argv, kUsageText);
   std::vector<std::string> a(args.begin() + 1, args.end());
   auto is = [&](std::initializer_list<const char*> words) {
     if (a.size() < words.size()) return false;

@@ -23,6 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/app/app.h"
 #include "common/data/synthetic.h"
 #include "common/net/servers.h"
 #include "fedge/v1/inference.grpc.pb.h"
@@ -60,14 +61,8 @@ void OnSignal(int) { g_stop = true; }
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
-      "fedge-loadgen: Predict, Feedback and Ingest traffic against an edge, from the synthetic "
+  fedge::app::ParseFlags(argc, argv, "fedge-loadgen: Predict, Feedback and Ingest traffic against an edge, from the synthetic "
       "task.");
-  absl::ParseCommandLine(argc, argv);
   fedge::data::SyntheticOptions syn;
   syn.seed = absl::GetFlag(FLAGS_synthetic_seed);
   syn.num_sites = absl::GetFlag(FLAGS_synthetic_sites);
