@@ -19,13 +19,6 @@ namespace {
 
 class RoundsTest : public testing::CloudWithModelTest {
  protected:
-  void TearDown() override {
-    for (auto& e : edges_) e->Cancel();
-    for (auto& t : threads_) t.join();
-    for (auto& e : edges_) e->Close();
-    CloudWithModelTest::TearDown();
-  }
-
   // Connects n fake edges; each answers every task it gets with a zero update unless it is
   // listed as silent. Counts the tasks each receives.
   void ConnectEdges(int n, std::set<int> silent = {}) {
@@ -71,8 +64,6 @@ class RoundsTest : public testing::CloudWithModelTest {
     return done.ok() ? *done : v1::Job();
   }
 
-  std::vector<std::unique_ptr<testing::FakeEdge>> edges_;
-  std::vector<std::thread> threads_;
   std::vector<std::atomic<int>> tasks_;
 };
 

@@ -26,13 +26,6 @@ namespace {
 
 class SelectionTest : public testing::CloudWithModelTest {
  protected:
-  void TearDown() override {
-    for (auto& e : edges_) e->Cancel();
-    for (auto& t : threads_) t.join();
-    for (auto& e : edges_) e->Close();
-    CloudWithModelTest::TearDown();
-  }
-
   testing::FakeEdge* Connect(const std::string& id, const v1::Hello& hello = v1::Hello()) {
     edges_.push_back(std::make_unique<testing::FakeEdge>(
         channel_, id, std::map<std::string, v1::VersionRef>{}, "", hello));
@@ -104,8 +97,6 @@ class SelectionTest : public testing::CloudWithModelTest {
     return tasks_;
   }
 
-  std::vector<std::unique_ptr<testing::FakeEdge>> edges_;
-  std::vector<std::thread> threads_;
   Mutex mu_;
   std::map<std::string, int> tasks_ ABSL_GUARDED_BY(mu_);
 };

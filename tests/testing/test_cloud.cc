@@ -42,6 +42,9 @@ void CloudWithModelTest::SetUp() {
 }
 
 void CloudWithModelTest::TearDown() {
+  for (auto& e : edges_) e->Cancel();
+  for (auto& t : threads_) t.join();
+  for (auto& e : edges_) e->Close();
   if (cloud_) cloud_->Shutdown();
 }
 

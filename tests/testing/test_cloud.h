@@ -3,6 +3,8 @@
 
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "cloud/server/cloud_server.h"
@@ -25,12 +27,13 @@ struct TestCloud {
 };
 
 // A fixture: a real coordinator (TestCloud in a fresh directory) with model "m", the synthetic
-// built-in MLP, registered as version 1 (base_). Tests drive hand-made edges against it;
-// a subclass that overrides TearDown closes its edges first and then calls this one.
+// built-in MLP, registered as version 1 (base_). Tests drive hand-made edges against it: those
+// in edges_, and the threads in threads_ that answer for them, are ended before the
+// coordinator shuts down.
 class CloudWithModelTest : public ::testing::Test {
  protected:
   void SetUp() override;
-  void TearDown() override;  // shuts the coordinator down
+  void TearDown() override;
 
   TempDir dir_;
   std::unique_ptr<cloud::CloudServer> cloud_;
@@ -38,6 +41,8 @@ class CloudWithModelTest : public ::testing::Test {
   std::unique_ptr<v1::Admin::Stub> admin_;
   v1::Version base_;
   int64_t num_elements_ = 0;  // of base_'s schema
+  std::vector<std::unique_ptr<FakeEdge>> edges_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace fedge::testing
