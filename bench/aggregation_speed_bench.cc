@@ -5,9 +5,9 @@
 // Each update starts as the server receives it: F32 bytes in the edge's 1 MiB wire chunks. The
 // timed work per update is what UploadUpdate and JobManager::SubmitUpdate do to it: stage the
 // chunks into one payload, inspect it (decode, finite check and L2 norm in one streaming pass),
-// check the norm bound, then FoldEncoded into the rule's aggregator. Aggregate() is timed apart. The baseline is acc[i] += w * x[i] (double
-// acc, float x) straight over the chunks. Every cell runs in its own child process, which
-// reports its peak resident memory.
+// check the norm bound, then FoldEncoded into the rule's aggregator. Aggregate() is timed apart.
+// The baseline is acc[i] += w * x[i] (double acc, float x) straight over the chunks. Every cell
+// runs in its own child process, which reports its peak resident memory.
 //
 // To keep memory sane, updates cycle through a small pool of distinct payloads (update i is
 // payload i % pool) instead of holding one payload per update.
@@ -40,10 +40,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "common/app/app.h"
 #include "cloud/aggregation/robust.h"
+#include "common/app/app.h"
 #include "common/codec/codec.h"
-#include "common/tensor/f32.h"
 #include "common/tensor/flat.h"
 
 ABSL_FLAG(std::string, params, "1e5,1e6,1e7", "Parameter counts, comma-separated.");
@@ -351,7 +350,9 @@ bool ParseCounts(const std::vector<std::string>& words, std::vector<int64_t>* ou
 }  // namespace
 
 int main(int argc, char** argv) {
-  fedge::app::ParseFlags(argc, argv, "aggregation_speed_bench: GB/s of F32 update bytes folded per aggregation rule, against an "
+  fedge::app::ParseFlags(
+      argc, argv,
+      "aggregation_speed_bench: GB/s of F32 update bytes folded per aggregation rule, against an "
       "axpy loop and a numpy fold measured in the same run.");
 
   std::vector<int64_t> params_list, updates_list;

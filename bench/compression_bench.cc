@@ -71,8 +71,8 @@ int Run() {
   std::vector<std::unique_ptr<fedge::edge::EdgeNode>> edges;
   for (int i = 0; i < sites; ++i) {
     edges.push_back(fedge::testing::StartTestEdge(
-        cloud->fleet_address(), absl::StrCat(dir.path(), "/edge", i), absl::StrCat("edge-", i),
-        i, samples, [&mu, &wire_bytes, sites](fedge::edge::EdgeNode::Options* o) {
+        cloud->fleet_address(), absl::StrCat(dir.path(), "/edge", i), absl::StrCat("edge-", i), i,
+        samples, [&mu, &wire_bytes, sites](fedge::edge::EdgeNode::Options* o) {
           o->synthetic_sites = sites;
           o->on_update_sent = [&mu, &wire_bytes](const fedge::v1::UpdateHeader& h,
                                                  const fedge::FlatTensor&) {
@@ -120,8 +120,7 @@ int Run() {
     }
     auto done = fedge::testing::WaitForJob(admin, job.id(), absl::Minutes(30));
     if (!done.ok() || done->state() != fedge::v1::JOB_SUCCEEDED) {
-      std::fprintf(stderr, "compression_bench: the %s job did not succeed: %s\n",
-                   encoding.c_str(),
+      std::fprintf(stderr, "compression_bench: the %s job did not succeed: %s\n", encoding.c_str(),
                    done.ok() ? done->error().c_str() : done.status().ToString().c_str());
       return 1;
     }

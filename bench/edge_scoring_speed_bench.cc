@@ -171,7 +171,8 @@ std::vector<int> ParseList(const std::string& s, const char* name) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  fedge::app::ParseFlags(argc, argv, "edge_scoring_speed_bench: the edge's Inference API against a bare gRPC echo.");
+  fedge::app::ParseFlags(
+      argc, argv, "edge_scoring_speed_bench: the edge's Inference API against a bare gRPC echo.");
   const bool quick = absl::GetFlag(FLAGS_quick);
   const int rounds = quick ? 1 : absl::GetFlag(FLAGS_rounds);
   const double seconds = quick ? 0.2 : absl::GetFlag(FLAGS_seconds);

@@ -175,7 +175,8 @@ void TimePython(const Arch& arch, const fedge::data::Dataset& data, int threads,
 }  // namespace
 
 int main(int argc, char** argv) {
-  fedge::app::ParseFlags(argc, argv, "edge_train_speed_bench: fedge's edge fine-tuning against PyTorch in Python.");
+  fedge::app::ParseFlags(
+      argc, argv, "edge_train_speed_bench: fedge's edge fine-tuning against PyTorch in Python.");
 
   const bool quick = absl::GetFlag(FLAGS_quick);
   const int64_t rows = quick ? 512 : absl::GetFlag(FLAGS_rows);

@@ -46,10 +46,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "common/app/app.h"
-#include "cloud/aggregation/robust.h"
 #include "bench/upload_bytes.h"
+#include "cloud/aggregation/robust.h"
 #include "cloud/aggregation/server_optimizer.h"
+#include "common/app/app.h"
 #include "common/codec/codec.h"
 #include "common/codec/error_feedback.h"
 #include "common/data/dataset.h"
@@ -283,9 +283,8 @@ absl::StatusOr<Curve> RunOne(const Config& config, const Task& task, double stra
       const uint64_t codec_seed = train.seed ^ 0x5bd1e995ULL;
       if (config.codec.encoding == fedge::codec::Encoding::kTopK ||
           config.codec.encoding == fedge::codec::Encoding::kTopKInt8) {
-        FEDGE_ASSIGN_OR_RETURN(payload,
-                               feedback->Compress(absl::StrCat("device-", p.device), delta,
-                                                  config.codec, codec_seed));
+        FEDGE_ASSIGN_OR_RETURN(payload, feedback->Compress(absl::StrCat("device-", p.device), delta,
+                                                           config.codec, codec_seed));
       } else {
         FEDGE_ASSIGN_OR_RETURN(payload, fedge::codec::Encode(delta, config.codec, codec_seed));
       }
@@ -632,8 +631,9 @@ absl::Status Run(const Config& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  fedge::app::ParseFlags(argc, argv, "FedAvg and FedProx on the FedProx paper's Synthetic data, with "
-      "fedge's edge training and cloud aggregation.");
+  fedge::app::ParseFlags(argc, argv,
+                         "FedAvg and FedProx on the FedProx paper's Synthetic data, with "
+                         "fedge's edge training and cloud aggregation.");
   absl::StatusOr<Config> config = ReadFlags();
   if (!config.ok()) {
     std::cerr << "fedprox_synthetic_bench: " << config.status().message() << "\n";

@@ -30,12 +30,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "common/app/app.h"
 #include "bench/byte_sink.grpc.pb.h"
 #include "cloud/aggregation/robust.h"
+#include "common/app/app.h"
 #include "common/codec/codec.h"
 #include "common/net/servers.h"
-#include "common/tensor/f32.h"
 #include "common/tensor/flat.h"
 #include "common/tensor/sha256.h"
 #include "fedge/v1/admin.grpc.pb.h"
@@ -76,7 +75,8 @@ class ByteSinkService final : public fedge::bench::ByteSink::Service {
  public:
   // Like a job's round, the FedAvg sum exists before the first upload arrives.
   ByteSinkService(int64_t elements, std::string part_path)
-      : elements_(elements), part_path_(std::move(part_path)),
+      : elements_(elements),
+        part_path_(std::move(part_path)),
         avg_(std::make_unique<fedge::cloud::aggregation::WeightedMean>(elements)) {}
 
   grpc::Status Push(grpc::ServerContext* context,
@@ -374,7 +374,9 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  fedge::app::ParseFlags(argc, argv, "transfer_speed_bench: MB/s of a large update through Fleet.UploadUpdate on loopback, "
+  fedge::app::ParseFlags(
+      argc, argv,
+      "transfer_speed_bench: MB/s of a large update through Fleet.UploadUpdate on loopback, "
       "against a bare gRPC client stream of the same messages.");
   // The coordinator's INFO lines would bury the table; warnings and errors still show.
   FLAGS_logtostderr = true;

@@ -259,7 +259,8 @@ absl::Status ValidateSpec(v1::JobSpec* spec) {
         absl::StrCat("optimizer '", spec->optimizer(), "' is unknown; use sgd or adam"));
   }
   FEDGE_RETURN_IF_ERROR(FillAggregation(spec->mutable_aggregation()));
-  FEDGE_ASSIGN_OR_RETURN(auto strategy, aggregation::Strategy::Create(StrategyConfigOf(*spec), 0));
+  // The strategy checks its own names and parameters.
+  FEDGE_RETURN_IF_ERROR(aggregation::Strategy::Create(StrategyConfigOf(*spec), 0).status());
   FEDGE_RETURN_IF_ERROR(ValidateSelection(spec));
   FEDGE_RETURN_IF_ERROR(FillCompression(spec->mutable_compression()));
   return ValidateAsync(spec);

@@ -24,21 +24,4 @@ bool AllFinite(absl::Span<const float> values) {
   return true;
 }
 
-absl::StatusOr<absl::Span<const float>> ViewF32(absl::string_view bytes, int64_t expected_elements,
-                                                FlatTensor* scratch) {
-  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(float) != 0) {
-    auto decoded = DecodeF32(bytes, expected_elements);
-    if (!decoded.ok()) return decoded.status();
-    *scratch = std::move(*decoded);
-    return absl::Span<const float>(*scratch);
-  }
-  // DecodeF32 is the one place that words the size error.
-  if (static_cast<int64_t>(bytes.size()) != expected_elements * 4) {
-    return DecodeF32(bytes, expected_elements).status();
-  }
-  // F32 is little-endian float32, the host's layout (see EncodeF32).
-  return absl::Span<const float>(reinterpret_cast<const float*>(bytes.data()),
-                                 static_cast<size_t>(expected_elements));
-}
-
 }  // namespace fedge

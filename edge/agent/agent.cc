@@ -475,10 +475,8 @@ absl::Status Agent::Upload(const v1::UpdateHeader& header, const std::string& pa
 
 absl::StatusOr<std::string> Agent::EncodeUpdate(const v1::TrainTask& task,
                                                 const runtime::LocalUpdate& update) const {
-  if (task.encoding() == v1::ENCODING_UNSPECIFIED || task.encoding() == v1::F32) {
-    return EncodeF32(update.delta);
-  }
-  auto encoding = codec::EncodingFromWire(task.encoding());
+  auto encoding = codec::EncodingFromWire(
+      task.encoding() == v1::ENCODING_UNSPECIFIED ? v1::F32 : task.encoding());
   if (!encoding.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("the task asks for update encoding ",
                                                    task.encoding(), ", which this edge does not "

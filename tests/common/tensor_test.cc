@@ -84,27 +84,6 @@ TEST(AllFiniteTest, FindsNaNAndInfinityAnywhere) {
   }
 }
 
-TEST(ViewF32Test, ViewsAlignedBytesWithoutCopyingAndDecodesOthers) {
-  const FlatTensor v = {1.5f, -2.0f, 3.25f};
-  const std::string payload = EncodeF32(v);
-  FlatTensor scratch;
-  auto view = ViewF32(payload, 3, &scratch);
-  ASSERT_TRUE(view.ok()) << view.status();
-  EXPECT_EQ(static_cast<const void*>(view->data()), static_cast<const void*>(payload.data()));
-  EXPECT_EQ(FlatTensor(view->begin(), view->end()), v);
-  EXPECT_TRUE(scratch.empty());
-
-  const std::string shifted = "x" + payload;  // the payload at an odd address
-  auto copied = ViewF32(absl::string_view(shifted).substr(1), 3, &scratch);
-  ASSERT_TRUE(copied.ok()) << copied.status();
-  EXPECT_EQ(static_cast<const void*>(copied->data()), static_cast<const void*>(scratch.data()));
-  EXPECT_EQ(FlatTensor(copied->begin(), copied->end()), v);
-
-  EXPECT_EQ(ViewF32(payload, 4, &scratch).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ViewF32(absl::string_view(shifted).substr(1, 11), 3, &scratch).status().code(),
-            absl::StatusCode::kInvalidArgument);
-}
-
 TEST(GrpcStatusTest, CodesMapOneToOne) {
   absl::Status st = absl::FailedPreconditionError("stale round");
   grpc::Status g = ToGrpcStatus(st);

@@ -10,8 +10,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <iostream>
 #include <map>
 #include <thread>
@@ -61,7 +61,9 @@ void OnSignal(int) { g_stop = true; }
 }  // namespace
 
 int main(int argc, char** argv) {
-  fedge::app::ParseFlags(argc, argv, "fedge-loadgen: Predict, Feedback and Ingest traffic against an edge, from the synthetic "
+  fedge::app::ParseFlags(
+      argc, argv,
+      "fedge-loadgen: Predict, Feedback and Ingest traffic against an edge, from the synthetic "
       "task.");
   fedge::data::SyntheticOptions syn;
   syn.seed = absl::GetFlag(FLAGS_synthetic_seed);
@@ -120,8 +122,8 @@ int main(int argc, char** argv) {
   std::map<int64_t, Tally> by_version;
   int64_t requests = 0, errors = 0;
   std::map<std::string, int64_t> error_codes;
-  const auto until =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(absl::GetFlag(FLAGS_duration_ms));
+  const auto until = std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(absl::GetFlag(FLAGS_duration_ms));
   uint64_t i = absl::GetFlag(FLAGS_offset);
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
