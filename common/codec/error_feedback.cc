@@ -121,7 +121,7 @@ absl::Status WriteAtomically(const std::string& dir, const std::string& path,
   return FsyncPath(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-// Schema hashes become file names, so they must not be able to name another directory.
+// Keys become file names, so they must not be able to name another directory.
 absl::Status CheckHash(absl::string_view hash) {
   bool ok = !hash.empty() && hash.size() <= kMaxHashLength;
   for (char c : hash) {
@@ -185,22 +185,22 @@ absl::Status ErrorFeedback::LoadAll() {
   return absl::OkStatus();
 }
 
-std::string ErrorFeedback::PathFor(absl::string_view schema_hash) const {
-  return absl::StrCat(dir_, "/", schema_hash, kSuffix);
+std::string ErrorFeedback::PathFor(absl::string_view key) const {
+  return absl::StrCat(dir_, "/", key, kSuffix);
 }
 
-absl::StatusOr<std::string> ErrorFeedback::Compress(absl::string_view schema_hash,
+absl::StatusOr<std::string> ErrorFeedback::Compress(absl::string_view key,
                                                     absl::Span<const float> delta,
                                                     const CodecParams& params, uint64_t seed) {
-  if (auto st = CheckHash(schema_hash); !st.ok()) return st;
+  if (auto st = CheckHash(key); !st.ok()) return st;
   MutexLock lock(&mu_);
   std::vector<float> sum(delta.begin(), delta.end());
-  auto held = residuals_.find(schema_hash);
+  auto held = residuals_.find(key);
   if (held != residuals_.end()) {
     if (held->second.size() == delta.size()) {
       for (size_t i = 0; i < sum.size(); ++i) sum[i] += held->second[i];
     } else {
-      LOG(WARNING) << "discarding the residual of model " << schema_hash << ": it has "
+      LOG(WARNING) << "discarding the residual of " << key << ": it has "
                    << held->second.size() << " values, the update " << delta.size();
     }
   }
@@ -219,25 +219,25 @@ absl::StatusOr<std::string> ErrorFeedback::Compress(absl::string_view schema_has
         absl::StrCat("decoding our own payload: ", decoded.status().ToString()));
   }
   for (size_t i = 0; i < sum.size(); ++i) sum[i] -= (*decoded)[i];
-  if (auto st = WriteAtomically(dir_, PathFor(schema_hash), Serialise(sum)); !st.ok()) {
+  if (auto st = WriteAtomically(dir_, PathFor(key), Serialise(sum)); !st.ok()) {
     return st;
   }
-  residuals_[schema_hash] = std::move(sum);
+  residuals_[key] = std::move(sum);
   return payload;
 }
 
-std::vector<float> ErrorFeedback::Residual(absl::string_view schema_hash) const {
+std::vector<float> ErrorFeedback::Residual(absl::string_view key) const {
   MutexLock lock(&mu_);
-  auto it = residuals_.find(schema_hash);
+  auto it = residuals_.find(key);
   return it == residuals_.end() ? std::vector<float>() : it->second;
 }
 
-absl::Status ErrorFeedback::Clear(absl::string_view schema_hash) {
-  if (auto st = CheckHash(schema_hash); !st.ok()) return st;
+absl::Status ErrorFeedback::Clear(absl::string_view key) {
+  if (auto st = CheckHash(key); !st.ok()) return st;
   MutexLock lock(&mu_);
-  const std::string path = PathFor(schema_hash);
+  const std::string path = PathFor(key);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoError("removing", path);
-  residuals_.erase(schema_hash);
+  residuals_.erase(key);
   return absl::OkStatus();
 }
 

@@ -16,12 +16,12 @@
 namespace fedge::codec {
 
 // Edge-side error feedback for lossy update encodings. What an encoding drops from one update
-// (top-k's small entries, quantisation error) is kept as a residual per model and added to
-// the next update, so over many rounds nothing is lost: the decoded updates plus the residual
+// (top-k's small entries, quantisation error) is kept as a residual per key and added to
+// the next update under that key, so over many rounds nothing is lost: the decoded updates plus the residual
 // sum to the sum of the deltas.
 //
-// Residuals are keyed by the model's schema hash and persisted, one file per model
-// (`<schema_hash>.residual` in Options::dir, written to a temporary name, fsynced and renamed),
+// A key names one stream of updates (the edge uses the job id: a new job starts from another
+// base). Residuals are persisted, one file per key (`<key>.residual` in Options::dir, written to a temporary name, fsynced and renamed),
 // so they survive a restart. Compress assumes the payload it returns is delivered; a caller
 // that abandons one loses that update's decoded part, as it would without error feedback.
 //
@@ -37,18 +37,18 @@ class ErrorFeedback {
   static absl::StatusOr<std::unique_ptr<ErrorFeedback>> Open(Options options);
 
   // Encodes delta + residual and sets residual = (delta + residual) − decode(payload). A held
-  // residual of another length than `delta` (the model's schema changed under the same hash,
+  // residual of another length than `delta` (the model's schema changed under the same key,
   // or a stale file) is discarded with a warning. INVALID_ARGUMENT if the sum holds a NaN or
   // infinity or the encoder refuses it; an I/O error if the residual cannot be persisted. On
   // error the residual is unchanged.
-  absl::StatusOr<std::string> Compress(absl::string_view schema_hash, absl::Span<const float> delta,
+  absl::StatusOr<std::string> Compress(absl::string_view key, absl::Span<const float> delta,
                                        const CodecParams& params, uint64_t seed);
 
-  // A copy of the model's residual; empty if none is held.
-  std::vector<float> Residual(absl::string_view schema_hash) const;
+  // A copy of the key's residual; empty if none is held.
+  std::vector<float> Residual(absl::string_view key) const;
 
-  // Forgets the model's residual, in memory and on disk.
-  absl::Status Clear(absl::string_view schema_hash);
+  // Forgets the key's residual, in memory and on disk.
+  absl::Status Clear(absl::string_view key);
 
   // Forgets every residual but `key`'s (a new job makes the others stale).
   absl::Status KeepOnly(absl::string_view key);
@@ -56,7 +56,7 @@ class ErrorFeedback {
  private:
   explicit ErrorFeedback(std::string dir) : dir_(std::move(dir)) {}
   absl::Status LoadAll();
-  std::string PathFor(absl::string_view schema_hash) const;
+  std::string PathFor(absl::string_view key) const;
 
   const std::string dir_;
   mutable Mutex mu_;
