@@ -8,14 +8,13 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cloud/api/blob_stream.h"
+#include "cloud/api/upload_stage.h"
 #include "common/metrics/metrics.h"
 #include "common/net/identity.h"
 #include "common/status/grpc_status.h"
@@ -399,88 +398,62 @@ grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
   if (!IsSha256Hex(header.sha256())) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the header's sha256 is malformed");
   }
-  // Stage the payload as it streams in, in memory and, for a resume after a broken stream, in a
-  // part file; CheckUpload bounded total_size by the model size.
+  // Stage the payload as it streams in: in a part file when there is an upload_dir (so that a
+  // broken stream can resume), else in memory. CheckUpload bounded total_size by the model size.
   if (!options_.upload_dir.empty()) SweepParts();
-  const std::string part_path =
-      options_.upload_dir.empty() ? "" : PartPath(*node, header.task_id(), header.sha256());
-  std::string payload;
-  payload.reserve(static_cast<size_t>(header.total_size()));
-  Sha256 digest;
-  std::ofstream part;
+  UploadStage stage(
+      options_.upload_dir.empty() ? "" : PartPath(*node, header.task_id(), header.sha256()),
+      header.total_size());
   bool first = true;
   while (reader->Read(&msg)) {
     if (!msg.has_chunk()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a second header in one upload");
     }
-    const v1::Chunk& chunk = msg.chunk();
+    v1::Chunk* chunk = msg.mutable_chunk();
     if (first) {
       first = false;
-      if (chunk.offset() > 0) {
-        // A resume: the chunks continue the part an earlier attempt left.
-        const int64_t held = part_path.empty() ? 0 : FileSize(part_path);
-        if (chunk.offset() != held) {
-          return grpc::Status(
-              grpc::StatusCode::INVALID_ARGUMENT,
-              absl::StrCat("the upload resumes at offset ", chunk.offset(), " but the cloud holds ",
-                           held, " bytes of it; ask UploadOffset"));
-        }
-        std::ifstream in(part_path, std::ios::binary);
-        payload.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-        if (static_cast<int64_t>(payload.size()) != held || held > header.total_size()) {
-          std::remove(part_path.c_str());
-          return grpc::Status(grpc::StatusCode::DATA_LOSS,
-                              "the held part of the upload is unreadable; send it all again");
-        }
-        digest.Update(payload);
-        ResumedUploads().Increment();
-      }
-      if (!part_path.empty()) {
-        part.open(part_path, chunk.offset() > 0 ? std::ios::binary | std::ios::app
-                                                : std::ios::binary | std::ios::trunc);
-      }
+      st = stage.Open(chunk->offset());
+      if (!st.ok()) return ToGrpcStatus(st);
+      if (chunk->offset() > 0) ResumedUploads().Increment();
     }
-    if (chunk.offset() != static_cast<int64_t>(payload.size())) {
+    if (chunk->offset() != stage.size()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("chunk at offset ", chunk.offset(), ", expected ",
-                                       payload.size(), ": chunks must arrive in order"));
+                          absl::StrCat("chunk at offset ", chunk->offset(), ", expected ",
+                                       stage.size(), ": chunks must arrive in order"));
     }
-    if (static_cast<int64_t>(chunk.data().size()) > kChunkBytes) {
+    if (static_cast<int64_t>(chunk->data().size()) > kChunkBytes) {
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          absl::StrCat("chunk of ", chunk.data().size(),
+                          absl::StrCat("chunk of ", chunk->data().size(),
                                        " bytes exceeds the 1 MiB chunk limit"));
     }
-    if (static_cast<int64_t>(payload.size() + chunk.data().size()) > header.total_size()) {
+    if (stage.size() + static_cast<int64_t>(chunk->data().size()) > header.total_size()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           absl::StrCat("upload exceeds its declared size of ",
                                        header.total_size(), " bytes"));
     }
-    digest.Update(chunk.data());
-    payload.append(chunk.data());
-    if (part.is_open()) {
-      part.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-      part.flush();
-    }
+    st = stage.Append(std::move(*chunk->mutable_data()));
+    if (!st.ok()) return ToGrpcStatus(st);
   }
-  if (part.is_open()) part.close();
-  if (static_cast<int64_t>(payload.size()) != header.total_size()) {
+  if (stage.size() != header.total_size()) {
     return grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("upload truncated: received ", payload.size(), " of ", header.total_size(),
-                     " bytes", part_path.empty() ? "" : "; the rest may follow"));
+        absl::StrCat("upload truncated: received ", stage.size(), " of ", header.total_size(),
+                     " bytes", options_.upload_dir.empty() ? "" : "; the rest may follow"));
   }
-  const std::string got = digest.HexDigest();
+  const std::string got = stage.FinishDigest();
   if (got != header.sha256()) {
-    if (!part_path.empty()) std::remove(part_path.c_str());
+    stage.Discard();
     return grpc::Status(grpc::StatusCode::DATA_LOSS,
                         absl::StrCat("upload corrupted: payload sha256 ", got.substr(0, 12),
                                      " does not match the header's ",
                                      header.sha256().substr(0, 12), "; send it again"));
   }
-  st = options_.jobs->SubmitUpdate(*node, header, payload);
-  if (!part_path.empty()) std::remove(part_path.c_str());
+  absl::StatusOr<absl::string_view> payload = stage.Contents();
+  if (!payload.ok()) return ToGrpcStatus(payload.status());
+  st = options_.jobs->SubmitUpdate(*node, header, *payload);
+  stage.Discard();
   if (!st.ok()) return ToGrpcStatus(st);
-  response->set_received_bytes(static_cast<int64_t>(payload.size()));
+  response->set_received_bytes(static_cast<int64_t>(payload->size()));
   return grpc::Status::OK;
 }
 

@@ -1,0 +1,73 @@
+#ifndef FEDGE_CLOUD_API_UPLOAD_STAGE_H_
+#define FEDGE_CLOUD_API_UPLOAD_STAGE_H_
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/sync/mutex.h"
+#include "common/tensor/sha256.h"
+
+namespace fedge::cloud::api {
+
+// Where an upload's bytes wait, in order, until the whole payload can be checked and folded.
+//
+// With a part path the chunks are appended to that file (so a broken stream can resume from it)
+// and the payload is read back through a read-only mapping of the file; without one they are
+// kept in memory. Either way each chunk is digested on a second thread while the caller goes on
+// receiving, so the sha256 overlaps the transport instead of following it.
+//
+// Not thread-safe: one caller drives it. The part file is left in place unless Discard() is
+// called, which is what lets an interrupted upload resume.
+class UploadStage {
+ public:
+  // total_size bounds what Append accepts.
+  UploadStage(std::string part_path, int64_t total_size);
+  ~UploadStage();
+  UploadStage(const UploadStage&) = delete;
+  UploadStage& operator=(const UploadStage&) = delete;
+
+  // Starts staging at `offset`: 0 starts afresh; more continues the part an earlier attempt
+  // left, which must hold exactly `offset` bytes (INVALID_ARGUMENT otherwise, naming both), and
+  // must be readable (DATA_LOSS, and the part is dropped).
+  absl::Status Open(int64_t offset);
+  // Appends the next chunk. RESOURCE_EXHAUSTED when the disk is full, INTERNAL on other write
+  // errors. The caller checks order and sizes first.
+  absl::Status Append(std::string chunk);
+  // Bytes staged so far, including a resumed part.
+  int64_t size() const { return size_; }
+  // Waits for the digest of everything appended and returns it as lowercase hex. Call once,
+  // after the last Append.
+  std::string FinishDigest();
+  // The whole staged payload, valid while this object lives. Call after FinishDigest.
+  absl::StatusOr<absl::string_view> Contents();
+  // Removes the part file.
+  void Discard();
+
+ private:
+  void DigestLoop();
+
+  const std::string part_path_;
+  const int64_t total_size_;
+  int fd_ = -1;
+  std::string memory_;  // the payload when there is no part file
+  int64_t size_ = 0;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+
+  Sha256 digest_;  // touched only by the digest thread until it is joined
+  Mutex mu_;
+  CondVar changed_;
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread digester_;
+};
+
+}  // namespace fedge::cloud::api
+
+#endif  // FEDGE_CLOUD_API_UPLOAD_STAGE_H_
