@@ -78,7 +78,9 @@ v1::VersionRef RefOf(const v1::Deployment& d) {
 
 }  // namespace
 
-Controller::Controller(Options options) : options_(options) {}
+Controller::Controller(Options options) : options_(options) {
+  for (const char* r : {"succeeded", "rolled_back"}) DeploymentsCounter(r);
+}
 
 Controller::~Controller() { Stop(); }
 

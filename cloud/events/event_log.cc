@@ -524,7 +524,10 @@ struct EventLog::Impl {
   }
 };
 
-EventLog::EventLog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+EventLog::EventLog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  for (const char* r : {"delivered", "retried", "failed"}) DeliveriesTotal().Add({{"result", r}});
+  DroppedTotal();
+}
 
 EventLog::~EventLog() { Shutdown(); }
 

@@ -1,6 +1,8 @@
 #include "cloud/fleet/fleet.h"
 
 #include <algorithm>
+#include <map>
+#include <utility>
 
 #include "common/metrics/metrics.h"
 #include "glog/logging.h"
@@ -8,11 +10,21 @@
 namespace fedge::cloud::fleet {
 namespace {
 
-prometheus::Gauge& ConnectedGauge() {
-  static auto& g = metrics::GaugeFamily("fedge_cloud_connected_nodes",
-                                        "Edge nodes with an open Session stream.")
-                       .Add({});
-  return g;
+// Distinct values of the `site` label in the node gauges; nodes of further sites count as
+// "other", so a mislabelled fleet cannot blow up the series count.
+constexpr size_t kMaxSites = 64;
+
+prometheus::Gauge& ConnectedGauge(const std::string& site) {
+  return metrics::GaugeFamily("fedge_cloud_connected_nodes",
+                              "Edge nodes with an open Session stream, by their site label.")
+      .Add({{"site", site}});
+}
+
+prometheus::Gauge& KnownGauge(const std::string& site) {
+  return metrics::GaugeFamily(
+             "fedge_cloud_nodes",
+             "Edge nodes that said hello since the coordinator started, by their site label.")
+      .Add({{"site", site}});
 }
 
 prometheus::Counter& SessionsCounter() {
@@ -24,7 +36,32 @@ prometheus::Counter& SessionsCounter() {
 
 }  // namespace
 
-Fleet::Fleet(Options options) : options_(options) {}
+Fleet::Fleet(Options options) : options_(options) {
+  MutexLock lock(&mu_);
+  PublishCountsLocked();
+}
+
+void Fleet::PublishCountsLocked() {
+  std::map<std::string, std::pair<int, int>> counts;  // site -> (connected, known)
+  for (const std::string& site : sites_) counts[site] = {0, 0};
+  counts["none"];
+  for (const auto& [id, node] : nodes_) {
+    auto label = node.info.labels().find("site");
+    std::string site = label == node.info.labels().end() || label->second.empty()
+                           ? "none"
+                           : label->second;
+    if (sites_.count(site) == 0 && sites_.size() >= kMaxSites) site = "other";
+    sites_.insert(site);
+    auto& [connected, known] = counts[site];
+    connected += node.sink != nullptr ? 1 : 0;
+    known += 1;
+  }
+  for (const auto& [site, c] : counts) {
+    sites_.insert(site);
+    ConnectedGauge(site).Set(c.first);
+    KnownGauge(site).Set(c.second);
+  }
+}
 
 uint64_t Fleet::Connect(const v1::Hello& hello, const std::string& peer,
                         std::shared_ptr<SessionSink> sink) {
@@ -48,7 +85,7 @@ uint64_t Fleet::Connect(const v1::Hello& hello, const std::string& peer,
     info.set_memory_mb(hello.memory_mb());
     info.set_peer(peer);
     info.set_connected(true);
-    ConnectedGauge().Set(ConnectedCountLocked());
+    PublishCountsLocked();
   }
   SessionsCounter().Increment();
   if (replaced) {
@@ -68,7 +105,7 @@ void Fleet::Disconnect(const std::string& node_id, uint64_t session_id) {
     it->second.session_id = 0;
     it->second.sink.reset();
     it->second.info.set_connected(false);
-    ConnectedGauge().Set(ConnectedCountLocked());
+    PublishCountsLocked();
   }
   LOG(INFO) << "node=" << node_id << " disconnected";
   if (options_.on_presence) options_.on_presence(node_id, false);

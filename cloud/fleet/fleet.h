@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -92,10 +93,14 @@ class Fleet {
   };
   bool AliveLocked(const NodeState& node) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int ConnectedCountLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets fedge_cloud_connected_nodes and fedge_cloud_nodes, by site.
+  void PublishCountsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   mutable Mutex mu_;
   absl::flat_hash_map<std::string, NodeState> nodes_ ABSL_GUARDED_BY(mu_);
+  // The site label values published so far (bounded by kMaxSites, then "other").
+  std::set<std::string> sites_ ABSL_GUARDED_BY(mu_);
   uint64_t next_session_id_ ABSL_GUARDED_BY(mu_) = 1;
 };
 

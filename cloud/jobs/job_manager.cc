@@ -35,11 +35,45 @@ prometheus::Counter& RoundsCounter(const std::string& result) {
       .Add({{"result", result}});
 }
 
-prometheus::Counter& UpdateBytesCounter() {
-  static auto& c = metrics::CounterFamily("fedge_cloud_update_bytes_total",
-                                          "Bytes of accepted client update payloads.")
+prometheus::Counter& UpdateBytesCounter(codec::Encoding encoding) {
+  return metrics::CounterFamily("fedge_cloud_update_bytes_total",
+                                "Bytes of accepted client update payloads, by encoding.")
+      .Add({{"encoding", std::string(codec::EncodingName(encoding))}});
+}
+
+prometheus::Counter& JobsStartedCounter() {
+  static auto& c =
+      metrics::CounterFamily("fedge_cloud_jobs_started_total", "Training jobs created.").Add({});
+  return c;
+}
+
+prometheus::Counter& JobsFinishedCounter(const std::string& state) {
+  return metrics::CounterFamily("fedge_cloud_jobs_finished_total",
+                                "Training jobs ended, by state (succeeded, failed, cancelled).")
+      .Add({{"state", state}});
+}
+
+prometheus::Counter& RoundsStartedCounter() {
+  static auto& c = metrics::CounterFamily("fedge_cloud_rounds_started_total",
+                                          "Training rounds started (async: aggregation steps).")
                        .Add({});
   return c;
+}
+
+prometheus::Histogram& AggregationSeconds() {
+  static auto& h =
+      metrics::HistogramFamily("fedge_cloud_aggregation_duration_seconds",
+                               "Time to finish a round's aggregate: the rule's result and the "
+                               "server optimizer's step, after the last update was folded.")
+          .Add({}, metrics::LatencyBuckets());
+  return h;
+}
+
+prometheus::Gauge& ParticipantsGauge() {
+  static auto& g = metrics::GaugeFamily("fedge_cloud_round_participants",
+                                        "Updates folded into the last completed round.")
+                       .Add({});
+  return g;
 }
 
 prometheus::Counter& RoundBytesCounter(const std::string& direction) {
@@ -62,6 +96,26 @@ prometheus::Gauge& RunningJobsGauge() {
       metrics::GaugeFamily("fedge_cloud_jobs_running", "Training jobs running now.").Add({});
   return g;
 }
+
+// Creates every series with a known label value, so that rates and alerts see a zero from
+// the first scrape instead of no data.
+void RegisterJobMetrics() {
+  for (const char* r : {"accepted", "rejected"}) UpdatesCounter(r);
+  for (const char* r : {"done", "retried", "failed"}) RoundsCounter(r);
+  for (const char* d : {"up", "down"}) RoundBytesCounter(d);
+  for (const char* s : {"succeeded", "failed", "cancelled"}) JobsFinishedCounter(s);
+  for (codec::Encoding e : {codec::Encoding::kF32, codec::Encoding::kF16, codec::Encoding::kInt8,
+                            codec::Encoding::kTopK, codec::Encoding::kTopKInt8}) {
+    UpdateBytesCounter(e);
+  }
+  JobsStartedCounter();
+  RoundsStartedCounter();
+  AggregationSeconds();
+  ParticipantsGauge();
+  RoundSeconds();
+  RunningJobsGauge();
+}
+
 
 std::string NewJobId(Clock* clock) {
   static absl::BitGen* gen = new absl::BitGen;
@@ -348,7 +402,7 @@ struct JobManager::Context {
   std::function<void(const absl::Status&)> fail;  // ends the job JOB_FAILED
 };
 
-JobManager::JobManager(Options options) : options_(options) {}
+JobManager::JobManager(Options options) : options_(options) { RegisterJobMetrics(); }
 
 JobManager::~JobManager() { Shutdown(); }
 
@@ -391,6 +445,7 @@ absl::StatusOr<v1::Job> JobManager::Start(v1::JobSpec spec, const std::string& c
   audit.set_job_id(job.id());
   audit.set_reason(spec.reason());
   FEDGE_RETURN_IF_ERROR(options_.registry->AppendAudit(audit));
+  JobsStartedCounter().Increment();
   Emit("job.started", job, 0,
        absl::StrCat(spec.rounds(), " rounds of ", spec.model(), " v", base.version()));
   Launch(running);
@@ -653,7 +708,7 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
   }
   if (st.ok()) {
     UpdatesCounter("accepted").Increment();
-    UpdateBytesCounter().Increment(static_cast<double>(payload.size()));
+    UpdateBytesCounter(job->codec.encoding).Increment(static_cast<double>(payload.size()));
     LOG(INFO) << "node=" << node_id << " job=" << header.job_id() << " round=" << header.round()
               << " update folded (" << header.num_samples() << " samples)";
   } else {
@@ -708,6 +763,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
     LOG(ERROR) << "job=" << id << " failed: " << why;
     ctx.persist().IgnoreError();  // logged; the next persist retries
     Emit("job.failed", ctx.job, ctx.job.completed_rounds(), std::string(why.message()));
+    JobsFinishedCounter("failed").Increment();
     RunningJobsGauge().Decrement();
   };
 
@@ -785,6 +841,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
       ctx.job.set_error(cancelled);
       ctx.persist().IgnoreError();  // logged
       Emit("job.cancelled", ctx.job, ctx.job.completed_rounds(), cancelled);
+      JobsFinishedCounter("cancelled").Increment();
       LOG(INFO) << "job=" << id << " " << cancelled;
     } else {
       LOG(INFO) << "job=" << id << " paused at shutdown after round "
@@ -838,6 +895,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
   Emit("job.completed", ctx.job, ctx.job.completed_rounds(),
        absl::StrCat("registered ", spec.model(), " v", registered->version()),
        registered->version());
+  JobsFinishedCounter("succeeded").Increment();
   RunningJobsGauge().Decrement();
   if (options_.on_registered) options_.on_registered(*registered);
 }
@@ -905,6 +963,7 @@ absl::Status JobManager::CompleteRound(Context& ctx, v1::RoundInfo* info,
   if (!ctx.persist().ok()) return absl::InternalError("cannot persist the round");
   RoundsCounter("done").Increment();
   RoundSeconds().Observe(info->seconds());
+  ParticipantsGauge().Set(info->participants());
   RoundBytesCounter("up").Increment(static_cast<double>(info->bytes_up()));
   RoundBytesCounter("down").Increment(static_cast<double>(info->bytes_down()));
   Emit("round.completed", ctx.job, info->round(),
@@ -982,6 +1041,7 @@ JobManager::Outcome JobManager::RunRounds(Context& ctx) {
         }
       }
       info->set_state("training");
+      RoundsStartedCounter().Increment();
       info->set_selected(size.asked);
       ctx.persist().IgnoreError();  // logged; the next persist retries
       LOG(INFO) << "job=" << id << " round=" << round << " started with " << size.asked
@@ -1014,7 +1074,11 @@ JobManager::Outcome JobManager::RunRounds(Context& ctx) {
         }
         rj.accepting = false;
         round_samples = rj.TakeRoundTotals(info);
-        if (info->participants() >= spec.min_clients()) next = rj.strategy->Finish(base_flat);
+        if (info->participants() >= spec.min_clients()) {
+          const absl::Time begin = absl::Now();
+          next = rj.strategy->Finish(base_flat);
+          AggregationSeconds().Observe(absl::ToDoubleSeconds(absl::Now() - begin));
+        }
       }
       if (info->participants() < spec.min_clients()) {
         reason = absl::StrCat("only ", info->participants(), " of the minimum ",
@@ -1079,6 +1143,7 @@ JobManager::Outcome JobManager::RunAsync(Context& ctx) {
     info->set_round(step);
     info->set_attempt(1);
     info->set_state("training");
+    RoundsStartedCounter().Increment();
     ctx.persist().IgnoreError();  // logged; the next persist retries
     int selected = 0;
     while (true) {
@@ -1164,7 +1229,9 @@ JobManager::Outcome JobManager::RunAsync(Context& ctx) {
       {
         MutexLock lock(&rj.mu);
         round_samples = rj.TakeRoundTotals(info);
+        const absl::Time begin = absl::Now();
         next = rj.strategy->Finish(ctx.model->Flat());
+        AggregationSeconds().Observe(absl::ToDoubleSeconds(absl::Now() - begin));
         // Updates that arrive from now on are folded into the next step.
         rj.round = step + 1;
         rj.ResetRoundTotals();

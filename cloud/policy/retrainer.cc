@@ -34,7 +34,10 @@ absl::Duration Or(int64_t ms, absl::Duration fallback) {
 
 }  // namespace
 
-Retrainer::Retrainer(Options options) : options_(options) {}
+Retrainer::Retrainer(Options options) : options_(options) {
+  for (const char* c : {"drift quorum", "schedule", "data", "manual"}) TriggersCounter(c);
+  StaleDriftCounter();
+}
 
 Retrainer::~Retrainer() { Stop(); }
 

@@ -27,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/metrics/metrics.h"
 #include "common/sqlite/sqlite.h"
 #include "common/status/status.h"
 #include "common/sync/mutex.h"
@@ -290,6 +291,31 @@ absl::Status CheckGatePolicy(const v1::GatePolicy& policy) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
+
+// fedge_cloud_registry_versions{model}: versions each model holds.
+void PublishVersionCount(const v1::Model& model) {
+  metrics::GaugeFamily("fedge_cloud_registry_versions",
+                       "Versions held in the registry, by model (archived ones excluded).")
+      .Add({{"model", model.name()}})
+      .Set(static_cast<double>(model.num_versions()));
+}
+
+// fedge_cloud_deployment_state{model, state}: 1 for the state of the model's latest
+// deployment, 0 for the other states.
+void PublishDeploymentState(const v1::Deployment& d) {
+  auto& family = metrics::GaugeFamily(
+      "fedge_cloud_deployment_state",
+      "State of each model's latest deployment: 1 for its state, 0 for the others.");
+  const std::pair<v1::DeploymentState, const char*> states[] = {
+      {v1::DEPLOYMENT_RUNNING, "running"},
+      {v1::DEPLOYMENT_PAUSED, "paused"},
+      {v1::DEPLOYMENT_SUCCEEDED, "succeeded"},
+      {v1::DEPLOYMENT_ROLLED_BACK, "rolled_back"},
+      {v1::DEPLOYMENT_FAILED, "failed"}};
+  for (const auto& [state, name] : states) {
+    family.Add({{"model", d.model()}, {"state", name}}).Set(d.state() == state ? 1 : 0);
+  }
+}
 
 struct Registry::Impl {
   std::string data_dir;
@@ -747,20 +773,24 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(Options options) {
   FEDGE_RETURN_IF_ERROR(MakeDir(impl->data_dir + "/staging"));
   impl->RemoveStaleTemps();
 
-  MutexLock lock(&impl->mu);
-  std::string db_path = absl::StrCat(impl->data_dir, "/", kDbFile);
-  // Db::Open sets synchronous = FULL: versions and jobs are written rarely (per round, per
-  // registration), and a committed version number is announced to edges at once, so it must
-  // survive a power loss; NORMAL in WAL mode could roll back the last commits and reuse a number
-  // for different content.
-  sqlite::Db::Options db_options;
-  db_options.label = kDbFile;
-  db_options.foreign_keys = true;
-  db_options.append_system_error = true;
-  FEDGE_ASSIGN_OR_RETURN(impl->db, sqlite::Db::Open(db_path, Migrations(), std::move(db_options)));
-  FEDGE_ASSIGN_OR_RETURN(int64_t migrated, QueryInt(impl->db, "PRAGMA user_version"));
-  impl->schema_version = static_cast<int>(migrated);
-  return std::unique_ptr<Registry>(new Registry(std::move(impl)));
+  {
+    MutexLock lock(&impl->mu);
+    std::string db_path = absl::StrCat(impl->data_dir, "/", kDbFile);
+    // Db::Open sets synchronous = FULL: versions and jobs are written rarely (per round, per
+    // registration), and a committed version number is announced to edges at once, so it must
+    // survive a power loss; NORMAL in WAL mode could roll back the last commits and reuse a number
+    // for different content.
+    sqlite::Db::Options db_options;
+    db_options.label = kDbFile;
+    db_options.foreign_keys = true;
+    db_options.append_system_error = true;
+    FEDGE_ASSIGN_OR_RETURN(impl->db, sqlite::Db::Open(db_path, Migrations(), std::move(db_options)));
+    FEDGE_ASSIGN_OR_RETURN(int64_t migrated, QueryInt(impl->db, "PRAGMA user_version"));
+    impl->schema_version = static_cast<int>(migrated);
+  }
+  std::unique_ptr<Registry> registry(new Registry(std::move(impl)));
+  registry->PublishGauges();
+  return registry;
 }
 
 // --- Blobs -----------------------------------------------------------------------------------
@@ -860,11 +890,14 @@ absl::StatusOr<std::string> Registry::ReadBlob(const std::string& sha256) const 
 absl::StatusOr<v1::Version> Registry::AddVersion(v1::Version version,
                                                  const std::string& model_description) {
   FEDGE_RETURN_IF_ERROR(impl_->CheckVersion(version, *this));
-  MutexLock lock(&impl_->mu);
-  FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
-    impl_->mu.AssertHeld();
-    return impl_->InsertVersionLocked(version, model_description);
-  }));
+  {
+    MutexLock lock(&impl_->mu);
+    FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
+      impl_->mu.AssertHeld();
+      return impl_->InsertVersionLocked(version, model_description);
+    }));
+  }
+  PublishGauges();
   return version;
 }
 
@@ -933,16 +966,19 @@ absl::StatusOr<v1::Version> Registry::FinishJob(v1::Job job, v1::Version version
   if (job.id().empty()) return absl::InvalidArgumentError("job id must be set");
   if (version.job_id().empty()) version.set_job_id(job.id());
   FEDGE_RETURN_IF_ERROR(impl_->CheckVersion(version, *this));
-  MutexLock lock(&impl_->mu);
-  FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
-    impl_->mu.AssertHeld();
-    FEDGE_RETURN_IF_ERROR(impl_->InsertVersionLocked(version, /*description=*/""));
-    job.set_state(v1::JOB_SUCCEEDED);
-    job.set_result_version(version.version());
-    job.set_updated_unix_ms(impl_->NowMs());
-    // The result version's blob is the job's final global model.
-    return impl_->PutJobLocked(job, version.sha256());
-  }));
+  {
+    MutexLock lock(&impl_->mu);
+    FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
+      impl_->mu.AssertHeld();
+      FEDGE_RETURN_IF_ERROR(impl_->InsertVersionLocked(version, /*description=*/""));
+      job.set_state(v1::JOB_SUCCEEDED);
+      job.set_result_version(version.version());
+      job.set_updated_unix_ms(impl_->NowMs());
+      // The result version's blob is the job's final global model.
+      return impl_->PutJobLocked(job, version.sha256());
+    }));
+  }
+  PublishGauges();
   return version;
 }
 
@@ -1268,6 +1304,11 @@ absl::StatusOr<std::vector<int64_t>> Registry::ApplyRetention(const std::string&
     return absl::InvalidArgumentError(
         absl::StrCat("retention must keep >= 0 versions (0 keeps every version), got ", keep));
   }
+  // Declared before the lock, so it runs after the lock is released, on every return.
+  struct PublishOnReturn {
+    const Registry* registry;
+    ~PublishOnReturn() { registry->PublishGauges(); }
+  } publish{this};
   MutexLock lock(&impl_->mu);
   std::vector<int64_t> archived;
   FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
@@ -1349,6 +1390,21 @@ absl::StatusOr<std::vector<int64_t>> Registry::ApplyRetention(const std::string&
   return archived;
 }
 
+void Registry::PublishGauges() const {
+  auto models = ListModels();
+  if (models.ok()) {
+    for (const v1::Model& m : *models) PublishVersionCount(m);
+  }
+  auto deployments = ListDeployments();
+  if (!deployments.ok()) return;
+  std::map<std::string, const v1::Deployment*> latest;
+  for (const v1::Deployment& d : *deployments) {
+    const v1::Deployment*& l = latest[d.model()];
+    if (l == nullptr || d.created_unix_ms() >= l->created_unix_ms()) l = &d;
+  }
+  for (const auto& [model, d] : latest) PublishDeploymentState(*d);
+}
+
 absl::Status Registry::AppendAudit(v1::AuditEntry entry) {
   if (entry.action().empty()) return absl::InvalidArgumentError("audit entry needs an action");
   entry.clear_id();  // Assigned by the database.
@@ -1406,7 +1462,7 @@ absl::Status Registry::PutDeployment(const v1::Deployment& deployment,
     return absl::InternalError(absl::StrCat("serializing deployment ", deployment.id()));
   }
   MutexLock lock(&impl_->mu);
-  return InTransaction(impl_->db, [&]() -> absl::Status {
+  absl::Status st = InTransaction(impl_->db, [&]() -> absl::Status {
     impl_->mu.AssertHeld();
     FEDGE_ASSIGN_OR_RETURN(Stmt stmt,
                            Stmt::Prepare(impl_->db,
@@ -1430,6 +1486,8 @@ absl::Status Registry::PutDeployment(const v1::Deployment& deployment,
     if (entry.version() == 0) entry.set_version(deployment.version());
     return impl_->AppendAuditLocked(std::move(entry));
   });
+  if (st.ok()) PublishDeploymentState(deployment);
+  return st;
 }
 
 absl::Status Registry::PutRetrainPolicy(const std::string& model, const v1::RetrainPolicy& policy,

@@ -168,6 +168,8 @@ class Registry {
  private:
   struct Impl;
   explicit Registry(std::unique_ptr<Impl> impl);
+  // Sets fedge_cloud_registry_versions and fedge_cloud_deployment_state from the stored state.
+  void PublishGauges() const;
   std::unique_ptr<Impl> impl_;
 };
 

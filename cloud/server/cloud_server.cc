@@ -129,11 +129,13 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   net::GrpcServerOptions fleet_opts;
   fleet_opts.address = options.fleet_address;
   fleet_opts.services = {{impl->fleet_service.get(), v1::Fleet::service_full_name()}};
+  fleet_opts.metrics_prefix = "fedge_cloud";
   FEDGE_ASSIGN_OR_RETURN(impl->fleet_server, net::StartGrpcServer(fleet_opts));
   net::GrpcServerOptions admin_opts;
   admin_opts.address = options.admin_address;
   admin_opts.services = {{impl->admin_service.get(), v1::Admin::service_full_name()}};
   admin_opts.max_sync_threads = 16;
+  admin_opts.metrics_prefix = "fedge_cloud";
   FEDGE_ASSIGN_OR_RETURN(impl->admin_server, net::StartGrpcServer(admin_opts));
   std::string host;
   int port = 0;

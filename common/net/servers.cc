@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/metrics/metrics.h"
+#include "common/net/grpc_metrics.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -20,6 +21,13 @@ absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& optio
   StartedGrpcServer started;
   builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &started.port);
   for (const NamedService& s : options.services) builder.RegisterService(s.service);
+  if (!options.metrics_prefix.empty()) {
+    std::vector<std::string> names;
+    for (const NamedService& s : options.services) names.push_back(s.name);
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(MakeGrpcMetrics(options.metrics_prefix, names));
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

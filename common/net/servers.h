@@ -36,6 +36,9 @@ struct GrpcServerOptions {
   std::string address = "127.0.0.1:0";
   std::vector<NamedService> services;
   int max_sync_threads = 64;
+  // Not empty: every call is counted and timed as <prefix>_grpc_requests_total and
+  // <prefix>_grpc_request_duration_seconds (see grpc_metrics.h), e.g. "fedge_cloud".
+  std::string metrics_prefix;
 };
 
 // A started gRPC server with the health service and server reflection.

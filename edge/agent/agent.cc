@@ -24,6 +24,16 @@ namespace {
 
 constexpr int64_t kChunkBytes = 1 << 20;
 
+prometheus::Histogram& TrainSeconds() {
+  static auto& h =
+      metrics::HistogramFamily("fedge_edge_train_duration_seconds",
+                               "Wall time of local training per task, download and upload "
+                               "excluded.")
+          .Add({}, prometheus::Histogram::BucketBoundaries{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+                                                           120, 300, 600, 1800, 3600});
+  return h;
+}
+
 prometheus::Counter& TasksCounter(const std::string& result) {
   return metrics::CounterFamily("fedge_edge_tasks_total",
                                 "Training tasks finished by this edge, by result.")
@@ -62,7 +72,12 @@ Agent::Agent(Options options)
       stub_(v1::Fleet::NewStub(channel_)),
       downloader_(Downloader::Options{stub_.get(), options_.node_id, options_.runtime,
                                       options_.rpc_timeout, 8, absl::Milliseconds(200),
-                                      absl::Seconds(5), [this] { return Stopping(); }}) {}
+                                      absl::Seconds(5), [this] { return Stopping(); }}) {
+  for (const char* r : {"uploaded", "failed"}) TasksCounter(r);
+  TrainSeconds();
+  ConnectedGauge();
+  ReconnectsCounter();
+}
 
 Agent::~Agent() { Stop(); }
 
@@ -512,11 +527,13 @@ absl::Status Agent::RunTask(const v1::TrainTask& task) {
   int64_t downloaded = 0;
   FEDGE_ASSIGN_OR_RETURN(std::string base, Fetch(task.base_sha256(), &downloaded));
   static const data::Dataset kEmpty;
+  const absl::Time train_start = absl::Now();
   FEDGE_ASSIGN_OR_RETURN(
       runtime::LocalUpdate update,
       runtime::Runtime::Train(task, base, train,
                               options_.holdout_data ? *options_.holdout_data : kEmpty,
                               options_.train_limits));
+  TrainSeconds().Observe(absl::ToDoubleSeconds(absl::Now() - train_start));
   v1::UpdateHeader header;
   header.set_task_id(task.task_id());
   header.set_job_id(task.job_id());

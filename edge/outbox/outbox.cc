@@ -98,6 +98,7 @@ absl::StatusOr<std::unique_ptr<Outbox>> Outbox::Open(Options options) {
   db_opts.label = "outbox.db";
   db_opts.append_system_error = true;
   FEDGE_ASSIGN_OR_RETURN(sqlite::Db db, sqlite::Db::Open(options.path, Migrations(), db_opts));
+  for (const char* r : {"count", "bytes", "age"}) DroppedCounter(r);
   std::unique_ptr<Outbox> box(new Outbox(std::move(options), std::move(db)));
   MutexLock lock(&box->mu_);
   FEDGE_RETURN_IF_ERROR(box->Load());

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/metrics/metrics.h"
 #include "common/status/status.h"
 #include "common/sync/mutex.h"
 #include "common/tensor/sha256.h"
@@ -237,7 +238,34 @@ absl::Status Runtime::Rollback(const std::string& model) {
   return Persist();
 }
 
+namespace {
+
+// fedge_edge_model_info{model, version} = 1 for each active version; the series of a version
+// that is no longer active is removed.
+void PublishActive(const std::map<std::string, v1::VersionRef>& active) {
+  static Mutex* mu = new Mutex;
+  static auto* current = new std::map<std::string, prometheus::Gauge*>;
+  auto& family = metrics::GaugeFamily("fedge_edge_model_info",
+                                      "1 for the version each model serves on this edge.");
+  MutexLock lock(mu);
+  for (auto it = current->begin(); it != current->end();) {
+    family.Remove(it->second);
+    it = current->erase(it);
+  }
+  for (const auto& [name, ref] : active) {
+    prometheus::Gauge& g =
+        family.Add({{"model", name}, {"version", absl::StrCat(ref.version())}});
+    g.Set(1);
+    (*current)[name] = &g;
+  }
+}
+
+}  // namespace
+
 absl::Status Runtime::Persist() const {
+  std::map<std::string, v1::VersionRef> refs;
+  for (const auto& [name, loaded] : active_) refs[name] = loaded->ref;
+  PublishActive(refs);
   v1::Hello saved;
   for (const auto& [name, loaded] : active_) {
     (*saved.mutable_active_versions())[name] = loaded->ref;

@@ -31,7 +31,10 @@ prometheus::Gauge& PsiGauge(const std::string& feature) {
 
 }  // namespace
 
-DriftWatch::DriftWatch(Options options) : options_(std::move(options)) {}
+DriftWatch::DriftWatch(Options options) : options_(std::move(options)) {
+  for (const char* r : {"stable", "drifted"}) WindowsCounter(r);
+  ReportsCounter();
+}
 
 absl::Status DriftWatch::Prepare(const runtime::LoadedModel& loaded) {
   if (!options_.reference) return absl::OkStatus();

@@ -37,6 +37,12 @@ prometheus::Histogram& PredictSeconds() {
 
 }  // namespace
 
+void InferenceService::RegisterMetrics() {
+  OkPredictions();
+  PredictionsCounter("error");
+  PredictSeconds();
+}
+
 std::string InferenceService::NewPrefix() {
   absl::BitGen gen;
   return absl::StrCat(absl::Hex(absl::Uniform<uint32_t>(gen), absl::kZeroPad8), "-");

@@ -38,7 +38,9 @@ class InferenceService final : public v1::Inference::Service {
         drift_(drift),
         store_(samples.store),
         label_names_(std::move(samples.label_names)),
-        inputs_(samples.inputs) {}
+        inputs_(samples.inputs) {
+    RegisterMetrics();
+  }
 
   grpc::Status Predict(grpc::ServerContext* context, const v1::PredictRequest* request,
                        v1::PredictResponse* response) override;
@@ -55,6 +57,8 @@ class InferenceService final : public v1::Inference::Service {
   static constexpr int kMaxIngestBatch = 4096;
 
  private:
+  // Creates the prediction series (ok and error) and the latency histogram.
+  static void RegisterMetrics();
   grpc::Status Run(const std::string& model, const google::protobuf::RepeatedPtrField<v1::Instance>& rows,
                    google::protobuf::RepeatedPtrField<v1::Prediction>* out, v1::VersionRef* version);
   // One Ingest message as samples, or INVALID_ARGUMENT naming the bad sample.

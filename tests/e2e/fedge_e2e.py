@@ -6,6 +6,7 @@ are killed when the test ends, whatever happens.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,6 +124,15 @@ class Fleet:
                 return job
             time.sleep(0.05)
         raise RuntimeError("job %s did not finish" % job_id)
+
+
+def promtool():
+    """The path of Prometheus's promtool; scripts/bootstrap.sh installs it (Debian's prometheus)."""
+    path = shutil.which("promtool")
+    if path is None:
+        raise RuntimeError("promtool not found: run scripts/bootstrap.sh (it installs the "
+                           "prometheus package)")
+    return path
 
 
 def run(test):
