@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Tests of the Helm chart helm/fedge, one mode per ctest test:
 #   chart_test.sh lint              helm lint, and helm lint --strict with every feature on
-#   chart_test.sh template-default  render the defaults and validate every object; no optional
-#                                   monitoring or edge objects
-#   chart_test.sh template-all      render ci/all-features-values.yaml and validate; every
-#                                   optional kind is there
+#   chart_test.sh template-default  render the defaults, validate every object and run
+#                                   chart_checks.js; no optional monitoring or edge objects
+#   chart_test.sh template-all      the same with ci/all-features-values.yaml; every optional
+#                                   kind is there
 #   chart_test.sh bad-values        each tests/helm/bad-values/*.yaml is refused, with the
 #                                   message its "# expect:" line gives
 # Needs the tools of setup.sh (the ctest fixture helm_tools runs it first).
@@ -23,6 +23,16 @@ if [ ! -x "$HELM" ]; then
   exit 1
 fi
 
+CHECKS=(node "$HERE/chart_checks.js" "$ROOT")
+
+# Renders the chart with the given helm options into $RENDERED; fails when helm does.
+RENDERED=""
+render() {
+  RENDERED="$(mktemp)"
+  trap 'rm -f "$RENDERED"' EXIT
+  "$HELM" template fedge "$CHART" "$@" >"$RENDERED"
+}
+
 # The kinds that exist only when their feature is turned on.
 OPTIONAL_KINDS=ServiceMonitor,PrometheusRule,DaemonSet
 
@@ -32,13 +42,17 @@ case "${1:-}" in
     "$HELM" lint --strict "$CHART" -f "$ALL"
     ;;
   template-default)
-    "$HELM" template fedge "$CHART" --namespace fedge |
-      "${VALIDATE[@]}" --present=StatefulSet,Service,ConfigMap,NetworkPolicy,PodDisruptionBudget \
-        --absent="$OPTIONAL_KINDS,Secret"
+    render --namespace fedge
+    "${VALIDATE[@]}" --present=StatefulSet,Service,ConfigMap,NetworkPolicy,PodDisruptionBudget \
+      --absent="$OPTIONAL_KINDS,Secret" "$RENDERED"
+    "${CHECKS[@]}" "$RENDERED"
     ;;
   template-all)
-    "$HELM" template fedge "$CHART" --namespace fedge -f "$ALL" |
-      "${VALIDATE[@]}" --present="$OPTIONAL_KINDS,StatefulSet,Service,ConfigMap,Secret,NetworkPolicy,PodDisruptionBudget"
+    render --namespace fedge -f "$ALL"
+    "${VALIDATE[@]}" \
+      --present="$OPTIONAL_KINDS,StatefulSet,Service,ConfigMap,Secret,NetworkPolicy,PodDisruptionBudget" \
+      "$RENDERED"
+    "${CHECKS[@]}" "$RENDERED"
     ;;
   bad-values)
     failed=0
