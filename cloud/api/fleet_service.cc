@@ -26,6 +26,14 @@
 namespace fedge::cloud::api {
 namespace {
 
+prometheus::Counter& ResumedUploads() {
+  static auto& c = metrics::CounterFamily(
+                       "fedge_cloud_uploads_resumed_total",
+                       "Updates whose upload continued from the part an earlier attempt left.")
+                       .Add({});
+  return c;
+}
+
 prometheus::Counter& DriftReports() {
   static auto& c = metrics::CounterFamily("fedge_cloud_drift_reports_total",
                                           "Sustained input drift reported by edges.")
@@ -317,6 +325,8 @@ grpc::Status FleetService::DownloadModel(grpc::ServerContext* context,
 }
 
 FleetService::FleetService(Options options) : options_(std::move(options)) {
+  ResumedUploads();  // the series exists, at zero, from the start
+  DriftReports();
   if (options_.upload_dir.empty()) return;
   if (::mkdir(options_.upload_dir.c_str(), 0755) != 0 && errno != EEXIST) {
     LOG(WARNING) << "cannot create " << options_.upload_dir << ": " << std::strerror(errno)
@@ -351,14 +361,6 @@ std::string FleetService::PartPath(const std::string& node_id, const std::string
 }
 
 namespace {
-
-prometheus::Counter& ResumedUploads() {
-  static auto& c = metrics::CounterFamily(
-                       "fedge_cloud_uploads_resumed_total",
-                       "Updates whose upload continued from the part an earlier attempt left.")
-                       .Add({});
-  return c;
-}
 
 int64_t FileSize(const std::string& path) {
   struct stat st;
