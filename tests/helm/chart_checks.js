@@ -123,8 +123,13 @@ for (const o of docs) {
       fail(what, 'the metrics Service lacks the label fedge.io/scrape-job: fedge-cloud');
     }
   }
-  if (o.kind === 'ServiceMonitor' && o.spec.jobLabel !== 'fedge.io/scrape-job') {
+  if ((o.kind === 'ServiceMonitor' || o.kind === 'PodMonitor') &&
+      o.spec.jobLabel !== 'fedge.io/scrape-job') {
     fail(what, 'jobLabel is not fedge.io/scrape-job');
+  }
+  if (o.kind === 'DaemonSet' &&
+      o.spec.template.metadata.labels['fedge.io/scrape-job'] !== 'fedge-edge') {
+    fail(what, 'the edge pods lack the label fedge.io/scrape-job: fedge-edge');
   }
   if (o.kind === 'PrometheusRule') {
     const rulesFile = path.join(root, 'helm/fedge/rules/fedge-alerts.yaml');

@@ -34,7 +34,7 @@ render() {
 }
 
 # The kinds that exist only when their feature is turned on.
-OPTIONAL_KINDS=ServiceMonitor,PrometheusRule,DaemonSet
+OPTIONAL_KINDS=ServiceMonitor,PodMonitor,PrometheusRule,DaemonSet
 
 case "${1:-}" in
   lint)

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Validates a multi-document YAML stream of Kubernetes objects (the output of `helm template`)
 // against the Kubernetes OpenAPI schemas carried by the kubernetes-models packages, and the
-// Prometheus Operator's CRD schemas for ServiceMonitor and PrometheusRule.
+// Prometheus Operator's CRD schemas for ServiceMonitor, PodMonitor and PrometheusRule.
 //
 //   helm template fedge helm/fedge | node validate.js [options] [FILE]
 //
