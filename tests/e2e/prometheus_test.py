@@ -67,7 +67,7 @@ class Prometheus:
             return None
         return float(res["data"]["result"][0]["value"][1])
 
-    def wait(self, what, check, timeout=60):
+    def wait(self, what, check, timeout=120):
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
