@@ -25,9 +25,8 @@ absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
       if (errno == EINTR) continue;
       const std::string why = std::strerror(errno);
       if (errno == ENOSPC || errno == EDQUOT) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("the coordinator cannot stage the upload (", path, ": ", why,
-                         "); try again later"));
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "the coordinator cannot stage the upload (", path, ": ", why, "); try again later"));
       }
       return absl::InternalError(absl::StrCat("cannot write ", path, ": ", why));
     }
@@ -55,9 +54,9 @@ UploadStage::~UploadStage() {
 absl::Status UploadStage::Open(int64_t offset) {
   if (part_path_.empty()) {
     if (offset != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the upload resumes at offset ", offset,
-          " but the cloud holds 0 bytes of it; ask UploadOffset"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the upload resumes at offset ", offset,
+                       " but the cloud holds 0 bytes of it; ask UploadOffset"));
     }
     memory_.reserve(static_cast<size_t>(total_size_));
   } else {
@@ -85,8 +84,7 @@ absl::Status UploadStage::Open(int64_t offset) {
       if (n <= 0) {
         if (n < 0 && errno == EINTR) continue;
         Discard();
-        return absl::DataLossError(
-            "the held part of the upload is unreadable; send it all again");
+        return absl::DataLossError("the held part of the upload is unreadable; send it all again");
       }
       digest_.Update(absl::string_view(buffer.data(), static_cast<size_t>(n)));
       at += n;
@@ -142,8 +140,8 @@ absl::StatusOr<absl::string_view> UploadStage::Contents() {
   if (size_ == 0) return absl::string_view();
   if (map_ == nullptr) {
     // MAP_POPULATE maps the pages the writes just left in the page cache in one go.
-    void* map = ::mmap(nullptr, static_cast<size_t>(size_), PROT_READ, MAP_SHARED | MAP_POPULATE,
-                       fd_, 0);
+    void* map =
+        ::mmap(nullptr, static_cast<size_t>(size_), PROT_READ, MAP_SHARED | MAP_POPULATE, fd_, 0);
     if (map == MAP_FAILED) {
       return absl::InternalError(
           absl::StrCat("cannot map ", part_path_, ": ", std::strerror(errno)));

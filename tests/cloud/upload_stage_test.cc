@@ -89,8 +89,7 @@ TEST(UploadStageTest, AResumeContinuesTheHeldPartAndDigestsItWhole) {
     UploadStage wrong(part, static_cast<int64_t>(payload.size()));
     absl::Status st = wrong.Open(8192);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(st.message().find("offset 8192 but the cloud holds 24576"), std::string::npos)
-        << st;
+    EXPECT_NE(st.message().find("offset 8192 but the cloud holds 24576"), std::string::npos) << st;
   }
   UploadStage second(part, static_cast<int64_t>(payload.size()));
   ASSERT_TRUE(second.Open(3 * 8192).ok());

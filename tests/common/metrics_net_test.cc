@@ -1,8 +1,12 @@
 #include <httplib.h>
 
 #include "common/metrics/metrics.h"
+#include "common/net/grpc_metrics.h"
 #include "common/net/identity.h"
 #include "common/net/servers.h"
+#include "fedge/v1/fleet.grpc.pb.h"
+#include "fedge/v1/inference.grpc.pb.h"
+#include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
 
 namespace fedge {
@@ -29,6 +33,65 @@ TEST(MetricsTest, FamiliesAreSharedByNameAndRendered) {
   a.Add({{"kind", "x"}}).Increment(3);
   const std::string text = metrics::RenderText();
   EXPECT_NE(text.find("fedge_test_events_total{kind=\"x\"} 3"), std::string::npos) << text;
+}
+
+TEST(GrpcMetricsTest, ShortMethodNamesKeepTheServiceAndMethod) {
+  EXPECT_EQ(net::ShortMethodName("/fedge.v1.Fleet/UploadUpdate"), "Fleet.UploadUpdate");
+  EXPECT_EQ(net::ShortMethodName("/Health/Check"), "Health.Check");
+  EXPECT_EQ(net::ShortMethodName("noslash"), "noslash");
+}
+
+// The count of one series in the Prometheus text, or -1 if it is not there.
+double SeriesValue(const std::string& text, const std::string& series) {
+  const size_t at = text.find(series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 1));
+}
+
+TEST(GrpcMetricsTest, CallsAreCountedByMethodAndCodeWithABoundedMethodLabel) {
+  // Every method of this service answers UNIMPLEMENTED (the generated base class).
+  v1::Inference::Service inference;
+  net::GrpcServerOptions opts;
+  opts.services = {{&inference, v1::Inference::service_full_name()}};
+  opts.metrics_prefix = "fedge_test";
+  auto server = net::StartGrpcServer(opts);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = net::MakeChannel("127.0.0.1:" + std::to_string(server->port));
+
+  const std::string before = metrics::RenderText();
+  // Every method of the service starts with an OK series at zero.
+  EXPECT_EQ(SeriesValue(before,
+                        "fedge_test_grpc_requests_total{code=\"OK\",method=\"Inference.Predict\"}"),
+            0)
+      << before;
+  auto stub = v1::Inference::NewStub(channel);
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    v1::PredictResponse resp;
+    EXPECT_EQ(stub->Predict(&ctx, v1::PredictRequest(), &resp).error_code(),
+              grpc::StatusCode::UNIMPLEMENTED);
+  }
+  // A method this server does not serve is refused by gRPC and never becomes its own label.
+  auto fleet = v1::Fleet::NewStub(channel);
+  {
+    grpc::ClientContext ctx;
+    v1::UploadOffsetResponse resp;
+    EXPECT_EQ(fleet->UploadOffset(&ctx, v1::UploadOffsetRequest(), &resp).error_code(),
+              grpc::StatusCode::UNIMPLEMENTED);
+  }
+  const std::string text = metrics::RenderText();
+  EXPECT_EQ(SeriesValue(text,
+                        "fedge_test_grpc_requests_total{code=\"UNIMPLEMENTED\","
+                        "method=\"Inference.Predict\"}"),
+            3)
+      << text;
+  EXPECT_EQ(SeriesValue(text,
+                        "fedge_test_grpc_request_duration_seconds_count{"
+                        "method=\"Inference.Predict\"}"),
+            3)
+      << text;
+  EXPECT_EQ(text.find("method=\"Fleet."), std::string::npos) << text;
+  net::StopGrpcServer(&*server, std::chrono::milliseconds(100));
 }
 
 TEST(HttpServerTest, ServesMetricsAndHealthOnAnEphemeralPort) {
