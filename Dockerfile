@@ -18,7 +18,8 @@ FROM debian:bookworm-slim AS fedge-cloud
 COPY --from=build /build/packages/fedge-cloud_*.deb /tmp/
 # apt resolves the package's Depends (computed by dpkg-shlibdeps) from Debian 12.
 RUN apt-get update -q \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /tmp/fedge-cloud_*.deb \
+ && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends /tmp/fedge-cloud_*.deb \
  && rm -rf /var/lib/apt/lists/* /tmp/*.deb \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/fedge-cloud
 USER 10001:10001
@@ -31,7 +32,8 @@ CMD ["--data_dir=/var/lib/fedge-cloud"]
 FROM debian:bookworm-slim AS fedge-edge
 COPY --from=build /build/packages/fedge-edge_*.deb /tmp/
 RUN apt-get update -q \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /tmp/fedge-edge_*.deb \
+ && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends /tmp/fedge-edge_*.deb \
  && rm -rf /var/lib/apt/lists/* /tmp/*.deb \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/fedge-edge
 USER 10001:10001

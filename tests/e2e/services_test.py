@@ -1,7 +1,7 @@
 """What an independent client sees: gRPC reflection lists fedge's services and the health
 service on every server, health checks answer SERVING, /metrics serves fedge metrics, and
---help on every binary explains its flags and exits 0. The gRPC calls are encoded by hand here, so the
-check depends on nothing fedge generated."""
+--help on every binary explains its flags and exits 0. The gRPC calls are encoded by hand
+here, so the check depends on nothing fedge generated."""
 
 import os
 import re

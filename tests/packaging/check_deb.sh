@@ -33,7 +33,8 @@ echo "== dpkg-deb --info $(basename "$deb")"
 dpkg-deb --info "$deb"
 field() { dpkg-deb --field "$deb" "$1"; }
 [ "$(field Package)" = "$package" ] || fail "Package is '$(field Package)'"
-[ "$(field Version)" = "$version" ] || fail "Version is '$(field Version)', not the project's $version"
+[ "$(field Version)" = "$version" ] ||
+  fail "Version is '$(field Version)', not the project's $version"
 for f in Maintainer Section Homepage Description Architecture; do
   [ -n "$(field "$f")" ] || fail "no $f field"
 done
@@ -71,7 +72,8 @@ if [ -n "$conffile" ]; then
       fail "$script enables or starts the service"
     fi
   done
-  grep -q 'getent passwd fedge' "$scratch/control/postinst" || fail "postinst does not create the fedge user"
+  grep -q 'getent passwd fedge' "$scratch/control/postinst" ||
+    fail "postinst does not create the fedge user"
   grep -q '/run/systemd/system' "$scratch/control/postinst" ||
     fail "postinst does not check that systemd runs before daemon-reload"
 fi

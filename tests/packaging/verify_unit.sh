@@ -14,7 +14,8 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
 fi
 system_units=/lib/systemd/system
 if [ ! -f "$system_units/multi-user.target" ]; then
-  echo "FAIL: no $system_units/multi-user.target: run scripts/bootstrap.sh (it installs systemd)" >&2
+  echo "FAIL: no $system_units/multi-user.target:" \
+    "run scripts/bootstrap.sh (it installs systemd)" >&2
   exit 1
 fi
 
@@ -45,8 +46,8 @@ echo "verify: no warnings, exit 0"
 threshold=$(awk -v e="$max_exposure" 'BEGIN { printf "%d", e * 10 + 0.5 }')
 echo "== systemd-analyze --root=ROOT security --offline=true --threshold=$threshold $unit"
 status=0
-out=$(systemd-analyze --root="$root" security --offline=true --threshold="$threshold" "$unit" 2>&1) ||
-  status=$?
+out=$(systemd-analyze --root="$root" security --offline=true --threshold="$threshold" \
+  "$unit" 2>&1) || status=$?
 echo "$out" | grep -v '^✓' || true
 if [ "$status" -ne 0 ]; then
   echo "FAIL: $unit's exposure is above $max_exposure (exit $status)" >&2
