@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all bootstrap build demo test test-unit check clean
+.PHONY: all bootstrap build demo test test-unit check package clean
 
 all: build
 
@@ -32,6 +32,12 @@ check: bootstrap
 	  -DFEDGE_THREAD_SAFETY=ON -DFEDGE_SANITIZE=ON
 	cmake --build build-check -j $(JOBS)
 	cd build-check && ASAN_OPTIONS=detect_leaks=0 ctest -j $(JOBS) -L 'unit|integration' --output-on-failure
+
+# The .deb packages fedge-edge, fedge-cloud and fedgectl (CPack, cmake/Packaging.cmake), into
+# $(BUILD)/packages/. Builds only the three binaries, not the tests.
+package: bootstrap $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS) --target fedge-cloud fedge-edge fedgectl
+	cd $(BUILD) && cpack -G DEB -B $(abspath $(BUILD))/packages
 
 clean:
 	rm -rf $(BUILD) build-check

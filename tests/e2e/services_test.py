@@ -1,7 +1,7 @@
 """What an independent client sees: gRPC reflection lists fedge's services and the health
 service on every server, health checks answer SERVING, /metrics serves fedge metrics, and
---help on every binary explains its flags. The gRPC calls are encoded by hand here, so the
-check depends on nothing fedge generated."""
+--help on every binary explains its flags and exits 0. The gRPC calls are encoded by hand
+here, so the check depends on nothing fedge generated."""
 
 import os
 import re
@@ -131,6 +131,7 @@ def test(fleet):
         res = subprocess.run([os.path.join(fleet.build, path), "--help"], capture_output=True,
                              text=True, timeout=30)
         text = res.stdout + res.stderr
+        assert res.returncode == 0, (path, "--help exited %d" % res.returncode, text[:500])
         assert "No flags matched" not in text, (path, text[:500])
         for flag in flags:
             assert flag in text, (path, flag, text[:3000])
