@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/net/identity.h"
+#include "common/status/grpc_status.h"
 #include "common/sync/mutex.h"
 #include "fedge/v1/admin.pb.h"
 #include "glog/logging.h"
@@ -54,47 +55,6 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(200);
 // An idle stream writes an empty line this often: a write is the only way to find out that the
 // HTTP client went away, and then the gRPC call is cancelled.
 constexpr absl::Duration kHeartbeatInterval = absl::Seconds(10);
-
-const char* StatusName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK:
-      return "OK";
-    case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN:
-      return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED:
-      return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS:
-      return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
-    default:
-      return "UNKNOWN";
-  }
-}
 
 int HttpStatus(grpc::StatusCode code) {
   switch (code) {
@@ -140,7 +100,7 @@ google::protobuf::Struct ErrorStruct(const grpc::Status& status) {
   google::protobuf::Struct error;
   auto& fields = *error.mutable_fields();
   fields["code"].set_number_value(static_cast<int>(status.error_code()));
-  fields["status"].set_string_value(StatusName(status.error_code()));
+  fields["status"].set_string_value(GrpcCodeName(status.error_code()));
   fields["message"].set_string_value(status.error_message());
   return error;
 }

@@ -5,53 +5,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/metrics/metrics.h"
+#include "common/status/grpc_status.h"
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/support/interceptor.h"
 
 namespace fedge::net {
 namespace {
-
-// The canonical names of gRPC's status codes, as Prometheus label values.
-const char* CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK:
-      return "OK";
-    case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN:
-      return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED:
-      return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS:
-      return "DATA_LOSS";
-    default:
-      return "UNKNOWN";
-  }
-}
 
 // One method's series. The OK counter and the histogram are looked up once, at start-up.
 struct Method {
@@ -91,7 +50,8 @@ class CallMetrics : public grpc::experimental::Interceptor {
     if (code == grpc::StatusCode::OK) {
       method_->ok->Increment();
     } else {
-      families_->requests->Add({{"method", method_->name}, {"code", CodeName(code)}}).Increment();
+      families_->requests->Add({{"method", method_->name}, {"code", GrpcCodeName(code)}})
+          .Increment();
     }
     method_->seconds->Observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
