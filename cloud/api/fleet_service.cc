@@ -406,36 +406,15 @@ grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
   UploadStage stage(
       options_.upload_dir.empty() ? "" : PartPath(*node, header.task_id(), header.sha256()),
       header.total_size());
-  bool first = true;
   while (reader->Read(&msg)) {
     if (!msg.has_chunk()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a second header in one upload");
     }
     v1::Chunk* chunk = msg.mutable_chunk();
-    if (first) {
-      first = false;
-      st = stage.Open(chunk->offset());
-      if (!st.ok()) return ToGrpcStatus(st);
-      if (chunk->offset() > 0) ResumedUploads().Increment();
-    }
-    if (chunk->offset() != stage.size()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("chunk at offset ", chunk->offset(), ", expected ",
-                                       stage.size(), ": chunks must arrive in order"));
-    }
-    if (static_cast<int64_t>(chunk->data().size()) > kChunkBytes) {
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          absl::StrCat("chunk of ", chunk->data().size(),
-                                       " bytes exceeds the 1 MiB chunk limit"));
-    }
-    if (stage.size() + static_cast<int64_t>(chunk->data().size()) > header.total_size()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("upload exceeds its declared size of ",
-                                       header.total_size(), " bytes"));
-    }
-    st = stage.Append(std::move(*chunk->mutable_data()));
+    st = stage.AddChunk(chunk->offset(), std::move(*chunk->mutable_data()));
     if (!st.ok()) return ToGrpcStatus(st);
   }
+  if (stage.resumed()) ResumedUploads().Increment();
   if (stage.size() != header.total_size()) {
     return grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,

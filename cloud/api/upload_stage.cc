@@ -92,7 +92,37 @@ absl::Status UploadStage::Open(int64_t offset) {
     size_ = held;
   }
   digester_ = std::thread([this] { DigestLoop(); });
+  opened_ = true;
   return absl::OkStatus();
+}
+
+absl::Status UploadStage::AddChunk(int64_t offset, std::string data) {
+  if (!opened_) {
+    if (offset < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk at offset ", offset, ": offsets are never negative"));
+    }
+    absl::Status st = Open(offset);
+    if (!st.ok()) return st;
+    resumed_ = offset > 0;
+  }
+  if (offset != size_) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk at offset ", offset, ", expected ",
+                                                   size_, ": chunks must arrive in order"));
+  }
+  if (data.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("empty chunk at offset ", offset, ": every chunk carries bytes"));
+  }
+  if (static_cast<int64_t>(data.size()) > kMaxChunkBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("chunk of ", data.size(), " bytes exceeds the 1 MiB chunk limit"));
+  }
+  if (size_ + static_cast<int64_t>(data.size()) > total_size_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("upload exceeds its declared size of ", total_size_, " bytes"));
+  }
+  return Append(std::move(data));
 }
 
 absl::Status UploadStage::Append(std::string chunk) {

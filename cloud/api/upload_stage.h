@@ -15,6 +15,9 @@
 
 namespace fedge::cloud::api {
 
+// The largest chunk of an upload (design.md: everything large is chunked, at most 1 MiB).
+inline constexpr int64_t kMaxChunkBytes = 1 << 20;
+
 // Where an upload's bytes wait, in order, until the whole payload can be checked and folded.
 //
 // With a part path the chunks are appended to that file (so a broken stream can resume from it)
@@ -36,8 +39,16 @@ class UploadStage {
   // left, which must hold exactly `offset` bytes (INVALID_ARGUMENT otherwise, naming both), and
   // must be readable (DATA_LOSS, and the part is dropped).
   absl::Status Open(int64_t offset);
-  // Appends the next chunk. RESOURCE_EXHAUSTED when the disk is full, INTERNAL on other write
-  // errors. The caller checks order and sizes first.
+  // Takes the next chunk of an upload stream, checked as the wire protocol demands: the first
+  // chunk opens the stage at its offset (a resume when > 0, see Open); each later one must
+  // start where the previous ended (INVALID_ARGUMENT); a chunk is 1 to kMaxChunkBytes bytes
+  // (empty: INVALID_ARGUMENT, larger: RESOURCE_EXHAUSTED), so a stream has at most total_size
+  // chunks; and the upload may not outgrow total_size (INVALID_ARGUMENT).
+  absl::Status AddChunk(int64_t offset, std::string data);
+  // True once the first chunk resumed an earlier attempt's part.
+  bool resumed() const { return resumed_; }
+  // Appends bytes without the checks of AddChunk. RESOURCE_EXHAUSTED when the disk is full,
+  // INTERNAL on other write errors.
   absl::Status Append(std::string chunk);
   // Bytes staged so far, including a resumed part.
   int64_t size() const { return size_; }
@@ -57,6 +68,8 @@ class UploadStage {
   int fd_ = -1;
   std::string memory_;  // the payload when there is no part file
   int64_t size_ = 0;
+  bool opened_ = false;
+  bool resumed_ = false;
   void* map_ = nullptr;
   size_t map_size_ = 0;
 

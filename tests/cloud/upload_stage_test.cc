@@ -121,5 +121,42 @@ TEST(UploadStageTest, AnEmptyPayloadHasTheEmptyDigest) {
   EXPECT_TRUE(contents->empty());
 }
 
+TEST(UploadStageTest, ChunksAreCheckedForOrderSizeAndTheDeclaredTotal) {
+  const std::string payload = Payload(3000);
+  UploadStage stage("", 3000);
+  // The first chunk opens the stage; in memory there is nothing to resume from.
+  EXPECT_EQ(stage.AddChunk(-5, "x").code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(stage.AddChunk(0, payload.substr(0, 1000)).ok());
+  EXPECT_FALSE(stage.resumed());
+  absl::Status st = stage.AddChunk(2000, payload.substr(2000, 1000));
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("expected 1000"), std::string::npos) << st;
+  // An empty chunk would let a stream run forever without progress.
+  EXPECT_EQ(stage.AddChunk(1000, "").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(stage.AddChunk(1000, std::string(kMaxChunkBytes + 1, 'x')).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(stage.AddChunk(1000, std::string(2001, 'x')).code(),
+            absl::StatusCode::kInvalidArgument);
+  // None of the refused chunks changed what is staged.
+  EXPECT_EQ(stage.size(), 1000);
+  ASSERT_TRUE(stage.AddChunk(1000, payload.substr(1000)).ok());
+  EXPECT_EQ(stage.FinishDigest(), Sha256Hex(payload));
+  EXPECT_EQ(*stage.Contents(), payload);
+}
+
+TEST(UploadStageTest, AFirstChunkPastZeroResumesThePart) {
+  testing::TempDir dir;
+  const std::string part = dir.path() + "/u.part";
+  const std::string payload = Payload(5000);
+  {
+    UploadStage first(part, 5000);
+    ASSERT_TRUE(first.AddChunk(0, payload.substr(0, 2000)).ok());
+  }
+  UploadStage second(part, 5000);
+  ASSERT_TRUE(second.AddChunk(2000, payload.substr(2000)).ok());
+  EXPECT_TRUE(second.resumed());
+  EXPECT_EQ(second.FinishDigest(), Sha256Hex(payload));
+}
+
 }  // namespace
 }  // namespace fedge::cloud::api
