@@ -41,6 +41,15 @@ prometheus::Counter& UpdateBytesCounter(codec::Encoding encoding) {
       .Add({{"encoding", std::string(codec::EncodingName(encoding))}});
 }
 
+// Updates stopped or changed by the coordinator's checks before they reach the aggregate.
+prometheus::Counter& PoisonedCounter(const std::string& reason, const std::string& action) {
+  return metrics::CounterFamily(
+             "fedge_cloud_poisoned_updates_total",
+             "Updates that failed the coordinator's value checks, by reason (non_finite, norm) "
+             "and action (refused, clipped to the job's norm bound).")
+      .Add({{"reason", reason}, {"action", action}});
+}
+
 prometheus::Counter& JobsStartedCounter() {
   static auto& c =
       metrics::CounterFamily("fedge_cloud_jobs_started_total", "Training jobs created.").Add({});
@@ -110,6 +119,9 @@ void RegisterJobMetrics() {
   }
   JobsStartedCounter();
   RoundsStartedCounter();
+  PoisonedCounter("non_finite", "refused");
+  PoisonedCounter("norm", "refused");
+  PoisonedCounter("norm", "clipped");
   AggregationSeconds();
   ParticipantsGauge();
   RoundSeconds();
@@ -146,6 +158,16 @@ absl::Status FillAggregation(v1::AggregationSpec* a) {
   if (!std::isfinite(a->clip_norm()) || a->clip_norm() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "aggregation.clip_norm is ", a->clip_norm(), "; use a positive norm, or 0 for none"));
+  }
+  if (!std::isfinite(a->max_update_norm()) || a->max_update_norm() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("aggregation.max_update_norm is ", a->max_update_norm(),
+                     "; use a positive norm, or 0 for the coordinator's --max_update_norm"));
+  }
+  if (a->over_norm().empty()) a->set_over_norm("reject");
+  if (a->over_norm() != "reject" && a->over_norm() != "clip") {
+    return absl::InvalidArgumentError(absl::StrCat("aggregation.over_norm is \"", a->over_norm(),
+                                                   "\"; use \"reject\" or \"clip\""));
   }
   return absl::OkStatus();
 }
@@ -340,6 +362,8 @@ struct JobManager::Running {
   bool async = false;
   double staleness_exponent = 0;
   int max_staleness = 0;
+  double max_norm = 0;     // the job's bound; 0: the coordinator's
+  bool clip_over_norm = false;
 
   // The round in progress (async: the server step being formed).
   int round ABSL_GUARDED_BY(mu) = 0;
@@ -664,14 +688,25 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
     auto stats = codec::Inspect(payload, job->codec, job->num_elements);
     st = stats.status();
     if (st.ok() && !stats->all_finite) {
+      PoisonedCounter("non_finite", "refused").Increment();
       st = absl::InvalidArgumentError(absl::StrCat(
           "update holds a non-finite value at ", Locate(job->schema, stats->first_non_finite),
           "; the edge's training diverged"));
     }
-    if (st.ok() && stats->l2_norm > options_.max_update_norm) {
-      st = absl::InvalidArgumentError(absl::StrFormat(
-          "update norm %.3g exceeds the bound %.3g; the edge's training likely diverged",
-          stats->l2_norm, options_.max_update_norm));
+    const double bound = job->max_norm > 0 ? job->max_norm : options_.max_update_norm;
+    double clip = 1.0;  // scales an update clipped to the bound
+    if (st.ok() && stats->l2_norm > bound) {
+      if (job->clip_over_norm) {
+        PoisonedCounter("norm", "clipped").Increment();
+        clip = bound / stats->l2_norm;
+        LOG(WARNING) << "node=" << node_id << " job=" << header.job_id() << " update norm "
+                     << stats->l2_norm << " clipped to the bound " << bound;
+      } else {
+        PoisonedCounter("norm", "refused").Increment();
+        st = absl::InvalidArgumentError(absl::StrFormat(
+            "update norm %.3g exceeds the bound %.3g; the edge's training likely diverged",
+            stats->l2_norm, bound));
+      }
     }
     if (st.ok()) {
       MutexLock lock(&job->mu);
@@ -683,7 +718,7 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
             job->async ? aggregation::StalenessScale(job->round - header.round(),
                                                      job->staleness_exponent)
                        : 1.0;
-        st = job->strategy->FoldEncoded(payload, job->codec, header.num_samples(), scale);
+        st = job->strategy->FoldEncoded(payload, job->codec, header.num_samples(), scale * clip);
         if (st.ok()) {
           job->received.insert(header.task_id());
           job->failed.erase(header.task_id());
@@ -793,6 +828,8 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
   rj->async = spec.async().enabled();
   rj->staleness_exponent = spec.async().staleness_exponent();
   rj->max_staleness = spec.async().max_staleness();
+  rj->max_norm = spec.aggregation().max_update_norm();
+  rj->clip_over_norm = spec.aggregation().over_norm() == "clip";
   auto strategy = aggregation::Strategy::Create(StrategyConfigOf(spec), rj->num_elements);
   if (!strategy.ok()) return ctx.fail(strategy.status());
   if (!ctx.job.server_state_sha256().empty()) {

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cloud/server/cloud_server.h"
+#include "common/metrics/metrics.h"
 #include "common/net/servers.h"
 #include "common/tensor/flat.h"
 #include "common/tensor/sha256.h"
@@ -27,9 +28,10 @@ class BadInputTest : public testing::CloudWithModelTest {
   }
 
   // Connects a fake edge, starts a one-node job and returns the task it receives.
-  v1::TrainTask StartRound(int rounds = 1) {
+  v1::TrainTask StartRound(int rounds = 1, const v1::AggregationSpec& aggregation = {}) {
     edge_ = std::make_unique<testing::FakeEdge>(channel_, "fake-1");
     v1::StartJobRequest req;
+    *req.mutable_spec()->mutable_aggregation() = aggregation;
     req.mutable_spec()->set_model("m");
     req.mutable_spec()->set_rounds(rounds);
     req.mutable_spec()->set_clients_per_round(1);
@@ -183,6 +185,80 @@ TEST_F(BadInputTest, EveryBadUpdateIsRefusedAndTheRoundStillCompletesCleanly) {
   FlatTensor b = (*base_model)->Flat(), n = (*new_model)->Flat();
   ASSERT_EQ(b.size(), n.size());
   for (size_t i = 0; i < b.size(); ++i) ASSERT_FLOAT_EQ(n[i], b[i] + 0.01f) << i;
+}
+
+// The number in a series of the process's metrics (the cloud runs in this process).
+double MetricValue(const std::string& series) {
+  const std::string text = metrics::RenderText();
+  const size_t at = text.find(series + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 1));
+}
+
+TEST_F(BadInputTest, AJobThatClipsScalesAnUpdateAboveItsBoundDownToIt) {
+  v1::AggregationSpec aggregation;
+  aggregation.set_max_update_norm(2.0);
+  aggregation.set_over_norm("clip");
+  const v1::TrainTask task = StartRound(1, aggregation);
+  const std::string clipped = R"(fedge_cloud_poisoned_updates_total{action="clipped",reason="norm"})";
+  const std::string refused =
+      R"(fedge_cloud_poisoned_updates_total{action="refused",reason="non_finite"})";
+  const double clipped_before = MetricValue(clipped), refused_before = MetricValue(refused);
+
+  // NaN cannot be clipped: still refused.
+  FlatTensor bad(static_cast<size_t>(NumElements()), 0.5f);
+  bad[3] = std::numeric_limits<float>::quiet_NaN();
+  const std::string nan_payload = EncodeF32(bad);
+  EXPECT_EQ(Upload(HeaderFor(task, nan_payload), nan_payload).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Every value 0.5: the norm is 0.5·sqrt(N), far above 2, so the update is scaled by
+  // 2 / (0.5·sqrt(N)) and the model moves by 2/sqrt(N) in every coordinate.
+  const std::string big = Payload(0.5f);
+  grpc::Status st = Upload(HeaderFor(task, big), big);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  auto job = testing::WaitForJob(admin_.get(), job_.id(), absl::Seconds(30));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->state(), v1::JOB_SUCCEEDED) << job->error();
+  EXPECT_EQ(MetricValue(clipped), clipped_before + 1);
+  EXPECT_EQ(MetricValue(refused), refused_before + 1);
+
+  auto base_archive = testing::DownloadVersion(admin_.get(), "m", 1);
+  auto new_archive = testing::DownloadVersion(admin_.get(), "m", 2);
+  ASSERT_TRUE(base_archive.ok() && new_archive.ok());
+  FlatTensor b = (*torchlib::Model::Load(*base_archive))->Flat();
+  FlatTensor n = (*torchlib::Model::Load(*new_archive))->Flat();
+  const double step = 2.0 / std::sqrt(static_cast<double>(NumElements()));
+  double moved = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    ASSERT_NEAR(n[i] - b[i], step, 1e-6) << i;
+    moved += (static_cast<double>(n[i]) - b[i]) * (static_cast<double>(n[i]) - b[i]);
+  }
+  EXPECT_NEAR(std::sqrt(moved), 2.0, 1e-3);  // exactly the bound
+}
+
+TEST_F(BadInputTest, AJobsOwnBoundRefusesAndBadBoundsAreInvalidArgument) {
+  v1::AggregationSpec aggregation;
+  aggregation.set_max_update_norm(2.0);
+  const v1::TrainTask task = StartRound(1, aggregation);
+  const std::string big = Payload(0.5f);
+  grpc::Status st = Upload(HeaderFor(task, big), big);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("exceeds the bound 2"), std::string::npos)
+      << st.error_message();
+
+  for (auto [norm, action] : {std::pair<double, const char*>{-1, "clip"}, {1, "trim"}}) {
+    v1::StartJobRequest req;
+    req.mutable_spec()->set_model("m");
+    req.mutable_spec()->mutable_aggregation()->set_max_update_norm(norm);
+    req.mutable_spec()->mutable_aggregation()->set_over_norm(action);
+    v1::Job job;
+    auto ctx = testing::Context();
+    grpc::Status bad = admin_->StartJob(ctx.get(), req, &job);
+    EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(bad.error_message().find(norm < 0 ? "max_update_norm" : "over_norm"),
+              std::string::npos)
+        << bad.error_message();
+  }
 }
 
 int64_t HeldBytes(v1::Fleet::Stub* stub, const v1::UpdateHeader& header,

@@ -40,6 +40,8 @@ ABSL_DECLARE_FLAG(double, trim_fraction);
 ABSL_DECLARE_FLAG(int, byzantine);
 ABSL_DECLARE_FLAG(int, multi_krum);
 ABSL_DECLARE_FLAG(double, clip_norm);
+ABSL_DECLARE_FLAG(double, max_update_norm);
+ABSL_DECLARE_FLAG(std::string, over_norm);
 ABSL_DECLARE_FLAG(std::string, server_optimizer);
 ABSL_DECLARE_FLAG(double, server_lr);
 ABSL_DECLARE_FLAG(double, server_beta1);
@@ -385,6 +387,8 @@ void FillStrategy(v1::JobSpec* spec) {
   a->set_byzantine(absl::GetFlag(FLAGS_byzantine));
   a->set_multi_krum(absl::GetFlag(FLAGS_multi_krum));
   a->set_clip_norm(absl::GetFlag(FLAGS_clip_norm));
+  a->set_max_update_norm(absl::GetFlag(FLAGS_max_update_norm));
+  a->set_over_norm(absl::GetFlag(FLAGS_over_norm));
   a->set_server_optimizer(absl::GetFlag(FLAGS_server_optimizer));
   if (a->server_optimizer() != "none") {
     a->set_server_lr(absl::GetFlag(FLAGS_server_lr));

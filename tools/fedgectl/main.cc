@@ -77,6 +77,10 @@ ABSL_FLAG(double, trim_fraction, 0.1, "trimmed_mean: the share cut at each end, 
 ABSL_FLAG(int, byzantine, 0, "krum, multi_krum: how many faulty updates to tolerate (f).");
 ABSL_FLAG(int, multi_krum, 0, "multi_krum: how many of the best-scored updates to average (m).");
 ABSL_FLAG(double, clip_norm, 0, "Clip each update to this L2 norm before aggregating (0: off).");
+ABSL_FLAG(double, max_update_norm, 0,
+          "The job's bound on an update's L2 norm (0: the coordinator's --max_update_norm).");
+ABSL_FLAG(std::string, over_norm, "reject",
+          "What happens to an update above the bound: reject (refused) or clip (scaled to it).");
 ABSL_FLAG(std::string, server_optimizer, "none",
           "How the aggregate moves the model: none, fedadam, fedyogi or fedadagrad.");
 ABSL_FLAG(double, server_lr, 0.01, "Server learning rate of fedadam, fedyogi and fedadagrad.");
@@ -139,6 +143,7 @@ constexpr char kUsageText[] =
     "  jobs start --model=N [--rounds=10 --clients_per_round=K --min_clients=M ...] [--watch]\n"
     "             strategy: [--proximal_mu=MU] [--aggregation=fedavg|median|trimmed_mean|krum|\n"
     "             multi_krum --byzantine=F --multi_krum=M --trim_fraction=T] [--clip_norm=C]\n"
+    "             [--max_update_norm=B --over_norm=reject|clip]\n"
     "             [--server_optimizer=none|fedadam|fedyogi|fedadagrad --server_lr=LR]\n"
     "             selection: [--fraction=F] [--cohort=C] [--min_cpu_cores=N] [--min_memory_mb=MB]\n"
     "             [--over_selection=X] [--accept_partial_work]\n"
