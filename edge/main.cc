@@ -26,6 +26,8 @@ ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091",
           "host:port of the plaintext HTTP listener for /metrics and /healthz.");
 ABSL_FLAG(std::string, ports_file, "",
           "If set, write the bound ports here (inference=N, metrics=N) once serving.");
+ABSL_FLAG(int64_t, max_csv_mb, 1024,
+          "Largest --data_csv accepted, in MiB; the file is held in memory while it is parsed.");
 ABSL_FLAG(std::string, data_csv, "",
           "Local training data: a CSV file with a header row, numeric feature columns in the "
           "model's feature order, and a label column.");
@@ -94,6 +96,7 @@ int main(int argc, char** argv) {
   o.inference_address = absl::GetFlag(FLAGS_inference_address);
   o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   o.data_csv = absl::GetFlag(FLAGS_data_csv);
+  o.max_csv_mb = absl::GetFlag(FLAGS_max_csv_mb);
   o.label_column = absl::GetFlag(FLAGS_label_column);
   o.label_names = absl::StrSplit(absl::GetFlag(FLAGS_label_names), ',', absl::SkipEmpty());
   o.synthetic_site = absl::GetFlag(FLAGS_synthetic_site);

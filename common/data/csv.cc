@@ -84,6 +84,10 @@ std::string ColumnRef(const std::vector<std::string>& header, size_t index) {
 absl::StatusOr<Dataset> ParseCsv(absl::string_view text, const CsvOptions& options,
                                  absl::string_view source_name) {
   const std::string source(source_name);
+  if (static_cast<int64_t>(text.size()) > options.max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(source, " is ", text.size(),
+                                                     " bytes; the limit is ", options.max_bytes));
+  }
   auto error_at = [&source](int64_t line, absl::string_view message) {
     return absl::InvalidArgumentError(absl::StrCat(source, ":", line, ": ", message));
   };
@@ -223,6 +227,14 @@ absl::StatusOr<Dataset> ReadCsv(const std::string& path, const CsvOptions& optio
     }
     return absl::UnavailableError(
         absl::StrCat(path, ": cannot open: ", err != 0 ? std::strerror(err) : "unknown error"));
+  }
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  in.seekg(0, std::ios::beg);
+  if (size > options.max_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(path, " is ", static_cast<int64_t>(size), " bytes; the limit is ",
+                     options.max_bytes, ": split the file or raise the limit"));
   }
   std::ostringstream contents;
   contents << in.rdbuf();

@@ -28,6 +28,9 @@ struct CsvOptions {
   // Label names in class-index order. When set, a label cell may be one of these names or an
   // integer index; when empty, label cells must be integers >= 0.
   std::vector<std::string> label_names;
+  // Larger input is refused with RESOURCE_EXHAUSTED before it is read: the whole file is held
+  // in memory while it is parsed.
+  int64_t max_bytes = int64_t{1} << 30;
 };
 
 // Parses CSV text with a header row. Errors are INVALID_ARGUMENT and name the source, the

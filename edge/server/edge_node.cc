@@ -48,7 +48,13 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
     data::CsvOptions csv;
     csv.label_column = options.label_column;
     csv.label_names = options.label_names;
-    FEDGE_ASSIGN_OR_RETURN(all, data::ReadCsv(options.data_csv, csv));
+    csv.max_bytes = options.max_csv_mb << 20;
+    auto read = data::ReadCsv(options.data_csv, csv);
+    if (read.status().code() == absl::StatusCode::kResourceExhausted) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(read.status().message(), " (--max_csv_mb=", options.max_csv_mb, ")"));
+    }
+    FEDGE_ASSIGN_OR_RETURN(all, std::move(read));
   } else if (options.synthetic_site >= 0) {
     if (options.synthetic_site >= options.synthetic_sites) {
       return absl::InvalidArgumentError(absl::StrCat("--synthetic_site=", options.synthetic_site,

@@ -31,6 +31,7 @@ class EdgeNode {
     // Local data: a CSV file, or a site of the built-in synthetic generator, or none (the node
     // then only serves).
     std::string data_csv;
+    int64_t max_csv_mb = 1024;  // a larger --data_csv is refused at start-up
     std::string label_column = "label";
     std::vector<std::string> label_names;  // for text labels in the CSV
     int synthetic_site = -1;

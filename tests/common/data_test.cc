@@ -188,6 +188,26 @@ TEST(DataCsvTest, ReadCsvNamesThePathInErrors) {
   std::remove(path.c_str());
 }
 
+TEST(DataCsvTest, InputOverTheSizeLimitIsRefusedBeforeParsing) {
+  const std::string path = ::testing::TempDir() + "/fedge_data_limit.csv";
+  const std::string text = "a,label\n1,0\n2,1\n";  // 16 bytes
+  {
+    std::ofstream out(path);
+    out << text;
+  }
+  CsvOptions options;
+  options.max_bytes = 15;
+  absl::StatusOr<Dataset> data = ReadCsv(path, options);
+  EXPECT_EQ(data.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(data.status().message(), HasSubstr("is 16 bytes; the limit is 15"));
+  EXPECT_EQ(ParseCsv(text, options, "x.csv").status().code(),
+            absl::StatusCode::kResourceExhausted);
+  options.max_bytes = 16;
+  ASSERT_TRUE(ReadCsv(path, options).ok());
+  EXPECT_EQ(ReadCsv(path, options)->size(), 2);
+  std::remove(path.c_str());
+}
+
 // ---- Dataset ----
 
 Dataset Rows(int n) {
