@@ -34,6 +34,12 @@ ABSL_FLAG(std::string, ports_file, "",
 ABSL_FLAG(int, heartbeat_interval_ms, 5000, "How often edges are asked to send heartbeats.");
 ABSL_FLAG(int, liveness_timeout_ms, 15000,
           "A node whose last heartbeat is older than this is not selected for rounds.");
+ABSL_FLAG(double, node_calls_per_second, 10,
+          "Per-node rate of DownloadModel, UploadUpdate and UploadOffset calls; beyond it a call "
+          "is refused RESOURCE_EXHAUSTED.");
+ABSL_FLAG(double, node_call_burst, 100, "Calls a quiet node may make at once.");
+ABSL_FLAG(int, upload_idle_timeout_s, 60,
+          "An upload stream that sends nothing for this many seconds is cancelled.");
 ABSL_FLAG(double, max_update_norm, 1e6,
           "Updates whose L2 norm exceeds this are refused as diverged or malicious.");
 
@@ -49,6 +55,9 @@ int main(int argc, char** argv) {
   options.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
   options.liveness_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_liveness_timeout_ms));
   options.max_update_norm = absl::GetFlag(FLAGS_max_update_norm);
+  options.node_calls_per_second = absl::GetFlag(FLAGS_node_calls_per_second);
+  options.node_call_burst = absl::GetFlag(FLAGS_node_call_burst);
+  options.upload_idle_timeout = absl::Seconds(absl::GetFlag(FLAGS_upload_idle_timeout_s));
   options.rest_address = absl::GetFlag(FLAGS_rest_address);
   options.webhook_urls = absl::GetFlag(FLAGS_webhook_urls);
   if (!absl::GetFlag(FLAGS_webhook_secret_file).empty()) {

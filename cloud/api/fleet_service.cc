@@ -321,10 +321,14 @@ grpc::Status FleetService::DownloadModel(grpc::ServerContext* context,
                                          grpc::ServerWriter<v1::Chunk>* writer) {
   auto node = net::CallerNodeId(*context);
   if (!node.ok()) return ToGrpcStatus(node.status());
+  if (absl::Status st = limiter_.Admit(*node); !st.ok()) return ToGrpcStatus(st);
   return StreamBlob(*options_.registry, request->sha256(), request->offset(), context, writer);
 }
 
-FleetService::FleetService(Options options) : options_(std::move(options)) {
+FleetService::FleetService(Options options)
+    : options_(std::move(options)),
+      limiter_(options_.rate_limit),
+      idle_(options_.upload_idle_timeout) {
   ResumedUploads();  // the series exists, at zero, from the start
   DriftReports();
   if (options_.upload_dir.empty()) return;
@@ -374,6 +378,7 @@ grpc::Status FleetService::UploadOffset(grpc::ServerContext* context,
                                         v1::UploadOffsetResponse* response) {
   auto node = net::CallerNodeId(*context);
   if (!node.ok()) return ToGrpcStatus(node.status());
+  if (absl::Status st = limiter_.Admit(*node); !st.ok()) return ToGrpcStatus(st);
   if (!IsSha256Hex(request->sha256())) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "sha256 must be 64 hex digits");
   }
@@ -388,6 +393,8 @@ grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
                                         v1::UploadResponse* response) {
   auto node = net::CallerNodeId(*context);
   if (!node.ok()) return ToGrpcStatus(node.status());
+  if (absl::Status st = limiter_.Admit(*node); !st.ok()) return ToGrpcStatus(st);
+  const std::unique_ptr<IdleStreams::Watch> watch = idle_.Start(context);
   v1::UploadRequest msg;
   if (!reader->Read(&msg) || !msg.has_header()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -407,6 +414,7 @@ grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
       options_.upload_dir.empty() ? "" : PartPath(*node, header.task_id(), header.sha256()),
       header.total_size());
   while (reader->Read(&msg)) {
+    watch->Touch();
     if (!msg.has_chunk()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a second header in one upload");
     }
@@ -415,6 +423,12 @@ grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
     if (!st.ok()) return ToGrpcStatus(st);
   }
   if (stage.resumed()) ResumedUploads().Increment();
+  if (watch->timed_out()) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                        absl::StrCat("the upload sent nothing for ",
+                                     absl::FormatDuration(idle_.idle_timeout()),
+                                     "; the cloud keeps what arrived: ask UploadOffset and resume"));
+  }
   if (stage.size() != header.total_size()) {
     return grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,

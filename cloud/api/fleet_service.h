@@ -4,6 +4,7 @@
 #include <atomic>
 #include <string>
 
+#include "cloud/api/call_limits.h"
 #include "cloud/deploy/controller.h"
 #include "cloud/evaluation/federated.h"
 #include "cloud/events/event_log.h"
@@ -36,6 +37,10 @@ class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Flee
     // Where parts of interrupted uploads wait for their rest (created if missing). Empty: an
     // upload that breaks off is dropped and must start again.
     std::string upload_dir;
+    // Per-node limits on DownloadModel, UploadUpdate and UploadOffset calls.
+    NodeRateLimiter::Options rate_limit;
+    // An upload stream that sends nothing for this long is cancelled.
+    absl::Duration upload_idle_timeout = absl::Seconds(60);
   };
   explicit FleetService(Options options);
 
@@ -58,6 +63,8 @@ class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Flee
   void SweepParts();
 
   const Options options_;
+  NodeRateLimiter limiter_;
+  IdleStreams idle_;
   std::atomic<int64_t> last_sweep_unix_s_{0};
 };
 

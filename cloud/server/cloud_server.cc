@@ -41,6 +41,14 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   if (options.data_dir.empty()) {
     return absl::InvalidArgumentError("--data_dir is required: where the registry lives");
   }
+  if (!(options.node_calls_per_second > 0) || !(options.node_call_burst >= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--node_calls_per_second (", options.node_calls_per_second, ") must be > 0 and ",
+        "--node_call_burst (", options.node_call_burst, ") >= 1"));
+  }
+  if (options.upload_idle_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--upload_idle_timeout_s must be > 0");
+  }
   auto impl = std::make_unique<Impl>();
   FEDGE_ASSIGN_OR_RETURN(impl->registry,
                          registry::Registry::Open({options.data_dir, options.clock}));
@@ -112,10 +120,20 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   retrain_opts.clock = options.clock;
   impl->retrainer = std::make_unique<policy::Retrainer>(retrain_opts);
   impl->evaluator = std::make_unique<evaluation::FederatedEvaluator>(impl->fleet.get());
-  impl->fleet_service = std::make_unique<api::FleetService>(api::FleetService::Options{
-      impl->fleet.get(), impl->jobs.get(), impl->registry.get(), impl->deploy.get(),
-      impl->evaluator.get(), event_log, impl->retrainer.get(), impl->inbox.get(),
-      options.data_dir + "/uploads"});
+  api::FleetService::Options fleet_service;
+  fleet_service.fleet = impl->fleet.get();
+  fleet_service.jobs = impl->jobs.get();
+  fleet_service.registry = impl->registry.get();
+  fleet_service.deploy = impl->deploy.get();
+  fleet_service.evaluator = impl->evaluator.get();
+  fleet_service.events = event_log;
+  fleet_service.retrainer = impl->retrainer.get();
+  fleet_service.inbox = impl->inbox.get();
+  fleet_service.upload_dir = options.data_dir + "/uploads";
+  fleet_service.rate_limit.per_second = options.node_calls_per_second;
+  fleet_service.rate_limit.burst = options.node_call_burst;
+  fleet_service.upload_idle_timeout = options.upload_idle_timeout;
+  impl->fleet_service = std::make_unique<api::FleetService>(fleet_service);
   api::AdminService::Options admin_core;
   admin_core.fleet = impl->fleet.get();
   admin_core.jobs = impl->jobs.get();

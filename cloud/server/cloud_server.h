@@ -32,6 +32,11 @@ class CloudServer {
     absl::Duration heartbeat_interval = absl::Seconds(5);
     absl::Duration liveness_timeout = absl::Seconds(15);
     double max_update_norm = 1e6;
+    // Per-node limits on the Fleet port's DownloadModel, UploadUpdate and UploadOffset calls.
+    double node_calls_per_second = 10;
+    double node_call_burst = 100;
+    // An upload stream that sends nothing for this long is cancelled.
+    absl::Duration upload_idle_timeout = absl::Seconds(60);
     Clock* clock = Clock::Real();
   };
 

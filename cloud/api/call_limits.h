@@ -1,0 +1,101 @@
+#ifndef FEDGE_CLOUD_API_CALL_LIMITS_H_
+#define FEDGE_CLOUD_API_CALL_LIMITS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/sync/mutex.h"
+#include "common/time/clock.h"
+#include "grpcpp/server_context.h"
+
+namespace fedge::cloud::api {
+
+// A token bucket per node for the calls a node makes on the Fleet port (Session opens,
+// downloads, uploads, offsets), so one misbehaving or hostile node cannot crowd out the fleet.
+// A well-behaved edge makes a few calls a minute; the defaults leave room for bursts after an
+// outage. Thread-safe.
+class NodeRateLimiter {
+ public:
+  struct Options {
+    double per_second = 10;  // sustained calls per node
+    double burst = 100;      // calls a node may make at once after being quiet
+    // Buckets kept at most; past this, buckets idle long enough to be full again are dropped
+    // first (they hold no information), then the oldest ones.
+    size_t max_nodes = 100000;
+    Clock* clock = Clock::Real();
+  };
+  explicit NodeRateLimiter(Options options);
+
+  // OK, or RESOURCE_EXHAUSTED naming the node, the limit and when a call will be admitted.
+  absl::Status Admit(const std::string& node_id);
+  // Buckets held now (at most max_nodes).
+  size_t tracked() const;
+
+ private:
+  struct Bucket {
+    double tokens = 0;
+    absl::Time updated;
+  };
+  void EvictLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  mutable Mutex mu_;
+  absl::flat_hash_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
+};
+
+// Cancels upload streams that go quiet: a client that opens UploadUpdate and then sends
+// nothing would otherwise hold a server thread, and its staged bytes, until the call's deadline,
+// which a hostile client does not set. One thread checks every watched call once a second.
+class IdleStreams {
+ public:
+  IdleStreams(absl::Duration idle_timeout, Clock* clock = Clock::Real());
+  ~IdleStreams();
+  IdleStreams(const IdleStreams&) = delete;
+  IdleStreams& operator=(const IdleStreams&) = delete;
+
+  // Watches `context` while the returned object lives; Touch() on every message. A call idle
+  // for longer than the timeout is cancelled (its next Read returns false) and counted.
+  class Watch {
+   public:
+    ~Watch();
+    void Touch();
+    // True once the call was cancelled for being idle.
+    bool timed_out() const;
+
+   private:
+    friend class IdleStreams;
+    Watch(IdleStreams* owner, uint64_t id) : owner_(owner), id_(id) {}
+    IdleStreams* owner_;
+    uint64_t id_;
+  };
+  std::unique_ptr<Watch> Start(grpc::ServerContextBase* context);
+
+  absl::Duration idle_timeout() const { return idle_timeout_; }
+
+ private:
+  struct Call {
+    grpc::ServerContextBase* context;
+    absl::Time last;
+    bool timed_out = false;
+  };
+  void Loop();
+
+  const absl::Duration idle_timeout_;
+  Clock* const clock_;
+  mutable Mutex mu_;
+  CondVar stop_cv_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<uint64_t, Call> calls_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace fedge::cloud::api
+
+#endif  // FEDGE_CLOUD_API_CALL_LIMITS_H_
