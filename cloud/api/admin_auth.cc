@@ -93,9 +93,9 @@ absl::StatusOr<std::string> AdminAuthorizer::Authorize(const grpc::ServerContext
         "add its line to the admin tokens file");
   }
   if (!auth::RoleAllows(principal->role, need->second)) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "Admin.", method, " needs role ", auth::RoleName(need->second), "; token '",
-        principal->name, "' has role ", auth::RoleName(principal->role)));
+    return absl::PermissionDeniedError(
+        absl::StrCat("Admin.", method, " needs role ", auth::RoleName(need->second), "; token '",
+                     principal->name, "' has role ", auth::RoleName(principal->role)));
   }
   return principal->name;
 }

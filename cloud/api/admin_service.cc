@@ -19,9 +19,9 @@ namespace fedge::cloud::api {
 // Every method starts here: `var` becomes the caller's principal, or the method answers
 // UNAUTHENTICATED / PERMISSION_DENIED. The method's own name (__func__) is the key of its role,
 // so the check cannot name the wrong method.
-#define FEDGE_ADMIN_AUTHORIZE(var)                                    \
-  auto var##_or = Authorize(*context, __func__);                      \
-  if (!var##_or.ok()) return ToGrpcStatus(var##_or.status());         \
+#define FEDGE_ADMIN_AUTHORIZE(var)                            \
+  auto var##_or = Authorize(*context, __func__);              \
+  if (!var##_or.ok()) return ToGrpcStatus(var##_or.status()); \
   const std::string var = std::move(*var##_or)
 
 absl::StatusOr<std::string> AdminService::Authorize(const grpc::ServerContextBase& context,

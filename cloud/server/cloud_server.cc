@@ -60,9 +60,8 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
                           absl::StrCat("--admin_tokens_file: ", tokens.status().message()));
     }
     impl->admin_tokens = std::move(*tokens);
-    LOG(INFO) << "Admin API authentication on: " << impl->admin_tokens->size()
-              << " token(s) from " << options.admin_tokens_file
-              << " (re-read when the file changes)";
+    LOG(INFO) << "Admin API authentication on: " << impl->admin_tokens->size() << " token(s) from "
+              << options.admin_tokens_file << " (re-read when the file changes)";
   } else {
     LOG(WARNING) << "*** The Admin API (gRPC and REST) is OPEN: every caller is an admin and "
                     "names itself. Turn authentication on with --admin_tokens_file=PATH, "

@@ -36,8 +36,7 @@ absl::StatusOr<std::vector<TokenEntry>> TokenStore::Read(FileStamp* stamp) const
   struct stat st;
   if (stat(path.c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat("cannot read the admin tokens file ", path, ": ",
-                                            std::strerror(errno),
-                                            " (check --admin_tokens_file)"));
+                                            std::strerror(errno), " (check --admin_tokens_file)"));
   }
   stamp->mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   stamp->size = st.st_size;
@@ -83,8 +82,7 @@ void TokenStore::MaybeReload() {
     struct stat st;
     FileStamp stamp;
     if (stat(options_.path.c_str(), &st) == 0) {
-      stamp.mtime_ns =
-          static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+      stamp.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
       stamp.size = st.st_size;
       stamp.inode = st.st_ino;
       stamp.device = st.st_dev;

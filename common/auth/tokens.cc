@@ -61,10 +61,10 @@ absl::StatusOr<std::vector<TokenEntry>> ParseTokenFile(absl::string_view text,
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_number;
     auto fail = [&](absl::string_view problem) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ":", line_number, ": ", problem,
-          "; each line must read `<name> <role> sha256:<64 hex>`, as printed by "
-          "`fedgectl tokens create --name=NAME --role=ROLE`"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ":", line_number, ": ", problem,
+                       "; each line must read `<name> <role> sha256:<64 hex>`, as printed by "
+                       "`fedgectl tokens create --name=NAME --role=ROLE`"));
     };
     line = absl::StripAsciiWhitespace(line);
     if (line.empty() || line[0] == '#') continue;
@@ -109,8 +109,8 @@ absl::StatusOr<std::string> GenerateSecret() {
     return absl::InternalError("the system's random source (OpenSSL RAND_bytes) failed");
   }
   std::string encoded;
-  absl::WebSafeBase64Escape(
-      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)), &encoded);
+  absl::WebSafeBase64Escape(absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)),
+                            &encoded);
   return absl::StrCat("fedge_", encoded);
 }
 

@@ -29,7 +29,7 @@ inline bool RoleAllows(Role have, Role need) {
 }
 
 struct TokenEntry {
-  std::string name;    // the principal recorded in the audit log
+  std::string name;  // the principal recorded in the audit log
   Role role = Role::kViewer;
   std::string sha256;  // 32 raw bytes: the sha256 of the secret
 };

@@ -75,9 +75,9 @@ TEST(TokensTest, GeneratedSecretsAreLongAndDistinct) {
   EXPECT_TRUE(absl::StartsWith(*a, "fedge_"));
   EXPECT_EQ(a->size(), 6u + 43u);  // 32 bytes in unpadded base64url
   EXPECT_NE(*a, *b);
-  EXPECT_EQ(a->find_first_not_of(
-                "fedge_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-"),
-            std::string::npos);
+  EXPECT_EQ(
+      a->find_first_not_of("fedge_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-"),
+      std::string::npos);
 }
 
 TEST(TokensTest, TokenLineParsesBackToTheSecretsHash) {

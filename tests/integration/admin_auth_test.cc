@@ -2,6 +2,8 @@
 // hashed token file, the least role of each method, the principal in the audit log, and the
 // same rules on the REST gateway.
 
+#include "cloud/api/admin_auth.h"
+
 #include <httplib.h>
 
 #include <chrono>
@@ -12,7 +14,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "cloud/api/admin_auth.h"
 #include "cloud/server/cloud_server.h"
 #include "common/auth/tokens.h"
 #include "common/net/servers.h"
@@ -41,8 +42,8 @@ class AdminAuthTest : public ::testing::Test {
     auto cloud = testing::TestCloud::Start(dir_.path(), absl::Seconds(5), tokens_path_);
     ASSERT_TRUE(cloud.ok()) << cloud.status();
     cloud_ = std::move(*cloud);
-    auto v = testing::Register(cloud_.admin.get(), testing::SyntheticModelHeader("m"), "",
-                               operator_);
+    auto v =
+        testing::Register(cloud_.admin.get(), testing::SyntheticModelHeader("m"), "", operator_);
     ASSERT_TRUE(v.ok()) << v.status();
   }
   void TearDown() override {
@@ -220,8 +221,8 @@ TEST_F(AdminAuthTest, RestAnswers401And403ByTheSameRules) {
   res = post("StartJob", R"({"spec": {"model": "m", "rounds": 1}})", "Bearer " + viewer_);
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 403);
-  EXPECT_TRUE(absl::StrContains(
-      res->body, "Admin.StartJob needs role operator; token 'vera' has role viewer"))
+  EXPECT_TRUE(absl::StrContains(res->body,
+                                "Admin.StartJob needs role operator; token 'vera' has role viewer"))
       << res->body;
 
   res = post("Promote", R"({"model": "m", "version": 1, "force": true, "reason": "rest"})",
@@ -283,8 +284,7 @@ TEST(AdminRolesTest, AMethodWithoutARoleIsNamed) {
   ASSERT_NE(pool.BuildFile(file), nullptr);
   absl::Status st = cloud::api::CheckAdminMethodRoles(*pool.FindServiceByName("probe.Admin"));
   ASSERT_FALSE(st.ok());
-  EXPECT_TRUE(absl::StrContains(st.message(), "methods without a role: [ExportEverything]"))
-      << st;
+  EXPECT_TRUE(absl::StrContains(st.message(), "methods without a role: [ExportEverything]")) << st;
   EXPECT_TRUE(absl::StrContains(st.message(), "AdminMethodRoles()")) << st;
 }
 

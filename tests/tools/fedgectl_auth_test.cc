@@ -26,8 +26,8 @@ struct CliRun {
 };
 
 CliRun Fedgectl(const std::string& args, const std::string& env = "") {
-  const std::string cmd = absl::StrCat("env -u FEDGE_TOKEN ", env, " ", FEDGECTL_PATH, " ", args,
-                                       " 2>&1");
+  const std::string cmd =
+      absl::StrCat("env -u FEDGE_TOKEN ", env, " ", FEDGECTL_PATH, " ", args, " 2>&1");
   CliRun run;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr) return run;

@@ -183,11 +183,11 @@ int TokensCreate() {
   }
   auto role = fedge::auth::ParseRole(absl::GetFlag(FLAGS_role));
   if (!role.ok()) {
-    return Usage(absl::StrCat("tokens create needs --role: ",
-                              absl::GetFlag(FLAGS_role).empty() ? "missing"
-                                                                : std::string(role.status().message()),
-                              " (viewer reads, operator runs jobs and rollouts, admin also "
-                              "promotes and sets policies)"));
+    return Usage(absl::StrCat(
+        "tokens create needs --role: ",
+        absl::GetFlag(FLAGS_role).empty() ? "missing" : std::string(role.status().message()),
+        " (viewer reads, operator runs jobs and rollouts, admin also "
+        "promotes and sets policies)"));
   }
   auto secret = fedge::auth::GenerateSecret();
   if (!secret.ok()) return Fail(std::string(secret.status().message()));
