@@ -28,6 +28,10 @@ ABSL_FLAG(std::vector<std::string>, webhook_urls, {},
           "Comma-separated http:// URLs that receive every lifecycle event as a signed JSON POST.");
 ABSL_FLAG(std::string, webhook_secret_file, "",
           "File holding the HMAC-SHA256 key that signs webhook bodies (X-Fedge-Signature-256).");
+ABSL_FLAG(std::string, admin_tokens_file, "",
+          "File of Admin API bearer tokens, one `<name> <role> sha256:<hex>` a line (made by "
+          "`fedgectl tokens create`); roles are viewer, operator and admin. Re-read when it "
+          "changes. Empty: the Admin API is open to every caller (a warning says so).");
 ABSL_FLAG(std::string, ports_file, "",
           "If set, write the bound ports here (lines fleet=N, admin=N, metrics=N) once serving; "
           "for scripts that start the cloud on port 0.");
@@ -60,6 +64,7 @@ int main(int argc, char** argv) {
   options.upload_idle_timeout = absl::Seconds(absl::GetFlag(FLAGS_upload_idle_timeout_s));
   options.rest_address = absl::GetFlag(FLAGS_rest_address);
   options.webhook_urls = absl::GetFlag(FLAGS_webhook_urls);
+  options.admin_tokens_file = absl::GetFlag(FLAGS_admin_tokens_file);
   if (!absl::GetFlag(FLAGS_webhook_secret_file).empty()) {
     std::ifstream in(absl::GetFlag(FLAGS_webhook_secret_file));
     if (!in || !std::getline(in, options.webhook_secret) || options.webhook_secret.empty()) {

@@ -16,9 +16,24 @@
 
 namespace fedge::cloud::api {
 
+// Every method starts here: `var` becomes the caller's principal, or the method answers
+// UNAUTHENTICATED / PERMISSION_DENIED. The method's own name (__func__) is the key of its role,
+// so the check cannot name the wrong method.
+#define FEDGE_ADMIN_AUTHORIZE(var)                            \
+  auto var##_or = Authorize(*context, __func__);              \
+  if (!var##_or.ok()) return ToGrpcStatus(var##_or.status()); \
+  const std::string var = std::move(*var##_or)
+
+absl::StatusOr<std::string> AdminService::Authorize(const grpc::ServerContextBase& context,
+                                                    absl::string_view method) const {
+  if (options_.authorizer == nullptr) return net::CallerPrincipal(context);
+  return options_.authorizer->Authorize(context, method);
+}
+
 grpc::Status AdminService::RegisterModel(grpc::ServerContext* context,
                                          grpc::ServerReader<v1::RegisterModelRequest>* reader,
                                          v1::Version* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   v1::RegisterModelRequest msg;
   if (!reader->Read(&msg) || !msg.has_header()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -66,7 +81,7 @@ grpc::Status AdminService::RegisterModel(grpc::ServerContext* context,
   if (!sha.ok()) return ToGrpcStatus(sha.status());
   v1::Version version = intake->version;
   version.set_sha256(*sha);
-  version.set_creator(net::CallerPrincipal(*context));
+  version.set_creator(caller);
   auto added = options_.registry->AddVersion(version, header.description());
   if (!added.ok()) return ToGrpcStatus(added.status());
   LOG(INFO) << "registered " << added->model() << " v" << added->version() << " ("
@@ -92,25 +107,28 @@ grpc::Status AdminService::RegisterModel(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+grpc::Status AdminService::ListModels(grpc::ServerContext* context, const v1::ListModelsRequest*,
                                       v1::ListModelsResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   auto models = options_.registry->ListModels();
   if (!models.ok()) return ToGrpcStatus(models.status());
   for (auto& m : *models) *response->add_models() = std::move(m);
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListVersions(grpc::ServerContext*,
+grpc::Status AdminService::ListVersions(grpc::ServerContext* context,
                                         const v1::ListVersionsRequest* request,
                                         v1::ListVersionsResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   auto versions = options_.registry->ListVersions(request->model());
   if (!versions.ok()) return ToGrpcStatus(versions.status());
   for (auto& v : *versions) *response->add_versions() = std::move(v);
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetVersion(grpc::ServerContext*, const v1::GetVersionRequest* request,
+grpc::Status AdminService::GetVersion(grpc::ServerContext* context, const v1::GetVersionRequest* request,
                                       v1::Version* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   auto version = options_.registry->GetVersion(request->model(), request->version());
   if (!version.ok()) return ToGrpcStatus(version.status());
   *response = *version;
@@ -120,6 +138,7 @@ grpc::Status AdminService::GetVersion(grpc::ServerContext*, const v1::GetVersion
 grpc::Status AdminService::DownloadVersion(grpc::ServerContext* context,
                                            const v1::GetVersionRequest* request,
                                            grpc::ServerWriter<v1::Chunk>* writer) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   auto version = options_.registry->GetVersion(request->model(), request->version());
   if (!version.ok()) return ToGrpcStatus(version.status());
   return StreamBlob(*options_.registry, version->sha256(), request->offset(), context, writer);
@@ -127,36 +146,41 @@ grpc::Status AdminService::DownloadVersion(grpc::ServerContext* context,
 
 grpc::Status AdminService::StartJob(grpc::ServerContext* context,
                                     const v1::StartJobRequest* request, v1::Job* response) {
-  auto job = options_.jobs->Start(request->spec(), net::CallerPrincipal(*context));
+  FEDGE_ADMIN_AUTHORIZE(caller);
+  auto job = options_.jobs->Start(request->spec(), caller);
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *job;
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+grpc::Status AdminService::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                                   v1::Job* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   auto job = options_.jobs->Get(request->id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *job;
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
+grpc::Status AdminService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest*,
                                     v1::ListJobsResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   auto jobs = options_.jobs->List();
   if (!jobs.ok()) return ToGrpcStatus(jobs.status());
   for (auto& j : *jobs) *response->add_jobs() = std::move(j);
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListNodes(grpc::ServerContext*, const v1::ListNodesRequest*,
+grpc::Status AdminService::ListNodes(grpc::ServerContext* context, const v1::ListNodesRequest*,
                                      v1::ListNodesResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   for (auto& n : options_.fleet->List()) *response->add_nodes() = std::move(n);
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::Deploy(grpc::ServerContext* context, const v1::DeployRequest* request,
                                   v1::DeployResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   auto version = options_.registry->GetVersion(request->model(), request->version());
   if (!version.ok()) return ToGrpcStatus(version.status());
   v1::VersionRef ref;
@@ -179,13 +203,14 @@ grpc::Status AdminService::Deploy(grpc::ServerContext* context, const v1::Deploy
     if (options_.fleet->Send(node, command)) response->add_node_ids(node);
   }
   LOG(INFO) << "deploy " << ref.model() << " v" << ref.version() << " to " << nodes.size()
-            << " node(s) by " << net::CallerPrincipal(*context) << ": " << request->reason();
+            << " node(s) by " << caller << ": " << request->reason();
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::CancelJob(grpc::ServerContext* context,
                                      const v1::CancelJobRequest* request, v1::Job* response) {
-  auto job = options_.jobs->Cancel(request->id(), net::CallerPrincipal(*context),
+  FEDGE_ADMIN_AUTHORIZE(caller);
+  auto job = options_.jobs->Cancel(request->id(), caller,
                                    request->reason());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *job;
@@ -194,8 +219,8 @@ grpc::Status AdminService::CancelJob(grpc::ServerContext* context,
 
 namespace {
 
-registry::Registry::Audit AuditOf(const grpc::ServerContext& context, const std::string& reason) {
-  return {net::CallerPrincipal(context), reason};
+registry::Registry::Audit AuditOf(const std::string& principal, const std::string& reason) {
+  return {principal, reason};
 }
 
 // Returns the status if not ok, else assigns the value.
@@ -210,8 +235,9 @@ registry::Registry::Audit AuditOf(const grpc::ServerContext& context, const std:
 
 }  // namespace
 
-grpc::Status AdminService::GetModel(grpc::ServerContext*, const v1::GetModelRequest* request,
+grpc::Status AdminService::GetModel(grpc::ServerContext* context, const v1::GetModelRequest* request,
                                     v1::Model* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   FEDGE_GRPC_ASSIGN(*response, options_.registry->GetModel(request->name()));
   return grpc::Status::OK;
 }
@@ -219,6 +245,7 @@ grpc::Status AdminService::GetModel(grpc::ServerContext*, const v1::GetModelRequ
 grpc::Status AdminService::UpdateModel(grpc::ServerContext* context,
                                        const v1::UpdateModelRequest* request,
                                        v1::Model* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   std::optional<std::string> description;
   if (request->has_description()) description = request->description();
   std::optional<v1::GatePolicy> policy;
@@ -227,12 +254,13 @@ grpc::Status AdminService::UpdateModel(grpc::ServerContext* context,
   if (request->has_keep_versions()) keep = request->keep_versions();
   FEDGE_GRPC_ASSIGN(*response,
                     options_.registry->UpdateModel(request->name(), description, policy, keep,
-                                                   AuditOf(*context, request->reason())));
+                                                   AuditOf(caller, request->reason())));
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::SetAlias(grpc::ServerContext* context,
                                     const v1::SetAliasRequest* request, v1::Version* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   if (request->alias() == "production") {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "the production alias moves only through Promote, which checks the gate");
@@ -240,21 +268,23 @@ grpc::Status AdminService::SetAlias(grpc::ServerContext* context,
   FEDGE_GRPC_ASSIGN(*response,
                     options_.registry->SetAlias(request->model(), request->alias(),
                                                 request->version(),
-                                                AuditOf(*context, request->reason())));
+                                                AuditOf(caller, request->reason())));
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::DeleteAlias(grpc::ServerContext* context,
                                        const v1::DeleteAliasRequest* request,
                                        v1::Model* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   FEDGE_GRPC_ASSIGN(*response, options_.registry->DeleteAlias(
                                    request->model(), request->alias(),
-                                   AuditOf(*context, request->reason())));
+                                   AuditOf(caller, request->reason())));
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::Promote(grpc::ServerContext* context,
                                    const v1::PromoteRequest* request, v1::Version* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   const std::string alias = request->alias().empty() ? "production" : request->alias();
   v1::Version version;
   FEDGE_GRPC_ASSIGN(version, options_.registry->GetVersion(request->model(), request->version()));
@@ -278,7 +308,7 @@ grpc::Status AdminService::Promote(grpc::ServerContext* context,
   }
   FEDGE_GRPC_ASSIGN(*response, options_.registry->SetAlias(version.model(), alias,
                                                            version.version(),
-                                                           AuditOf(*context, request->reason()),
+                                                           AuditOf(caller, request->reason()),
                                                            action));
   if (options_.events != nullptr) {
     v1::Event e;
@@ -295,15 +325,17 @@ grpc::Status AdminService::Promote(grpc::ServerContext* context,
 
 grpc::Status AdminService::SetTags(grpc::ServerContext* context,
                                    const v1::SetTagsRequest* request, v1::Version* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   std::map<std::string, std::string> tags(request->tags().begin(), request->tags().end());
   FEDGE_GRPC_ASSIGN(*response,
                     options_.registry->SetTags(request->model(), request->version(), tags,
-                                               AuditOf(*context, request->reason())));
+                                               AuditOf(caller, request->reason())));
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetLineage(grpc::ServerContext*, const v1::GetVersionRequest* request,
+grpc::Status AdminService::GetLineage(grpc::ServerContext* context, const v1::GetVersionRequest* request,
                                       v1::Lineage* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   FEDGE_GRPC_ASSIGN(*response,
                     options_.registry->GetLineage(request->model(), request->version()));
   return grpc::Status::OK;
@@ -337,6 +369,7 @@ absl::StatusOr<v1::Version> AdminService::RunGate(const v1::Version& version,
 grpc::Status AdminService::ValidateVersion(grpc::ServerContext* context,
                                            const v1::ValidateVersionRequest* request,
                                            v1::Version* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   v1::Version version;
   FEDGE_GRPC_ASSIGN(version, options_.registry->GetVersion(request->model(), request->version()));
   v1::GatePolicy policy = request->policy();
@@ -345,7 +378,7 @@ grpc::Status AdminService::ValidateVersion(grpc::ServerContext* context,
     FEDGE_GRPC_ASSIGN(model, options_.registry->GetModel(version.model()));
     policy = model.gate_policy();
   }
-  FEDGE_GRPC_ASSIGN(*response, RunGate(version, policy, net::CallerPrincipal(*context),
+  FEDGE_GRPC_ASSIGN(*response, RunGate(version, policy, caller,
                                        request->reason()));
   return grpc::Status::OK;
 }
@@ -353,6 +386,7 @@ grpc::Status AdminService::ValidateVersion(grpc::ServerContext* context,
 grpc::Status AdminService::ApplyRetention(grpc::ServerContext* context,
                                           const v1::ApplyRetentionRequest* request,
                                           v1::ApplyRetentionResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   int keep = request->keep_versions();
   if (keep == 0) {
     v1::Model model;
@@ -372,7 +406,7 @@ grpc::Status AdminService::ApplyRetention(grpc::ServerContext* context,
   std::vector<int64_t> archived;
   FEDGE_GRPC_ASSIGN(archived,
                     options_.registry->ApplyRetention(request->model(), keep, protect,
-                                                      AuditOf(*context, request->reason())));
+                                                      AuditOf(caller, request->reason())));
   for (int64_t v : archived) response->add_archived(v);
   std::vector<v1::Version> versions;
   FEDGE_GRPC_ASSIGN(versions, options_.registry->ListVersions(request->model()));
@@ -382,8 +416,9 @@ grpc::Status AdminService::ApplyRetention(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListAudit(grpc::ServerContext*, const v1::ListAuditRequest* request,
+grpc::Status AdminService::ListAudit(grpc::ServerContext* context, const v1::ListAuditRequest* request,
                                      v1::ListAuditResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   std::vector<v1::AuditEntry> entries;
   FEDGE_GRPC_ASSIGN(entries, options_.registry->ListAudit(
                                  request->model(), request->deployment_id(), request->limit()));
@@ -394,6 +429,7 @@ grpc::Status AdminService::ListAudit(grpc::ServerContext*, const v1::ListAuditRe
 grpc::Status AdminService::WatchEvents(grpc::ServerContext* context,
                                        const v1::WatchEventsRequest* request,
                                        grpc::ServerWriter<v1::Event>* writer) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   if (options_.events == nullptr) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "events are not configured");
   }
@@ -410,8 +446,9 @@ grpc::Status AdminService::WatchEvents(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListEvents(grpc::ServerContext*, const v1::WatchEventsRequest* request,
+grpc::Status AdminService::ListEvents(grpc::ServerContext* context, const v1::WatchEventsRequest* request,
                                       v1::ListEventsResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   if (options_.events == nullptr) return grpc::Status::OK;
   std::vector<std::string> types(request->types().begin(), request->types().end());
   std::vector<v1::Event> events;
@@ -421,9 +458,10 @@ grpc::Status AdminService::ListEvents(grpc::ServerContext*, const v1::WatchEvent
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListWebhookDeliveries(grpc::ServerContext*,
+grpc::Status AdminService::ListWebhookDeliveries(grpc::ServerContext* context,
                                                  const v1::ListWebhookDeliveriesRequest* request,
                                                  v1::ListWebhookDeliveriesResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   if (options_.events == nullptr) return grpc::Status::OK;
   std::vector<v1::WebhookDelivery> deliveries;
   FEDGE_GRPC_ASSIGN(deliveries, options_.events->Deliveries(request->limit()));
@@ -434,23 +472,26 @@ grpc::Status AdminService::ListWebhookDeliveries(grpc::ServerContext*,
 grpc::Status AdminService::CreateDeployment(grpc::ServerContext* context,
                                             const v1::CreateDeploymentRequest* request,
                                             v1::Deployment* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   FEDGE_GRPC_ASSIGN(*response,
-                    options_.deploy->Create(*request, net::CallerPrincipal(*context)));
+                    options_.deploy->Create(*request, caller));
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListDeployments(grpc::ServerContext*,
+grpc::Status AdminService::ListDeployments(grpc::ServerContext* context,
                                            const v1::ListDeploymentsRequest*,
                                            v1::ListDeploymentsResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   std::vector<v1::Deployment> all;
   FEDGE_GRPC_ASSIGN(all, options_.deploy->List());
   for (auto& d : all) *response->add_deployments() = std::move(d);
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetDeployment(grpc::ServerContext*,
+grpc::Status AdminService::GetDeployment(grpc::ServerContext* context,
                                          const v1::GetDeploymentRequest* request,
                                          v1::Deployment* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   FEDGE_GRPC_ASSIGN(*response, options_.deploy->Get(request->id()));
   return grpc::Status::OK;
 }
@@ -458,8 +499,9 @@ grpc::Status AdminService::GetDeployment(grpc::ServerContext*,
 grpc::Status AdminService::PauseDeployment(grpc::ServerContext* context,
                                            const v1::DeploymentActionRequest* request,
                                            v1::Deployment* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   FEDGE_GRPC_ASSIGN(*response, options_.deploy->Pause(request->id(),
-                                                      net::CallerPrincipal(*context),
+                                                      caller,
                                                       request->reason()));
   return grpc::Status::OK;
 }
@@ -467,8 +509,9 @@ grpc::Status AdminService::PauseDeployment(grpc::ServerContext* context,
 grpc::Status AdminService::ResumeDeployment(grpc::ServerContext* context,
                                             const v1::DeploymentActionRequest* request,
                                             v1::Deployment* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   FEDGE_GRPC_ASSIGN(*response, options_.deploy->Resume(request->id(),
-                                                       net::CallerPrincipal(*context),
+                                                       caller,
                                                        request->reason()));
   return grpc::Status::OK;
 }
@@ -476,8 +519,9 @@ grpc::Status AdminService::ResumeDeployment(grpc::ServerContext* context,
 grpc::Status AdminService::RollbackDeployment(grpc::ServerContext* context,
                                               const v1::DeploymentActionRequest* request,
                                               v1::Deployment* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   FEDGE_GRPC_ASSIGN(*response, options_.deploy->Rollback(request->id(),
-                                                         net::CallerPrincipal(*context),
+                                                         caller,
                                                          request->reason()));
   return grpc::Status::OK;
 }
@@ -485,6 +529,7 @@ grpc::Status AdminService::RollbackDeployment(grpc::ServerContext* context,
 grpc::Status AdminService::SetRetrainPolicy(grpc::ServerContext* context,
                                             const v1::SetRetrainPolicyRequest* request,
                                             v1::RetrainPolicy* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   const v1::RetrainPolicy& p = request->policy();
   if (p.drift_quorum_nodes() < 0 || p.drift_quorum_fraction() < 0 ||
       p.drift_quorum_fraction() > 1 || p.drift_window_ms() < 0 || p.schedule_ms() < 0 ||
@@ -501,15 +546,16 @@ grpc::Status AdminService::SetRetrainPolicy(grpc::ServerContext* context,
                         "enabled)");
   }
   absl::Status st = options_.registry->PutRetrainPolicy(
-      request->model(), p, {net::CallerPrincipal(*context), request->reason()});
+      request->model(), p, {caller, request->reason()});
   if (!st.ok()) return ToGrpcStatus(st);
   *response = p;
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetRetrainPolicy(grpc::ServerContext*,
+grpc::Status AdminService::GetRetrainPolicy(grpc::ServerContext* context,
                                             const v1::GetRetrainPolicyRequest* request,
                                             v1::RetrainPolicy* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   std::map<std::string, v1::RetrainPolicy> all;
   FEDGE_GRPC_ASSIGN(all, options_.registry->RetrainPolicies());
   auto it = all.find(request->model());
@@ -524,6 +570,7 @@ grpc::Status AdminService::GetRetrainPolicy(grpc::ServerContext*,
 grpc::Status AdminService::TriggerRetrain(grpc::ServerContext* context,
                                           const v1::TriggerRetrainRequest* request,
                                           v1::Job* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
   if (options_.retrainer == nullptr) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "retraining is not configured");
   }
@@ -532,7 +579,7 @@ grpc::Status AdminService::TriggerRetrain(grpc::ServerContext* context,
                                    request->reason().empty()
                                        ? "manual"
                                        : absl::StrCat("manual: ", request->reason()),
-                                   net::CallerPrincipal(*context)));
+                                   caller));
   return grpc::Status::OK;
 }
 

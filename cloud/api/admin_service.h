@@ -1,6 +1,7 @@
 #ifndef FEDGE_CLOUD_API_ADMIN_SERVICE_H_
 #define FEDGE_CLOUD_API_ADMIN_SERVICE_H_
 
+#include "cloud/api/admin_auth.h"
 #include "cloud/deploy/controller.h"
 #include "cloud/evaluation/federated.h"
 #include "cloud/policy/retrainer.h"
@@ -25,6 +26,9 @@ class AdminService final : public v1::Admin::Service {
     events::EventLog* events = nullptr;
     evaluation::FederatedEvaluator* evaluator = nullptr;
     policy::Retrainer* retrainer = nullptr;
+    // Decides who each call is and whether they may make it (see admin_auth.h); null: every
+    // caller is an admin, named by the `x-fedge-principal` metadata.
+    const AdminAuthorizer* authorizer = nullptr;
     // The largest archive RegisterModel accepts.
     int64_t max_archive_bytes = int64_t{2} << 30;
   };
@@ -118,6 +122,13 @@ class AdminService final : public v1::Admin::Service {
                                       const std::string& principal, const std::string& reason);
 
  private:
+  // Every method checks its caller here first: the one place where Admin calls are
+  // authenticated and authorized. gRPC 1.51's server interceptors cannot end a call before its
+  // handler runs, so the check is the first statement of each handler instead, keyed by the
+  // handler's own name; a test calls every method of the descriptor without a token.
+  absl::StatusOr<std::string> Authorize(const grpc::ServerContextBase& context,
+                                        absl::string_view method) const;
+
   const Options options_;
 };
 

@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "cloud/api/admin_auth.h"
 #include "common/net/identity.h"
 #include "common/status/grpc_status.h"
 #include "common/sync/mutex.h"
@@ -108,6 +109,9 @@ google::protobuf::Struct ErrorStruct(const grpc::Status& status) {
 // {"code": N, "status": "NAME", "message": "..."}
 void SendError(const grpc::Status& status, httplib::Response& res) {
   res.status = HttpStatus(status.error_code());
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    res.set_header("WWW-Authenticate", "Bearer");
+  }
   res.set_content(StructToJson(ErrorStruct(status)), kJson);
 }
 
@@ -455,6 +459,19 @@ struct RestGateway::Impl {
         return;
       }
       context->AddMetadata(net::kPrincipalMetadata, principal);
+    }
+    // The token travels on as gRPC metadata and is checked by the Admin service itself, the
+    // same way as a gRPC client's.
+    if (req.has_header("Authorization")) {
+      const std::string authorization = req.get_header_value("Authorization");
+      if (!IsValidMetadataValue(authorization)) {
+        SendError(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                               "the Authorization header must be printable ASCII: "
+                               "`Authorization: Bearer <token>`"),
+                  res);
+        return;
+      }
+      context->AddMetadata(kAuthorizationMetadata, authorization);
     }
     // Server streams have no deadline: WatchEvents runs until the client leaves or Stop().
     if (!method->server_streaming()) {

@@ -23,8 +23,10 @@ namespace fedge::cloud::api {
 // stream sends an empty line every few seconds (to notice a client that left, which cancels
 // the call), and a stream that fails after it began ends with the line
 // {"error": {"code": ..., "status": ..., "message": ...}}. A client-streaming method
-// (RegisterModel) takes the body as its only message. The X-Fedge-Principal header becomes the
-// call's principal. Stop() cancels the calls in flight and waits for the HTTP server's threads.
+// (RegisterModel) takes the body as its only message. The Authorization header (`Bearer
+// <token>`) goes on as the call's `authorization` metadata, so tokens and roles are checked by
+// the Admin service exactly as on gRPC (401 and 403 here). The X-Fedge-Principal header becomes
+// the call's principal when authentication is off. Stop() cancels the calls in flight and waits for the HTTP server's threads.
 class RestGateway {
  public:
   struct Options {

@@ -1,6 +1,7 @@
 #include "cloud/server/cloud_server.h"
 
 #include "absl/strings/str_cat.h"
+#include "cloud/api/admin_auth.h"
 #include "cloud/api/admin_service.h"
 #include "cloud/api/fleet_service.h"
 #include "cloud/api/rest_gateway.h"
@@ -11,9 +12,11 @@
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
 #include "cloud/registry/registry.h"
+#include "common/auth/token_store.h"
 #include "common/net/servers.h"
 #include "common/status/status.h"
 #include "glog/logging.h"
+#include "google/protobuf/descriptor.h"
 
 namespace fedge::cloud {
 
@@ -25,6 +28,8 @@ struct CloudServer::Impl {
   std::unique_ptr<deploy::Controller> deploy;
   std::unique_ptr<evaluation::FederatedEvaluator> evaluator;
   std::unique_ptr<api::FleetService> fleet_service;
+  std::unique_ptr<auth::TokenStore> admin_tokens;  // null: authentication off
+  std::unique_ptr<api::AdminAuthorizer> admin_authorizer;
   std::unique_ptr<api::AdminService> admin_service;
   net::StartedGrpcServer fleet_server;
   net::StartedGrpcServer admin_server;
@@ -50,6 +55,30 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
     return absl::InvalidArgumentError("--upload_idle_timeout_s must be > 0");
   }
   auto impl = std::make_unique<Impl>();
+  // A new Admin method without a role fails here (and in a test), not open to every caller.
+  FEDGE_RETURN_IF_ERROR(api::CheckAdminMethodRoles(
+      *google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+          v1::Admin::service_full_name())));
+  if (!options.admin_tokens_file.empty()) {
+    auth::TokenStore::Options token_opts;
+    token_opts.path = options.admin_tokens_file;
+    auto tokens = auth::TokenStore::Open(token_opts);
+    if (!tokens.ok()) {
+      return absl::Status(tokens.status().code(),
+                          absl::StrCat("--admin_tokens_file: ", tokens.status().message()));
+    }
+    impl->admin_tokens = std::move(*tokens);
+    LOG(INFO) << "Admin API authentication on: " << impl->admin_tokens->size() << " token(s) from "
+              << options.admin_tokens_file << " (re-read when the file changes)";
+  } else {
+    LOG(WARNING) << "*** The Admin API (gRPC and REST) is OPEN: every caller is an admin and "
+                    "names itself. Turn authentication on with --admin_tokens_file=PATH, "
+                    "holding lines made by `fedgectl tokens create --name=NAME --role=ROLE` "
+                    "(see docs/security.md). Bearer tokens over plaintext are only as safe as "
+                    "the network they cross: keep the Admin and REST ports on a trusted "
+                    "network until TLS is on. ***";
+  }
+  impl->admin_authorizer = std::make_unique<api::AdminAuthorizer>(impl->admin_tokens.get());
   FEDGE_ASSIGN_OR_RETURN(impl->registry,
                          registry::Registry::Open({options.data_dir, options.clock}));
   events::EventLog::Options event_opts;
@@ -142,6 +171,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   admin_core.events = event_log;
   admin_core.evaluator = impl->evaluator.get();
   admin_core.retrainer = impl->retrainer.get();
+  admin_core.authorizer = impl->admin_authorizer.get();
   impl->admin_service = std::make_unique<api::AdminService>(admin_core);
 
   net::GrpcServerOptions fleet_opts;

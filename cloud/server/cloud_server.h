@@ -28,6 +28,9 @@ class CloudServer {
     std::string rest_address = "0.0.0.0:7072";  // REST/JSON for Admin; empty: off
     std::vector<std::string> webhook_urls;      // http:// endpoints that receive every event
     std::string webhook_secret;                 // HMAC-SHA256 key for X-Fedge-Signature-256
+    // Admin bearer tokens and roles (common/auth/tokens.h); empty: the Admin API is open and
+    // every caller is an admin (a warning says so at start-up).
+    std::string admin_tokens_file;
     absl::Duration deploy_tick = absl::Milliseconds(100);
     absl::Duration heartbeat_interval = absl::Seconds(5);
     absl::Duration liveness_timeout = absl::Seconds(15);

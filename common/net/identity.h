@@ -22,9 +22,10 @@ absl::Status ValidateNodeId(absl::string_view id);
 // UNAUTHENTICATED if the call carries none; INVALID_ARGUMENT if it is malformed.
 absl::StatusOr<std::string> CallerNodeId(const grpc::ServerContextBase& context);
 
-// The operator behind an Admin call, recorded as creator in the registry. Today the CLI's user
-// name from the `x-fedge-principal` metadata entry ("anonymous" without one); later the subject
-// of a bearer token.
+// The operator behind an Admin call when Admin authentication is off: the CLI's user name from
+// the `x-fedge-principal` metadata entry ("anonymous" without one). With
+// --admin_tokens_file, cloud/api/admin_auth.h names the caller by its bearer token instead and
+// this entry is ignored, since any client can set it.
 inline constexpr char kPrincipalMetadata[] = "x-fedge-principal";
 std::string CallerPrincipal(const grpc::ServerContextBase& context);
 

@@ -61,8 +61,9 @@ v1::RegisterModelHeader SyntheticModelHeader(const std::string& name,
 }
 
 absl::StatusOr<v1::Version> Register(v1::Admin::Stub* admin, const v1::RegisterModelHeader& h,
-                                     const std::string& archive) {
+                                     const std::string& archive, const std::string& token) {
   auto ctx = Context();
+  if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
   v1::Version version;
   auto writer = admin->RegisterModel(ctx.get(), &version);
   v1::RegisterModelRequest req;

@@ -34,9 +34,11 @@ std::unique_ptr<grpc::ClientContext> Context(const std::string& node_id = "",
 v1::RegisterModelHeader SyntheticModelHeader(const std::string& name,
                                              const std::string& architecture = "mlp");
 
-// Registers a model from a header (and an optional archive) over Admin.
+// Registers a model from a header (and an optional archive) over Admin, with
+// `authorization: Bearer <token>` if a token is given.
 absl::StatusOr<v1::Version> Register(v1::Admin::Stub* admin, const v1::RegisterModelHeader& header,
-                                     const std::string& archive = "");
+                                     const std::string& archive = "",
+                                     const std::string& token = "");
 
 // Polls GetJob until the job has finished or the timeout passes.
 absl::StatusOr<v1::Job> WaitForJob(v1::Admin::Stub* admin, const std::string& id,

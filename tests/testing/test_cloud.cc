@@ -8,7 +8,8 @@
 namespace fedge::testing {
 
 absl::StatusOr<TestCloud> TestCloud::Start(const std::string& data_dir,
-                                           absl::Duration heartbeat) {
+                                           absl::Duration heartbeat,
+                                           const std::string& admin_tokens_file) {
   cloud::CloudServer::Options o;
   o.data_dir = data_dir;
   o.fleet_address = "127.0.0.1:0";
@@ -17,6 +18,7 @@ absl::StatusOr<TestCloud> TestCloud::Start(const std::string& data_dir,
   o.rest_address = "127.0.0.1:0";
   o.deploy_tick = absl::Milliseconds(20);
   o.heartbeat_interval = heartbeat;
+  o.admin_tokens_file = admin_tokens_file;
   TestCloud cloud;
   FEDGE_ASSIGN_OR_RETURN(cloud.server, cloud::CloudServer::Start(o));
   cloud.fleet_channel = net::MakeChannel(cloud.fleet_address());

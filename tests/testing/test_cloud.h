@@ -21,8 +21,10 @@ struct TestCloud {
   std::shared_ptr<grpc::Channel> fleet_channel;
   std::unique_ptr<v1::Admin::Stub> admin;
 
+  // A non-empty `admin_tokens_file` turns Admin authentication on.
   static absl::StatusOr<TestCloud> Start(const std::string& data_dir,
-                                         absl::Duration heartbeat = absl::Seconds(5));
+                                         absl::Duration heartbeat = absl::Seconds(5),
+                                         const std::string& admin_tokens_file = "");
   std::string fleet_address() const;
 };
 

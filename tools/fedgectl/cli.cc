@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -32,6 +33,14 @@ int FailRpc(const std::string& what, const grpc::Status& st) {
   if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
     hint = absl::StrCat(" (is fedge-cloud running at ", absl::GetFlag(FLAGS_admin),
                         "? set --admin=HOST:PORT)");
+  } else if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    hint = Token().empty()
+               ? " (no token sent: set FEDGE_TOKEN or --token; an admin creates one with "
+                 "`fedgectl tokens create --name=NAME --role=ROLE`)"
+               : " (the token sent is not in the cloud's tokens file: check FEDGE_TOKEN or "
+                 "--token, or ask an admin for a new one)";
+  } else if (st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    hint = " (ask an admin for a token with that role)";
   }
   std::cerr << "fedgectl: " << what << " failed: " << st.error_message() << hint << " ["
             << static_cast<int>(st.error_code()) << "]\n";
@@ -61,8 +70,25 @@ std::unique_ptr<grpc::ClientContext> Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() +
                     std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s)));
-  ctx->AddMetadata(fedge::net::kPrincipalMetadata, UserName());
+  AddCredentials(ctx.get());
   return ctx;
+}
+
+std::string Token() {
+  std::string token = absl::GetFlag(FLAGS_token);
+  if (token.empty()) {
+    const char* env = getenv("FEDGE_TOKEN");
+    if (env != nullptr) token = env;
+  }
+  return std::string(absl::StripAsciiWhitespace(token));
+}
+
+void AddCredentials(grpc::ClientContext* ctx) {
+  // Without authentication on the cloud, the user name is the principal; with it, the cloud
+  // ignores this and records the token's name.
+  ctx->AddMetadata(fedge::net::kPrincipalMetadata, UserName());
+  const std::string token = Token();
+  if (!token.empty()) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", token));
 }
 
 std::unique_ptr<Admin::Stub> Stub() {

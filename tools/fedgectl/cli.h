@@ -16,6 +16,7 @@
 ABSL_DECLARE_FLAG(std::string, admin);
 ABSL_DECLARE_FLAG(std::string, output);
 ABSL_DECLARE_FLAG(int, timeout_s);
+ABSL_DECLARE_FLAG(std::string, token);
 
 namespace fedge::cli {
 
@@ -33,7 +34,12 @@ int FailRpc(const std::string& what, const grpc::Status& st);
 bool Json();
 void PrintJson(const google::protobuf::Message& m);
 std::string UserName();
+// An Admin call's context: the deadline and the credentials.
 std::unique_ptr<grpc::ClientContext> Context();
+// The bearer token: --token, else $FEDGE_TOKEN; empty if neither.
+std::string Token();
+// The principal metadata and, if there is a token, `authorization: Bearer <token>`.
+void AddCredentials(grpc::ClientContext* ctx);
 std::unique_ptr<Admin::Stub> Stub();
 std::vector<std::string> SplitList(const std::string& s);
 // key=value,... into a map; false if an entry is malformed.

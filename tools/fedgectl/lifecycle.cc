@@ -615,7 +615,7 @@ int EventsWatch(bool follow) {
   }
   auto stub = Stub();
   grpc::ClientContext ctx;  // no deadline: follows until interrupted
-  ctx.AddMetadata("x-fedge-principal", UserName());
+  AddCredentials(&ctx);
   auto reader = stub->WatchEvents(&ctx, req);
   v1::Event e;
   while (reader->Read(&e)) print(e);

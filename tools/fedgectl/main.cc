@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/app/app.h"
+#include "common/auth/tokens.h"
 #include "common/data/dataset.h"
 #include "common/data/synthetic.h"
 #include "common/net/identity.h"
@@ -37,6 +38,11 @@
 ABSL_FLAG(std::string, admin, "127.0.0.1:7071", "host:port of the cloud's Admin API.");
 ABSL_FLAG(std::string, output, "table", "table (for people) or json (for scripts).");
 ABSL_FLAG(int, timeout_s, 60, "Deadline of each call, in seconds.");
+ABSL_FLAG(std::string, token, "",
+          "Admin API bearer token (sent as `authorization: Bearer <token>`). Default: the "
+          "FEDGE_TOKEN environment variable. Prefer the variable: flags show in `ps`.");
+// tokens create
+ABSL_FLAG(std::string, role, "", "tokens create: viewer, operator or admin.");
 // models register
 ABSL_FLAG(std::string, name, "", "Model name.");
 ABSL_FLAG(std::string, builtin, "", "Built-in architecture: mlp or conv1d.");
@@ -160,10 +166,50 @@ constexpr char kUsageText[] =
     "  events watch [--after_id=N] [--types=deployment.,job.]   (follows until Ctrl-C)\n"
     "  events list [--after_id=N] [--types=..] [--limit=N]\n"
     "  events deliveries [--limit=N]                 the webhook delivery log\n"
-    "  predict --edge=HOST:PORT (--values=1.0,2.0,... | --synthetic_sample=N)\n\n"
+    "  predict --edge=HOST:PORT (--values=1.0,2.0,... | --synthetic_sample=N)\n"
+    "Access (when fedge-cloud runs with --admin_tokens_file):\n"
+    "  tokens create --name=NAME --role=viewer|operator|admin   (offline: prints the secret\n"
+    "                once and the line for the tokens file)\n"
+    "  Every command sends --token, or else $FEDGE_TOKEN, as `authorization: Bearer <token>`.\n\n"
     "Output: tables for people, --output=json for scripts. Exit codes: 0 done, 1 the cloud\n"
     "refused or the job/deployment failed, 2 the command line is wrong. Every flag can also\n"
     "come from --flagfile=FILE (one --flag=value per line).\n";
+
+// --- tokens ---------------------------------------------------------------------------------
+
+// Needs no server: the secret is printed once and only its hash goes into the tokens file.
+int TokensCreate() {
+  const std::string name = absl::GetFlag(FLAGS_name);
+  if (name.empty()) return Usage("tokens create needs --name=NAME (who the token is for)");
+  if (absl::Status st = fedge::net::ValidateNodeId(name); !st.ok()) {
+    return Usage(absl::StrCat("--name='", name,
+                              "' is invalid: use 1-64 characters [A-Za-z0-9._-], starting with "
+                              "a letter or digit"));
+  }
+  auto role = fedge::auth::ParseRole(absl::GetFlag(FLAGS_role));
+  if (!role.ok()) {
+    return Usage(absl::StrCat(
+        "tokens create needs --role: ",
+        absl::GetFlag(FLAGS_role).empty() ? "missing" : std::string(role.status().message()),
+        " (viewer reads, operator runs jobs and rollouts, admin also "
+        "promotes and sets policies)"));
+  }
+  auto secret = fedge::auth::GenerateSecret();
+  if (!secret.ok()) return Fail(std::string(secret.status().message()));
+  const std::string line = fedge::auth::TokenLine(name, *role, *secret);
+  if (Json()) {
+    std::cout << "{\n  \"name\": \"" << name << "\",\n  \"role\": \""
+              << fedge::auth::RoleName(*role) << "\",\n  \"secret\": \"" << *secret
+              << "\",\n  \"line\": \"" << line << "\"\n}\n";
+    return kOk;
+  }
+  std::cout << "secret: " << *secret << "\n"
+            << "line:   " << line << "\n\n"
+            << "Give the secret to " << name << " (fedgectl --token or FEDGE_TOKEN); it is shown\n"
+            << "only now. Append the line to the file of fedge-cloud --admin_tokens_file; the\n"
+            << "cloud re-reads it within a second. Delete the line to revoke the token.\n";
+  return kOk;
+}
 
 // --- models ---------------------------------------------------------------------------------
 
@@ -564,7 +610,10 @@ int Predict() {
     req.mutable_instance()->add_features(f);
   }
   auto stub = fedge::v1::Inference::NewStub(fedge::net::MakeChannel(absl::GetFlag(FLAGS_edge)));
-  auto ctx = Context();
+  // The edge is not the Admin API: it gets no bearer token.
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s)));
   fedge::v1::PredictResponse resp;
   grpc::Status st = stub->Predict(ctx.get(), req, &resp);
   if (!st.ok()) return FailRpc("predict", st);
@@ -624,6 +673,7 @@ int main(int argc, char** argv) {
   if (is({"events", "list"})) return EventsWatch(false);
   if (is({"events", "deliveries"})) return EventsDeliveries();
   if (is({"predict"})) return Predict();
+  if (is({"tokens", "create"}) && a.size() == 2) return TokensCreate();
   std::cerr << kUsageText << "\nRun fedgectl --help for every flag.\n";
   return a.empty() ? kOk : kUsage;
 }

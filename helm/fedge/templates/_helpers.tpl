@@ -121,4 +121,7 @@ fedge-cloud
 {{- if .Values.webhook.secret.enabled }}
 --webhook_secret_file={{ include "fedge.webhookSecretPath" . }}
 {{- end }}
+{{- if .Values.adminTokens.enabled }}
+--admin_tokens_file=/etc/fedge/tokens/{{ .Values.adminTokens.key }}
+{{- end }}
 {{- end }}
