@@ -295,7 +295,8 @@ void FeedChunks(Input& in, cloud::api::UploadStage& stage, int64_t total, Attemp
                     {absl::StatusCode::kInvalidArgument, absl::StatusCode::kResourceExhausted,
                      absl::StatusCode::kDataLoss},
                     "AddChunk");
-    FUZZ_CHECK(stage.size() <= total, "size ", stage.size(), " exceeds the total ", total);
+    FUZZ_CHECK(stage.size() <= std::max<int64_t>(total, 0), "size ", stage.size(),
+               " exceeds the total ", total);
     if (st.ok()) {
       FUZZ_CHECK(stage.size() == before + static_cast<int64_t>(len), "size did not grow by ", len);
       attempt.expected += chunk;
@@ -339,7 +340,8 @@ const std::string& PartDir() {
 int FuzzUploadChunks(const uint8_t* data, size_t size) {
   Input in(data, size);
   const uint8_t mode = in.Byte();
-  const int64_t total = in.U16() % 16384;
+  // Bit 6: a negative declared total, which no upload can fit.
+  const int64_t total = (mode & 0x40) ? -static_cast<int64_t>(in.U16()) - 1 : in.U16() % 16384;
   const bool with_file = mode & 1;
   const bool resume = with_file && (mode & 2);
   const std::string part = with_file ? PartDir() + "/part" : "";
