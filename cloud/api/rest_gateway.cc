@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cloud/api/admin_auth.h"
+#include "cloud/api/rest_request.h"
 #include "common/net/identity.h"
 #include "common/status/grpc_status.h"
 #include "common/sync/mutex.h"
@@ -423,31 +424,19 @@ struct RestGateway::Impl {
   }
 
   void Call(const httplib::Request& req, httplib::Response& res) {
-    const std::string name = req.matches[1];
-    const MethodDescriptor* method = service->FindMethodByName(name);
-    if (method == nullptr) {
-      SendError(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                             absl::StrCat(service->full_name(), " has no method \"", name, "\"")),
-                res);
+    const auto method_or = FindAdminMethod(req.matches[1].str());
+    if (!method_or.ok()) {
+      SendError(ToGrpcStatus(method_or.status()), res);
       return;
     }
-    auto* factory = google::protobuf::MessageFactory::generated_factory();
-    std::unique_ptr<Message> request(factory->GetPrototype(method->input_type())->New());
-    const absl::string_view body = absl::StripAsciiWhitespace(req.body);
-    if (!body.empty()) {
-      google::protobuf::util::JsonParseOptions parse;
-      parse.ignore_unknown_fields = false;
-      const auto parsed = google::protobuf::util::JsonStringToMessage(
-          google::protobuf::StringPiece(body.data(), body.size()), request.get(), parse);
-      if (!parsed.ok()) {
-        SendError(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                               absl::StrCat("request body is not a valid ",
-                                            method->input_type()->full_name(), ": ",
-                                            parsed.message().ToString())),
-                  res);
-        return;
-      }
+    const MethodDescriptor* method = *method_or;
+    auto request_or = ParseRequestBody(*method, req.body);
+    if (!request_or.ok()) {
+      SendError(ToGrpcStatus(request_or.status()), res);
+      return;
     }
+    std::unique_ptr<Message> request = *std::move(request_or);
+    auto* factory = google::protobuf::MessageFactory::generated_factory();
 
     auto context = std::make_unique<grpc::ClientContext>();
     if (req.has_header("X-Fedge-Principal")) {

@@ -52,6 +52,11 @@ UploadStage::~UploadStage() {
 }
 
 absl::Status UploadStage::Open(int64_t offset) {
+  // Checked here, not left to the caller: a negative size would become a huge reservation.
+  if (total_size_ < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the upload declares ", total_size_, " bytes: sizes are never negative"));
+  }
   if (part_path_.empty()) {
     if (offset != 0) {
       return absl::InvalidArgumentError(
@@ -107,8 +112,8 @@ absl::Status UploadStage::AddChunk(int64_t offset, std::string data) {
     resumed_ = offset > 0;
   }
   if (offset != size_) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk at offset ", offset, ", expected ",
-                                                   size_, ": chunks must arrive in order"));
+    return absl::InvalidArgumentError(absl::StrCat("chunk at offset ", offset, ", expected ", size_,
+                                                   ": chunks must arrive in order"));
   }
   if (data.empty()) {
     return absl::InvalidArgumentError(

@@ -37,7 +37,8 @@ class UploadStage {
 
   // Starts staging at `offset`: 0 starts afresh; more continues the part an earlier attempt
   // left, which must hold exactly `offset` bytes (INVALID_ARGUMENT otherwise, naming both), and
-  // must be readable (DATA_LOSS, and the part is dropped).
+  // must be readable (DATA_LOSS, and the part is dropped). A negative total_size is
+  // INVALID_ARGUMENT.
   absl::Status Open(int64_t offset);
   // Takes the next chunk of an upload stream, checked as the wire protocol demands: the first
   // chunk opens the stage at its offset (a resume when > 0, see Open); each later one must

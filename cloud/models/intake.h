@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "cloud/models/contract.h"
 #include "fedge/v1/admin.pb.h"
 #include "fedge/v1/model.pb.h"
 
@@ -23,10 +24,6 @@ struct Intake {
 // INVALID_ARGUMENT names what is wrong and how to fix it.
 absl::StatusOr<Intake> BuildVersion(const v1::RegisterModelHeader& header,
                                     absl::string_view user_archive);
-
-// The contract as stored inside archives (protobuf JSON), and back.
-std::string ContractToJson(const v1::ModelContract& contract);
-absl::StatusOr<v1::ModelContract> ContractFromJson(absl::string_view json);
 
 }  // namespace fedge::cloud::models
 

@@ -158,5 +158,15 @@ TEST(UploadStageTest, AFirstChunkPastZeroResumesThePart) {
   EXPECT_EQ(second.FinishDigest(), Sha256Hex(payload));
 }
 
+TEST(UploadStageTest, NegativeDeclaredSizeIsRefusedInMemoryAndWithAPartFile) {
+  testing::TempDir dir;
+  for (const std::string& part : {std::string(), dir.path() + "/u.part"}) {
+    UploadStage stage(part, -5);
+    const absl::Status st = stage.AddChunk(0, "abcd");
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << part;
+    EXPECT_EQ(stage.size(), 0);
+  }
+}
+
 }  // namespace
 }  // namespace fedge::cloud::api
