@@ -59,7 +59,7 @@ def test(fleet):
     deadline = time.time() + 60
     while time.time() < deadline:
         nodes = fleet.ctl("nodes", "list").get("nodes", [])
-        if sum(1 for n in nodes if "pump" in json.dumps(n.get("active_versions", n))) >= len(EDGES):
+        if sum(1 for n in nodes if "pump" in n.get("active_versions", {})) >= len(EDGES):
             break
         time.sleep(0.1)
 
