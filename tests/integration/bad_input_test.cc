@@ -7,7 +7,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "cloud/server/cloud_server.h"
-#include "common/metrics/metrics.h"
 #include "common/net/servers.h"
 #include "common/tensor/flat.h"
 #include "common/tensor/sha256.h"
@@ -187,13 +186,6 @@ TEST_F(BadInputTest, EveryBadUpdateIsRefusedAndTheRoundStillCompletesCleanly) {
   for (size_t i = 0; i < b.size(); ++i) ASSERT_FLOAT_EQ(n[i], b[i] + 0.01f) << i;
 }
 
-// The number in a series of the process's metrics (the cloud runs in this process).
-double MetricValue(const std::string& series) {
-  const std::string text = metrics::RenderText();
-  const size_t at = text.find(series + " ");
-  return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 1));
-}
-
 TEST_F(BadInputTest, AJobThatClipsScalesAnUpdateAboveItsBoundDownToIt) {
   v1::AggregationSpec aggregation;
   aggregation.set_max_update_norm(2.0);
@@ -202,7 +194,8 @@ TEST_F(BadInputTest, AJobThatClipsScalesAnUpdateAboveItsBoundDownToIt) {
   const std::string clipped = R"(fedge_cloud_poisoned_updates_total{action="clipped",reason="norm"})";
   const std::string refused =
       R"(fedge_cloud_poisoned_updates_total{action="refused",reason="non_finite"})";
-  const double clipped_before = MetricValue(clipped), refused_before = MetricValue(refused);
+  const double clipped_before = testing::MetricValue(clipped);
+  const double refused_before = testing::MetricValue(refused);
 
   // NaN cannot be clipped: still refused.
   FlatTensor bad(static_cast<size_t>(NumElements()), 0.5f);
@@ -219,8 +212,8 @@ TEST_F(BadInputTest, AJobThatClipsScalesAnUpdateAboveItsBoundDownToIt) {
   auto job = testing::WaitForJob(admin_.get(), job_.id(), absl::Seconds(30));
   ASSERT_TRUE(job.ok()) << job.status();
   ASSERT_EQ(job->state(), v1::JOB_SUCCEEDED) << job->error();
-  EXPECT_EQ(MetricValue(clipped), clipped_before + 1);
-  EXPECT_EQ(MetricValue(refused), refused_before + 1);
+  EXPECT_EQ(testing::MetricValue(clipped), clipped_before + 1);
+  EXPECT_EQ(testing::MetricValue(refused), refused_before + 1);
 
   auto base_archive = testing::DownloadVersion(admin_.get(), "m", 1);
   auto new_archive = testing::DownloadVersion(admin_.get(), "m", 2);

@@ -1,14 +1,14 @@
 // Per-node limits on the Fleet port: a node that calls too often is refused RESOURCE_EXHAUSTED
 // while other nodes go on, and an upload stream that goes quiet is cut off, over real gRPC.
 
+#include "cloud/api/call_limits.h"
+
 #include <chrono>
 #include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "cloud/api/call_limits.h"
 #include "cloud/server/cloud_server.h"
-#include "common/metrics/metrics.h"
 #include "common/net/servers.h"
 #include "fedge/v1/fleet.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -63,12 +63,6 @@ TEST(NodeRateLimiterTest, TheBucketTableStaysBounded) {
   EXPECT_FALSE(limiter.Admit("hot").ok());
 }
 
-double MetricValue(const std::string& series) {
-  const std::string text = metrics::RenderText();
-  const size_t at = text.find(series + " ");
-  return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 1));
-}
-
 class CallLimitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -84,8 +78,7 @@ class CallLimitsTest : public ::testing::Test {
     auto server = cloud::CloudServer::Start(o);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
-    stub_ = v1::Fleet::NewStub(
-        net::MakeChannel(absl::StrCat("127.0.0.1:", server_->fleet_port())));
+    stub_ = v1::Fleet::NewStub(net::MakeChannel(absl::StrCat("127.0.0.1:", server_->fleet_port())));
   }
   void TearDown() override { server_->Shutdown(); }
 
@@ -105,19 +98,19 @@ class CallLimitsTest : public ::testing::Test {
 
 TEST_F(CallLimitsTest, ANodeThatCallsTooOftenIsRefusedWhileOthersGoOn) {
   const std::string series = R"(fedge_cloud_calls_limited_total{limit="rate"})";
-  const double before = MetricValue(series);
+  const double before = testing::MetricValue(series);
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(Offset("busy").ok()) << i;
   grpc::Status st = Offset("busy");
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_NE(st.error_message().find("node busy exceeds 0.5 calls/s"), std::string::npos)
       << st.error_message();
   EXPECT_TRUE(Offset("quiet").ok());
-  EXPECT_EQ(MetricValue(series), before + 1);
+  EXPECT_EQ(testing::MetricValue(series), before + 1);
 }
 
 TEST_F(CallLimitsTest, AnUploadStreamThatGoesQuietIsCutOff) {
   const std::string series = R"(fedge_cloud_calls_limited_total{limit="idle"})";
-  const double before = MetricValue(series);
+  const double before = testing::MetricValue(series);
   auto ctx = testing::Context("slowloris", absl::Seconds(30));
   v1::UploadResponse resp;
   const auto start = std::chrono::steady_clock::now();
@@ -129,7 +122,7 @@ TEST_F(CallLimitsTest, AnUploadStreamThatGoesQuietIsCutOff) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::CANCELLED) << st.error_message();
   EXPECT_GE(seconds, 1.0);
   EXPECT_LT(seconds, 10.0);  // long before the client's own 30 s deadline
-  EXPECT_EQ(MetricValue(series), before + 1);
+  EXPECT_EQ(testing::MetricValue(series), before + 1);
   // The coordinator is fine: the next call is answered.
   EXPECT_TRUE(Offset("slowloris").ok());
 }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/data/dataset.h"
 #include "common/data/synthetic.h"
+#include "common/metrics/metrics.h"
 #include "common/net/identity.h"
 #include "common/status/grpc_status.h"
 #include "common/tensor/flat.h"
@@ -245,6 +246,12 @@ grpc::Status FakeEdge::Close() {
   }
   final_status_ = stream_->Finish();
   return final_status_;
+}
+
+double MetricValue(const std::string& series) {
+  const std::string text = metrics::RenderText();
+  const size_t at = text.find(series + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 1));
 }
 
 }  // namespace fedge::testing

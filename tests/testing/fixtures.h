@@ -69,6 +69,11 @@ grpc::Status SendPayload(v1::Fleet::Stub* stub, const std::string& node_id,
                          v1::Encoding encoding, int64_t num_samples,
                          const std::map<std::string, double>& metrics = {});
 
+// The value of one series in this process's metrics, e.g.
+// `fedge_cloud_calls_limited_total{limit="rate"}`; -1 if the series does not exist. In-process
+// coordinators and edges share the registry, so tests read their metrics this way.
+double MetricValue(const std::string& series);
+
 // A hand-driven edge: opens a Session as `node_id`, says hello, and hands over the cloud's
 // messages one at a time. Tests use it to send what no well-behaved edge would.
 class FakeEdge {
