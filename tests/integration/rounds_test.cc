@@ -52,13 +52,7 @@ class RoundsTest : public testing::CloudWithModelTest {
   }
 
   v1::Job RunJob(v1::JobSpec spec) {
-    spec.set_model("m");
-    v1::StartJobRequest req;
-    *req.mutable_spec() = spec;
-    v1::Job job;
-    auto ctx = testing::Context();
-    grpc::Status st = admin_->StartJob(ctx.get(), req, &job);
-    EXPECT_TRUE(st.ok()) << st.error_message();
+    const v1::Job job = StartJob(std::move(spec));
     auto done = testing::WaitForJob(admin_.get(), job.id(), absl::Seconds(60));
     EXPECT_TRUE(done.ok()) << done.status();
     return done.ok() ? *done : v1::Job();

@@ -57,16 +57,7 @@ class SelectionTest : public testing::CloudWithModelTest {
     }));
   }
 
-  v1::Job Start(v1::JobSpec spec) {
-    spec.set_model("m");
-    v1::StartJobRequest req;
-    *req.mutable_spec() = spec;
-    v1::Job job;
-    auto ctx = testing::Context();
-    grpc::Status st = admin_->StartJob(ctx.get(), req, &job);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return job;
-  }
+  v1::Job Start(v1::JobSpec spec) { return StartJob(std::move(spec)); }
 
   v1::Job Wait(const std::string& id) {
     auto done = testing::WaitForJob(admin_.get(), id, absl::Seconds(60));

@@ -50,4 +50,15 @@ void CloudWithModelTest::TearDown() {
   if (cloud_) cloud_->Shutdown();
 }
 
+v1::Job CloudWithModelTest::StartJob(v1::JobSpec spec) {
+  spec.set_model("m");
+  v1::StartJobRequest req;
+  *req.mutable_spec() = spec;
+  v1::Job job;
+  auto ctx = Context();
+  grpc::Status st = admin_->StartJob(ctx.get(), req, &job);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return job;
+}
+
 }  // namespace fedge::testing

@@ -37,6 +37,10 @@ class CloudWithModelTest : public ::testing::Test {
   void SetUp() override;
   void TearDown() override;
 
+  // Starts a job of model "m" with `spec` (its model is set here); a refused start fails the
+  // test and returns an empty Job.
+  v1::Job StartJob(v1::JobSpec spec);
+
   TempDir dir_;
   std::unique_ptr<cloud::CloudServer> cloud_;
   std::shared_ptr<grpc::Channel> channel_;
