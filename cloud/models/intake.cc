@@ -88,8 +88,8 @@ absl::StatusOr<Intake> BuildVersion(const v1::RegisterModelHeader& header,
   }
   // The module must map [1, features] to [1, labels] (again, for a user's archive: its
   // normalization is in place now).
-  FEDGE_RETURN_IF_ERROR(CheckModelShape(*model, contract.feature_names_size(),
-                                        contract.labels_size()));
+  FEDGE_RETURN_IF_ERROR(
+      CheckModelShape(*model, contract.feature_names_size(), contract.labels_size()));
   model->SetExtraFile(torchlib::kContractFile, ContractToJson(contract));
   Intake out;
   FEDGE_ASSIGN_OR_RETURN(out.archive, model->Serialize());

@@ -72,8 +72,8 @@ int main(int argc, char** argv) {
   fedge::torchlib::SetNumThreads(1);
   // Limits next, before the archive is read. CPU: SIGXCPU at the soft limit, SIGKILL a second
   // later. No core dumps, and no file may be written.
-  bool limited = SetLimit(RLIMIT_CORE, 0, 0, "RLIMIT_CORE") &&
-                 SetLimit(RLIMIT_FSIZE, 0, 0, "RLIMIT_FSIZE");
+  bool limited =
+      SetLimit(RLIMIT_CORE, 0, 0, "RLIMIT_CORE") && SetLimit(RLIMIT_FSIZE, 0, 0, "RLIMIT_FSIZE");
   if (limited && memory_mb > 0) {
     const rlim_t bytes = static_cast<rlim_t>(memory_mb) << 20;
     limited = SetLimit(RLIMIT_AS, bytes, bytes, "RLIMIT_AS");

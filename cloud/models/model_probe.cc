@@ -11,9 +11,9 @@ absl::Status CheckModelShape(const torchlib::Model& model, int64_t features, int
   std::vector<float> zeros(static_cast<size_t>(features), 0.0f);
   auto probe = model.Predict(zeros, features);
   if (!probe.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("the model does not accept ", features,
-                                                   " features as the contract says: ",
-                                                   probe.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model does not accept ", features,
+                     " features as the contract says: ", probe.status().message()));
   }
   if (static_cast<int64_t>((*probe)[0].scores.size()) != labels) {
     return absl::InvalidArgumentError(absl::StrCat("the model outputs ", (*probe)[0].scores.size(),

@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -114,12 +116,12 @@ absl::Status MapExit(int wait_status, const std::string& output, const SandboxLi
       case kModelCheckRefused:
         return absl::InvalidArgumentError(message);
       case kModelCheckOutOfMemory:
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the archive exceeded the model check's memory limit of ", limits.memory_mb,
-            " MB: ", message));
+        return absl::InvalidArgumentError(
+            absl::StrCat("the archive exceeded the model check's memory limit of ",
+                         limits.memory_mb, " MB: ", message));
       case kModelCheckUsage:
-        return absl::InternalError(absl::StrCat("fedge-model-check refused its arguments: ",
-                                                message));
+        return absl::InternalError(
+            absl::StrCat("fedge-model-check refused its arguments: ", message));
       default:
         return absl::InvalidArgumentError(absl::StrCat("the model check failed (exit ",
                                                        WEXITSTATUS(wait_status), "): ", message));
@@ -140,8 +142,8 @@ absl::Status MapExit(int wait_status, const std::string& output, const SandboxLi
     return absl::InvalidArgumentError(
         absl::StrCat("the archive crashed the model check (", SignalText(sig), ")"));
   }
-  return absl::InternalError(absl::StrCat("fedge-model-check ended with wait status ",
-                                          wait_status));
+  return absl::InternalError(
+      absl::StrCat("fedge-model-check ended with wait status ", wait_status));
 }
 
 }  // namespace
@@ -172,15 +174,13 @@ absl::StatusOr<std::string> FindModelCheckHelper(const std::string& helper_path)
       "--model_check_path"));
 }
 
-absl::Status CheckArchiveInSandbox(absl::string_view archive,
-                                   absl::string_view expected_sha256_hex, int features,
-                                   int labels, const SandboxLimits& limits) {
+absl::Status CheckArchiveInSandbox(absl::string_view archive, absl::string_view expected_sha256_hex,
+                                   int features, int labels, const SandboxLimits& limits) {
   if (!expected_sha256_hex.empty()) {
     const std::string actual = Sha256Hex(archive);
     if (actual != expected_sha256_hex) {
-      return absl::InvalidArgumentError(absl::StrCat("the archive's sha256 is ", actual,
-                                                     " but ", expected_sha256_hex,
-                                                     " was expected"));
+      return absl::InvalidArgumentError(absl::StrCat("the archive's sha256 is ", actual, " but ",
+                                                     expected_sha256_hex, " was expected"));
     }
   }
   auto helper = FindModelCheckHelper(limits.helper_path);
@@ -217,8 +217,8 @@ absl::Status CheckArchiveInSandbox(absl::string_view archive,
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
 
   std::vector<std::string> args = {
       *helper,
@@ -229,8 +229,8 @@ absl::Status CheckArchiveInSandbox(absl::string_view archive,
       absl::StrCat("--cpu_s=", limits.cpu_seconds),
   };
   std::vector<std::string> env = {
-      "PATH=/usr/bin:/bin", "LC_ALL=C",           "OMP_NUM_THREADS=1",
-      "MKL_NUM_THREADS=1",  "OPENBLAS_NUM_THREADS=1",
+      "PATH=/usr/bin:/bin",     "LC_ALL=C", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",
+      "OPENBLAS_NUM_THREADS=1",
   };
   std::vector<char*> argv, envp;
   for (auto& a : args) argv.push_back(a.data());
@@ -294,9 +294,9 @@ absl::Status CheckArchiveInSandbox(absl::string_view archive,
     kill(pid, SIGKILL);
     while (waitpid(pid, &wait_status, 0) < 0 && errno == EINTR) {
     }
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model check timed out after ", absl::FormatDuration(limits.timeout),
-        " (killed); the archive took too long to load and run"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model check timed out after ", absl::FormatDuration(limits.timeout),
+                     " (killed); the archive took too long to load and run"));
   }
   return MapExit(wait_status, output, limits);
 }

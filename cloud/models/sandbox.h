@@ -19,8 +19,8 @@ struct SandboxLimits {
   // Where the archive is written for the helper (a private 0600 file, removed afterwards).
   // Empty: $TMPDIR, else /tmp.
   std::string temp_dir;
-  int64_t memory_mb = 2048;  // the helper's address space (RLIMIT_AS)
-  int64_t cpu_seconds = 60;  // the helper's CPU time (RLIMIT_CPU)
+  int64_t memory_mb = 2048;                     // the helper's address space (RLIMIT_AS)
+  int64_t cpu_seconds = 60;                     // the helper's CPU time (RLIMIT_CPU)
   absl::Duration timeout = absl::Seconds(120);  // wall clock, then SIGKILL
 };
 
@@ -38,9 +38,8 @@ inline constexpr char kModelCheckBinary[] = "fedge-model-check";
 // helper refuses (its message), a helper killed by a signal or a limit, or one still running
 // after `limits.timeout` (killed and reaped). FAILED_PRECONDITION if the helper is not installed.
 // INTERNAL for local failures (temp file, spawn). Thread-safe; blocks for the helper's run.
-absl::Status CheckArchiveInSandbox(absl::string_view archive,
-                                   absl::string_view expected_sha256_hex, int features,
-                                   int labels, const SandboxLimits& limits);
+absl::Status CheckArchiveInSandbox(absl::string_view archive, absl::string_view expected_sha256_hex,
+                                   int features, int labels, const SandboxLimits& limits);
 
 // The helper CheckArchiveInSandbox would run, or FAILED_PRECONDITION naming where it looked.
 absl::StatusOr<std::string> FindModelCheckHelper(const std::string& helper_path);

@@ -184,11 +184,12 @@ TEST_F(SandboxTest, GivesTheHelperACleanEnvironmentAndNoInheritedDescriptors) {
   // A descriptor opened without O_CLOEXEC, as a careless library in the coordinator might.
   const int leaky = open("/dev/null", O_RDONLY);
   ASSERT_GE(leaky, 3);
-  limits_.helper_path = Script(
-      "env.sh", absl::StrCat("env > ", report, ".env; if [ -e /proc/$$/fd/", leaky,
-                             " ]; then echo leaked > ", report, ".fd; fi; "
-                             "if [ -e /proc/$$/fd/0 ]; then readlink /proc/$$/fd/0 > ",
-                             report, ".stdin; fi"));
+  limits_.helper_path =
+      Script("env.sh", absl::StrCat("env > ", report, ".env; if [ -e /proc/$$/fd/", leaky,
+                                    " ]; then echo leaked > ", report,
+                                    ".fd; fi; "
+                                    "if [ -e /proc/$$/fd/0 ]; then readlink /proc/$$/fd/0 > ",
+                                    report, ".stdin; fi"));
   limits_.temp_dir = work_.path();
   absl::Status st = CheckArchiveInSandbox(*good_, "", 4, 3, limits_);
   close(leaky);
