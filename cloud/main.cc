@@ -1,6 +1,7 @@
 // fedge-cloud: the coordinator. Serves the edge-facing Fleet API, the operators' Admin API, and
 // /metrics and /healthz on a plaintext port.
 
+#include <cstdint>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -46,6 +47,16 @@ ABSL_FLAG(int, upload_idle_timeout_s, 60,
           "An upload stream that sends nothing for this many seconds is cancelled.");
 ABSL_FLAG(double, max_update_norm, 1e6,
           "Updates whose L2 norm exceeds this are refused as diverged or malicious.");
+ABSL_FLAG(std::string, model_check_path, "",
+          "The fedge-model-check helper that tries each user-supplied model archive before it "
+          "is loaded; empty: the one beside this binary, then PATH.");
+ABSL_FLAG(int64_t, model_check_memory_mb, 2048,
+          "Address-space limit of fedge-model-check (RLIMIT_AS), in MiB.");
+ABSL_FLAG(int64_t, model_check_cpu_s, 60,
+          "CPU-time limit of fedge-model-check (RLIMIT_CPU), in seconds.");
+ABSL_FLAG(int, model_check_timeout_s, 120,
+          "Wall-clock limit of one fedge-model-check run; then it is killed and the archive "
+          "refused.");
 
 int main(int argc, char** argv) {
   fedge::app::Init(argc, argv,
@@ -65,6 +76,10 @@ int main(int argc, char** argv) {
   options.rest_address = absl::GetFlag(FLAGS_rest_address);
   options.webhook_urls = absl::GetFlag(FLAGS_webhook_urls);
   options.admin_tokens_file = absl::GetFlag(FLAGS_admin_tokens_file);
+  options.model_check.helper_path = absl::GetFlag(FLAGS_model_check_path);
+  options.model_check.memory_mb = absl::GetFlag(FLAGS_model_check_memory_mb);
+  options.model_check.cpu_seconds = absl::GetFlag(FLAGS_model_check_cpu_s);
+  options.model_check.timeout = absl::Seconds(absl::GetFlag(FLAGS_model_check_timeout_s));
   if (!absl::GetFlag(FLAGS_webhook_secret_file).empty()) {
     std::ifstream in(absl::GetFlag(FLAGS_webhook_secret_file));
     if (!in || !std::getline(in, options.webhook_secret) || options.webhook_secret.empty()) {

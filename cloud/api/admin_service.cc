@@ -75,7 +75,7 @@ grpc::Status AdminService::RegisterModel(grpc::ServerContext* context,
     return grpc::Status(grpc::StatusCode::DATA_LOSS,
                         "archive corrupted in transit: its sha256 does not match the header's");
   }
-  auto intake = models::BuildVersion(header, archive);
+  auto intake = models::BuildVersion(header, archive, options_.model_check);
   if (!intake.ok()) return ToGrpcStatus(intake.status());
   auto sha = options_.registry->PutBlob(intake->archive);
   if (!sha.ok()) return ToGrpcStatus(sha.status());

@@ -8,6 +8,7 @@
 #include "cloud/events/event_log.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
+#include "cloud/models/sandbox.h"
 #include "cloud/registry/registry.h"
 #include "fedge/v1/admin.grpc.pb.h"
 
@@ -31,6 +32,8 @@ class AdminService final : public v1::Admin::Service {
     const AdminAuthorizer* authorizer = nullptr;
     // The largest archive RegisterModel accepts.
     int64_t max_archive_bytes = int64_t{2} << 30;
+    // How a user's archive is tried in fedge-model-check before it is loaded here.
+    models::SandboxLimits model_check;
   };
   explicit AdminService(Options options) : options_(options) {}
 

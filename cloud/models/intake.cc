@@ -1,9 +1,9 @@
 #include "cloud/models/intake.h"
 
-#include <vector>
-
 #include "absl/strings/str_cat.h"
 #include "cloud/models/contract.h"
+#include "cloud/models/model_probe.h"
+#include "cloud/models/sandbox.h"
 #include "common/status/status.h"
 #include "common/torch/model.h"
 
@@ -28,7 +28,8 @@ absl::Status CheckName(const std::string& name) {
 }  // namespace
 
 absl::StatusOr<Intake> BuildVersion(const v1::RegisterModelHeader& header,
-                                    absl::string_view user_archive) {
+                                    absl::string_view user_archive,
+                                    const SandboxLimits& model_check) {
   FEDGE_RETURN_IF_ERROR(CheckName(header.name()));
   v1::ModelContract contract = header.contract();
   if (contract.task().empty()) contract.set_task("classification");
@@ -72,26 +73,23 @@ absl::StatusOr<Intake> BuildVersion(const v1::RegisterModelHeader& header,
     }
     if (contract.architecture().empty()) contract.set_architecture("user");
     FEDGE_RETURN_IF_ERROR(CheckContract(contract));
-    FEDGE_ASSIGN_OR_RETURN(model, torchlib::Model::Load(user_archive));
+    // LibTorch's loader checks no CRC and trusts the archive's code: only an archive that
+    // loaded and ran in the helper process is loaded here.
+    FEDGE_RETURN_IF_ERROR(CheckArchiveInSandbox(user_archive, header.archive_sha256(),
+                                                contract.feature_names_size(),
+                                                contract.labels_size(), model_check));
+    FEDGE_ASSIGN_OR_RETURN(model, LoadAndCheckArchive(user_archive, contract.feature_names_size(),
+                                                      contract.labels_size()));
     if (contract.normalization().mean_size() > 0 && !contract.normalization().in_module()) {
       FEDGE_RETURN_IF_ERROR(model->SetInputNormalization(
           {contract.normalization().mean().begin(), contract.normalization().mean().end()},
           {contract.normalization().std().begin(), contract.normalization().std().end()}));
     }
   }
-  // The module must map [1, features] to [1, labels].
-  std::vector<float> zeros(static_cast<size_t>(contract.feature_names_size()), 0.0f);
-  auto probe = model->Predict(zeros, contract.feature_names_size());
-  if (!probe.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the model does not accept ", contract.feature_names_size(),
-        " features as the contract says: ", probe.status().message()));
-  }
-  if (static_cast<int>((*probe)[0].scores.size()) != contract.labels_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the model outputs ", (*probe)[0].scores.size(), " scores but the contract has ",
-        contract.labels_size(), " labels"));
-  }
+  // The module must map [1, features] to [1, labels] (again, for a user's archive: its
+  // normalization is in place now).
+  FEDGE_RETURN_IF_ERROR(
+      CheckModelShape(*model, contract.feature_names_size(), contract.labels_size()));
   model->SetExtraFile(torchlib::kContractFile, ContractToJson(contract));
   Intake out;
   FEDGE_ASSIGN_OR_RETURN(out.archive, model->Serialize());

@@ -172,6 +172,8 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   admin_core.evaluator = impl->evaluator.get();
   admin_core.retrainer = impl->retrainer.get();
   admin_core.authorizer = impl->admin_authorizer.get();
+  admin_core.model_check = options.model_check;
+  if (admin_core.model_check.temp_dir.empty()) admin_core.model_check.temp_dir = options.data_dir;
   impl->admin_service = std::make_unique<api::AdminService>(admin_core);
 
   net::GrpcServerOptions fleet_opts;

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cloud/models/sandbox.h"
 #include "common/time/clock.h"
 
 namespace fedge::cloud {
@@ -40,6 +41,9 @@ class CloudServer {
     double node_call_burst = 100;
     // An upload stream that sends nothing for this long is cancelled.
     absl::Duration upload_idle_timeout = absl::Seconds(60);
+    // How RegisterModel tries a user's archive in fedge-model-check before loading it. An
+    // empty temp_dir means data_dir.
+    models::SandboxLimits model_check;
     Clock* clock = Clock::Real();
   };
 

@@ -3,15 +3,17 @@
 # maintainer scripts, and that its binary, unpacked into a scratch root, prints --help and
 # exits 0 (the shared libraries come from the system, as the package's Depends say).
 #   check_deb.sh DEB_DIR PACKAGE VERSION BINARY [--unit NAME] [--conffile PATH] [--flag NAME]...
+#                [--ships PATH]...   (more files the package must hold)
 set -euo pipefail
 deb_dir=$1 package=$2 version=$3 binary=$4
 shift 4
-unit="" conffile="" flags=()
+unit="" conffile="" flags=() ships=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --unit) unit=$2; shift 2 ;;
     --conffile) conffile=$2; shift 2 ;;
     --flag) flags+=("$2"); shift 2 ;;
+    --ships) ships+=("${2#/}"); shift 2 ;;
     *) echo "check_deb: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -50,6 +52,7 @@ has_file() { grep -qE "^-[rwx-]{9} .* \./${1#/}\$" "$scratch/contents"; }
 expected=("usr/bin/$binary")
 [ -z "$unit" ] || expected+=("lib/systemd/system/$unit")
 [ -z "$conffile" ] || expected+=("$conffile")
+expected+=(${ships[@]+"${ships[@]}"})
 for f in "${expected[@]}"; do
   has_file "$f" || fail "does not ship /${f#/}"
 done

@@ -19,6 +19,8 @@ absl::StatusOr<TestCloud> TestCloud::Start(const std::string& data_dir,
   o.deploy_tick = absl::Milliseconds(20);
   o.heartbeat_interval = heartbeat;
   o.admin_tokens_file = admin_tokens_file;
+  // Test binaries do not live beside fedge-cloud: name the helper that was built with them.
+  o.model_check.helper_path = FEDGE_MODEL_CHECK_PATH;
   TestCloud cloud;
   FEDGE_ASSIGN_OR_RETURN(cloud.server, cloud::CloudServer::Start(o));
   cloud.fleet_channel = net::MakeChannel(cloud.fleet_address());
