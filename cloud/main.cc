@@ -58,6 +58,25 @@ ABSL_FLAG(int, model_check_timeout_s, 120,
           "Wall-clock limit of one fedge-model-check run; then it is killed and the archive "
           "refused.");
 
+ABSL_FLAG(bool, insecure, false,
+          "Serve the Fleet, Admin and REST ports in PLAINTEXT, with no enrollment: edges name "
+          "themselves. For local demos only; logged loudly.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate (chain) the Fleet, Admin and REST ports serve; re-read when it "
+          "changes. Empty: one the node CA issues for --tls_names into <data_dir>/tls.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::vector<std::string>, tls_names, std::vector<std::string>({"localhost", "127.0.0.1", "::1"}),
+          "Host names and IP addresses edges and operators dial, for the certificate made "
+          "when --tls_cert is empty.");
+ABSL_FLAG(std::string, node_ca_cert, "",
+          "PEM certificate of the CA that signs node certificates and verifies edges. Empty: "
+          "<data_dir>/ca/ca.crt, made on first start.");
+ABSL_FLAG(std::string, node_ca_key, "", "PEM private key of --node_ca_cert.");
+ABSL_FLAG(int, node_cert_ttl_h, 24 * 30,
+          "Hours a node certificate is valid; edges renew after two thirds of it.");
+ABSL_FLAG(int, tls_refresh_s, 10,
+          "How often the certificate files are checked for rotation, in seconds.");
+
 int main(int argc, char** argv) {
   fedge::app::Init(argc, argv,
                    "fedge-cloud: the federated learning coordinator.\n"
@@ -76,6 +95,14 @@ int main(int argc, char** argv) {
   options.rest_address = absl::GetFlag(FLAGS_rest_address);
   options.webhook_urls = absl::GetFlag(FLAGS_webhook_urls);
   options.admin_tokens_file = absl::GetFlag(FLAGS_admin_tokens_file);
+  options.insecure = absl::GetFlag(FLAGS_insecure);
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.tls_names = absl::GetFlag(FLAGS_tls_names);
+  options.node_ca_cert = absl::GetFlag(FLAGS_node_ca_cert);
+  options.node_ca_key = absl::GetFlag(FLAGS_node_ca_key);
+  options.node_cert_ttl = absl::Hours(absl::GetFlag(FLAGS_node_cert_ttl_h));
+  options.tls_refresh_interval_s = absl::GetFlag(FLAGS_tls_refresh_s);
   options.model_check.helper_path = absl::GetFlag(FLAGS_model_check_path);
   options.model_check.memory_mb = absl::GetFlag(FLAGS_model_check_memory_mb);
   options.model_check.cpu_seconds = absl::GetFlag(FLAGS_model_check_cpu_s);

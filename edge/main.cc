@@ -1,6 +1,7 @@
 // fedge-edge: an edge node. Serves the local Inference API on its active model versions,
 // and trains on local data when the cloud asks.
 
+#include <cstdlib>
 #include <iostream>
 
 #include "absl/flags/flag.h"
@@ -74,6 +75,18 @@ ABSL_FLAG(int64_t, outbox_max_messages, 100000,
 ABSL_FLAG(int64_t, outbox_max_mb, 64, "Most megabytes the outbox keeps for the cloud.");
 ABSL_FLAG(int64_t, outbox_max_age_h, 72, "Hours an undelivered message is kept.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed for local shuffling and reconnect jitter.");
+ABSL_FLAG(bool, insecure, false,
+          "Dial the cloud in PLAINTEXT, naming this node in metadata (a coordinator started "
+          "with --insecure, for local demos).");
+ABSL_FLAG(std::string, ca_file, "",
+          "PEM certificate of the CA that signed the coordinator's certificate (a coordinator "
+          "with its own CA: its <data_dir>/ca/ca.crt). Required unless --insecure.");
+ABSL_FLAG(std::string, enroll_token, "",
+          "Enrollment token from `fedgectl nodes token create`, used once when the node has no "
+          "certificate in <state_dir>/tls. Also read from FEDGE_ENROLL_TOKEN.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to check the coordinator's certificate against, when --cloud is an address "
+          "the certificate does not name.");
 
 int main(int argc, char** argv) {
   fedge::app::Init(argc, argv,
@@ -126,6 +139,13 @@ int main(int argc, char** argv) {
   o.outbox_max_bytes = absl::GetFlag(FLAGS_outbox_max_mb) << 20;
   o.outbox_max_age = absl::Hours(absl::GetFlag(FLAGS_outbox_max_age_h));
   o.seed = absl::GetFlag(FLAGS_seed);
+  o.insecure = absl::GetFlag(FLAGS_insecure);
+  o.ca_file = absl::GetFlag(FLAGS_ca_file);
+  o.enroll_token = absl::GetFlag(FLAGS_enroll_token);
+  if (o.enroll_token.empty() && std::getenv("FEDGE_ENROLL_TOKEN") != nullptr) {
+    o.enroll_token = std::getenv("FEDGE_ENROLL_TOKEN");
+  }
+  o.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
   auto node = fedge::edge::EdgeNode::Start(o);
   if (!node.ok()) {
     std::cerr << "fedge-edge: " << node.status().message() << "\n";

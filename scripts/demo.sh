@@ -39,13 +39,20 @@ PIDS+=($!)
 wait_for_file "$WORK/cloud.ports"
 FLEET=127.0.0.1:$(port_of "$WORK/cloud.ports" fleet)
 ADMIN=127.0.0.1:$(port_of "$WORK/cloud.ports" admin)
-CTL=("$BIN/tools/fedgectl/fedgectl" --admin="$ADMIN")
+CA="$WORK/cloud/ca/ca.crt"  # the coordinator made its own CA; everyone trusts it
+CTL=("$BIN/tools/fedgectl/fedgectl" --admin="$ADMIN" --ca_file="$CA")
+
+echo "== TLS on every port; an enrollment token for $SITES edges (labels bound: region=demo)"
+TOKEN=$("${CTL[@]}" --output=json nodes token create --uses=$SITES --ttl_h=1 \
+  --node_labels=region=demo --description="demo edges" | sed -n 's/.*"secret": "\(.*\)".*/\1/p')
+[ -n "$TOKEN" ] || { echo "demo: no enrollment token" >&2; exit 1; }
 
 for i in $(seq 0 $((SITES - 1))); do
-  "$BIN/edge/fedge-edge" --node_id="plant-$i" --cloud="$FLEET" --state_dir="$WORK/edge$i" \
+  FEDGE_ENROLL_TOKEN="$TOKEN" "$BIN/edge/fedge-edge" --node_id="plant-$i" --cloud="$FLEET" \
+    --ca_file="$CA" --state_dir="$WORK/edge$i" \
     --inference_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
     --ports_file="$WORK/edge$i.ports" --synthetic_site="$i" --synthetic_sites=$SITES \
-    --labels="site=plant-$i,region=demo" 2>"$WORK/edge$i.log" &
+    --labels="site=plant-$i" 2>"$WORK/edge$i.log" &
   PIDS+=($!)
 done
 for i in $(seq 0 $((SITES - 1))); do wait_for_file "$WORK/edge$i.ports"; done
@@ -59,6 +66,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 "${CTL[@]}" nodes list
+"${CTL[@]}" nodes access
 
 echo
 echo "== federated training: $ROUNDS rounds over $SITES plants (round 0 is the untrained model)"

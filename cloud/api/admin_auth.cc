@@ -29,6 +29,8 @@ const std::map<std::string, Role>& AdminMethodRoles() {
       {"ListDeployments", Role::kViewer},
       {"GetDeployment", Role::kViewer},
       {"GetRetrainPolicy", Role::kViewer},
+      {"ListEnrollmentTokens", Role::kViewer},
+      {"ListNodeAccess", Role::kViewer},
       // Running the lifecycle.
       {"RegisterModel", Role::kOperator},
       {"StartJob", Role::kOperator},
@@ -41,6 +43,7 @@ const std::map<std::string, Role>& AdminMethodRoles() {
       {"ResumeDeployment", Role::kOperator},
       {"RollbackDeployment", Role::kOperator},
       {"TriggerRetrain", Role::kOperator},
+      {"SetNodeAccess", Role::kOperator},
       // Changing what the fleet serves, what is kept, and the policies.
       {"UpdateModel", Role::kAdmin},
       {"SetAlias", Role::kAdmin},
@@ -48,6 +51,9 @@ const std::map<std::string, Role>& AdminMethodRoles() {
       {"Promote", Role::kAdmin},
       {"ApplyRetention", Role::kAdmin},
       {"SetRetrainPolicy", Role::kAdmin},
+      {"CreateEnrollmentToken", Role::kAdmin},
+      {"RevokeEnrollmentToken", Role::kAdmin},
+      {"RevokeNode", Role::kAdmin},
   };
   return *kRoles;
 }

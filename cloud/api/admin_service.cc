@@ -583,4 +583,91 @@ grpc::Status AdminService::TriggerRetrain(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+namespace {
+
+grpc::Status NoEnrollment() {
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      "this coordinator runs without TLS (--insecure): there is no enrollment "
+                      "and no node access to manage");
+}
+
+}  // namespace
+
+void AdminService::AuditNode(const std::string& action, const std::string& principal,
+                             const std::string& subject, const std::string& reason) {
+  v1::AuditEntry audit;
+  audit.set_action(action);
+  audit.set_principal(principal);
+  audit.set_reason(reason.empty() ? subject : absl::StrCat(subject, ": ", reason));
+  (void)options_.registry->AppendAudit(audit);
+}
+
+grpc::Status AdminService::CreateEnrollmentToken(grpc::ServerContext* context,
+                                                 const v1::CreateEnrollmentTokenRequest* request,
+                                                 v1::EnrollmentToken* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
+  if (options_.enrollment == nullptr) return NoEnrollment();
+  FEDGE_GRPC_ASSIGN(*response, options_.enrollment->CreateToken(*request, caller));
+  AuditNode("enrollment_token.create", caller, absl::StrCat("token ", response->id()),
+            absl::StrCat(response->uses(), " use(s)", request->description().empty() ? "" : ", ",
+                         request->description()));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListEnrollmentTokens(grpc::ServerContext* context,
+                                                const v1::ListEnrollmentTokensRequest*,
+                                                v1::ListEnrollmentTokensResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
+  if (options_.enrollment == nullptr) return NoEnrollment();
+  std::vector<v1::EnrollmentToken> tokens;
+  FEDGE_GRPC_ASSIGN(tokens, options_.enrollment->ListTokens());
+  for (auto& t : tokens) *response->add_tokens() = std::move(t);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RevokeEnrollmentToken(grpc::ServerContext* context,
+                                                 const v1::RevokeEnrollmentTokenRequest* request,
+                                                 v1::EnrollmentToken* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
+  if (options_.enrollment == nullptr) return NoEnrollment();
+  FEDGE_GRPC_ASSIGN(*response, options_.enrollment->RevokeToken(request->id()));
+  AuditNode("enrollment_token.revoke", caller, absl::StrCat("token ", request->id()),
+            request->reason());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::SetNodeAccess(grpc::ServerContext* context,
+                                         const v1::SetNodeAccessRequest* request,
+                                         v1::NodeAccess* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
+  if (options_.enrollment == nullptr) return NoEnrollment();
+  FEDGE_GRPC_ASSIGN(*response, options_.enrollment->SetAccess(request->node_id(), request->state(),
+                                                              caller, request->reason()));
+  AuditNode(request->state() == v1::NODE_ENABLED ? "node.enable" : "node.disable", caller,
+            absl::StrCat("node ", request->node_id()), request->reason());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RevokeNode(grpc::ServerContext* context,
+                                      const v1::RevokeNodeRequest* request,
+                                      v1::NodeAccess* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
+  if (options_.enrollment == nullptr) return NoEnrollment();
+  FEDGE_GRPC_ASSIGN(*response,
+                    options_.enrollment->Revoke(request->node_id(), caller, request->reason()));
+  AuditNode("node.revoke", caller, absl::StrCat("node ", request->node_id()), request->reason());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListNodeAccess(grpc::ServerContext* context,
+                                          const v1::ListNodeAccessRequest*,
+                                          v1::ListNodeAccessResponse* response) {
+  FEDGE_ADMIN_AUTHORIZE(caller);
+  if (options_.enrollment == nullptr) return NoEnrollment();
+  std::vector<v1::NodeAccess> nodes;
+  FEDGE_GRPC_ASSIGN(nodes, options_.enrollment->ListNodes());
+  for (auto& n : nodes) *response->add_nodes() = std::move(n);
+  return grpc::Status::OK;
+}
+
 }  // namespace fedge::cloud::api

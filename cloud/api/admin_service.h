@@ -3,6 +3,7 @@
 
 #include "cloud/api/admin_auth.h"
 #include "cloud/deploy/controller.h"
+#include "cloud/enroll/enrollment.h"
 #include "cloud/evaluation/federated.h"
 #include "cloud/policy/retrainer.h"
 #include "cloud/events/event_log.h"
@@ -34,6 +35,9 @@ class AdminService final : public v1::Admin::Service {
     int64_t max_archive_bytes = int64_t{2} << 30;
     // How a user's archive is tried in fedge-model-check before it is loaded here.
     models::SandboxLimits model_check;
+    // Enrollment tokens and node access; null (a plaintext coordinator): those calls are
+    // FAILED_PRECONDITION.
+    enroll::Enrollment* enrollment = nullptr;
   };
   explicit AdminService(Options options) : options_(options) {}
 
@@ -118,6 +122,23 @@ class AdminService final : public v1::Admin::Service {
                                 v1::RetrainPolicy* response) override;
   grpc::Status TriggerRetrain(grpc::ServerContext* context,
                               const v1::TriggerRetrainRequest* request, v1::Job* response) override;
+  grpc::Status CreateEnrollmentToken(grpc::ServerContext* context,
+                                     const v1::CreateEnrollmentTokenRequest* request,
+                                     v1::EnrollmentToken* response) override;
+  grpc::Status ListEnrollmentTokens(grpc::ServerContext* context,
+                                    const v1::ListEnrollmentTokensRequest* request,
+                                    v1::ListEnrollmentTokensResponse* response) override;
+  grpc::Status RevokeEnrollmentToken(grpc::ServerContext* context,
+                                     const v1::RevokeEnrollmentTokenRequest* request,
+                                     v1::EnrollmentToken* response) override;
+  grpc::Status SetNodeAccess(grpc::ServerContext* context,
+                             const v1::SetNodeAccessRequest* request,
+                             v1::NodeAccess* response) override;
+  grpc::Status RevokeNode(grpc::ServerContext* context, const v1::RevokeNodeRequest* request,
+                          v1::NodeAccess* response) override;
+  grpc::Status ListNodeAccess(grpc::ServerContext* context,
+                              const v1::ListNodeAccessRequest* request,
+                              v1::ListNodeAccessResponse* response) override;
 
   // Runs the model's gate on a version, stores the result and emits its event. Also used by the
   // coordinator after a job registers a version.
@@ -131,6 +152,9 @@ class AdminService final : public v1::Admin::Service {
   // handler's own name; a test calls every method of the descriptor without a token.
   absl::StatusOr<std::string> Authorize(const grpc::ServerContextBase& context,
                                         absl::string_view method) const;
+  // Records a change to enrollment or node access in the audit log.
+  void AuditNode(const std::string& action, const std::string& principal,
+                 const std::string& subject, const std::string& reason);
 
   const Options options_;
 };

@@ -47,10 +47,13 @@ class SessionReactor;
 // most one write is in flight; Finish waits for it (gRPC forbids Finish with a write pending).
 class Outbox : public fleet::SessionSink {
  public:
-  explicit Outbox(grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* reactor)
-      : reactor_(reactor) {}
+  // `on_send` sees every message before it is queued.
+  Outbox(grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* reactor,
+         std::function<void(const v1::CloudMessage&)> on_send)
+      : reactor_(reactor), on_send_(std::move(on_send)) {}
 
   bool Send(const v1::CloudMessage& message) override {
+    on_send_(message);
     MutexLock lock(&mu_);
     if (reactor_ == nullptr || finishing_) return false;
     queue_.push_back(message);
@@ -102,6 +105,7 @@ class Outbox : public fleet::SessionSink {
 
   Mutex mu_;
   grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* reactor_ ABSL_GUARDED_BY(mu_);
+  const std::function<void(const v1::CloudMessage&)> on_send_;
   std::deque<v1::CloudMessage> queue_ ABSL_GUARDED_BY(mu_);
   v1::CloudMessage current_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
@@ -111,10 +115,12 @@ class Outbox : public fleet::SessionSink {
 
 class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage> {
  public:
-  SessionReactor(grpc::CallbackServerContext* context, fleet::Fleet* fleet, jobs::JobManager* jobs,
-                 registry::Registry* registry, deploy::Controller* deploy,
-                 evaluation::FederatedEvaluator* evaluator, events::EventLog* events,
-                 policy::Retrainer* retrainer, inbox::Inbox* inbox)
+  SessionReactor(grpc::CallbackServerContext* context, absl::StatusOr<std::string> node_id,
+                 std::function<void(const std::string&, const v1::CloudMessage&)> on_send,
+                 fleet::Fleet* fleet, jobs::JobManager* jobs, registry::Registry* registry,
+                 deploy::Controller* deploy, evaluation::FederatedEvaluator* evaluator,
+                 events::EventLog* events, policy::Retrainer* retrainer, inbox::Inbox* inbox,
+                 enroll::Enrollment* enrollment)
       : context_(context),
         fleet_(fleet),
         jobs_(jobs),
@@ -124,13 +130,16 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
         events_(events),
         retrainer_(retrainer),
         inbox_(inbox),
-        outbox_(std::make_shared<Outbox>(this)) {
-    auto id = net::CallerNodeId(*context);
-    if (!id.ok()) {
-      outbox_->Close(id.status());
+        enrollment_(enrollment),
+        outbox_(std::make_shared<Outbox>(
+            this, [this, on_send = std::move(on_send)](const v1::CloudMessage& m) {
+              on_send(node_id_, m);
+            })) {
+    if (!node_id.ok()) {
+      outbox_->Close(node_id.status());
       return;
     }
-    node_id_ = *id;
+    node_id_ = *node_id;
     StartRead(&in_);
   }
 
@@ -204,7 +213,14 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
         if (!epoch_.empty() && inbox_ != nullptr) {
           FEDGE_ASSIGN_OR_RETURN(acked_, inbox_->Applied(node_id_, epoch_));
         }
-        session_id_ = fleet_->Connect(in_.hello(), context_->peer(), outbox_);
+        v1::Hello hello = in_.hello();
+        if (enrollment_ != nullptr) {
+          // Labels bound at enrollment are the operator's word, not the node's.
+          for (const auto& [k, v] : enrollment_->BoundLabels(node_id_)) {
+            (*hello.mutable_labels())[k] = v;
+          }
+        }
+        session_id_ = fleet_->Connect(hello, context_->peer(), outbox_);
         v1::CloudMessage ack;
         ack.mutable_hello_ack()->set_applied_message_id(acked_);
         ack.mutable_hello_ack()->set_cloud_time_unix_ms(absl::ToUnixMillis(absl::Now()));
@@ -299,8 +315,9 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   events::EventLog* const events_;
   policy::Retrainer* const retrainer_;
   inbox::Inbox* const inbox_;
+  enroll::Enrollment* const enrollment_;
+  std::string node_id_;  // set before the outbox can send
   std::shared_ptr<Outbox> outbox_;
-  std::string node_id_;
   std::string epoch_;   // the Hello's outbox epoch
   uint64_t acked_ = 0;  // the high-water mark of epoch_ as this session knows it
   uint64_t session_id_ = 0;
@@ -311,17 +328,65 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
 
 grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* FleetService::Session(
     grpc::CallbackServerContext* context) {
-  return new SessionReactor(context, options_.fleet, options_.jobs, options_.registry,
-                            options_.deploy, options_.evaluator, options_.events,
-                            options_.retrainer, options_.inbox);
+  return new SessionReactor(
+      context, Authenticate(*context),
+      [this](const std::string& node_id, const v1::CloudMessage& m) {
+        if (m.has_train_task()) grants_.Add(node_id, m.train_task().base_sha256());
+        if (m.has_deploy()) grants_.Add(node_id, m.deploy().version().sha256());
+        if (m.has_evaluate()) grants_.Add(node_id, m.evaluate().version().sha256());
+      },
+      options_.fleet, options_.jobs, options_.registry, options_.deploy, options_.evaluator,
+      options_.events, options_.retrainer, options_.inbox, options_.enrollment);
+}
+
+void FleetService::Grants::Add(const std::string& node_id, const std::string& sha256) {
+  if (sha256.empty()) return;
+  MutexLock lock(&mu_);
+  std::deque<std::string>& shas = by_node_[node_id];
+  if (std::find(shas.begin(), shas.end(), sha256) != shas.end()) return;
+  shas.push_back(sha256);
+  if (shas.size() > kPerNode) shas.pop_front();
+}
+
+bool FleetService::Grants::Has(const std::string& node_id, const std::string& sha256) const {
+  MutexLock lock(&mu_);
+  auto it = by_node_.find(node_id);
+  return it != by_node_.end() &&
+         std::find(it->second.begin(), it->second.end(), sha256) != it->second.end();
+}
+
+absl::StatusOr<std::string> FleetService::Authenticate(
+    const grpc::ServerContextBase& context) const {
+  FEDGE_ASSIGN_OR_RETURN(std::string node_id, net::CallerNodeId(context));
+  if (options_.enrollment != nullptr) {
+    FEDGE_RETURN_IF_ERROR(options_.enrollment->CheckNode(node_id));
+  }
+  return node_id;
+}
+
+absl::Status FleetService::MayDownload(const std::string& node_id,
+                                       const std::string& sha256) const {
+  if (!IsSha256Hex(sha256)) return absl::InvalidArgumentError("sha256 must be 64 hex digits");
+  if (grants_.Has(node_id, sha256)) return absl::OkStatus();
+  // After a coordinator restart the grants are gone, but what the node should run is stored.
+  auto desired = options_.registry->DesiredVersions(node_id);
+  if (desired.ok()) {
+    for (const v1::VersionRef& ref : *desired) {
+      if (ref.sha256() == sha256) return absl::OkStatus();
+    }
+  }
+  return absl::PermissionDeniedError(
+      absl::StrCat("node '", node_id, "' was not sent artifact ", sha256.substr(0, 12),
+                   ": a node downloads only the models of its own tasks and deployments"));
 }
 
 grpc::Status FleetService::DownloadModel(grpc::ServerContext* context,
                                          const v1::DownloadRequest* request,
                                          grpc::ServerWriter<v1::Chunk>* writer) {
-  auto node = net::CallerNodeId(*context);
+  auto node = Authenticate(*context);
   if (!node.ok()) return ToGrpcStatus(node.status());
   if (absl::Status st = limiter_.Admit(*node); !st.ok()) return ToGrpcStatus(st);
+  if (absl::Status st = MayDownload(*node, request->sha256()); !st.ok()) return ToGrpcStatus(st);
   return StreamBlob(*options_.registry, request->sha256(), request->offset(), context, writer);
 }
 
@@ -376,7 +441,7 @@ int64_t FileSize(const std::string& path) {
 grpc::Status FleetService::UploadOffset(grpc::ServerContext* context,
                                         const v1::UploadOffsetRequest* request,
                                         v1::UploadOffsetResponse* response) {
-  auto node = net::CallerNodeId(*context);
+  auto node = Authenticate(*context);
   if (!node.ok()) return ToGrpcStatus(node.status());
   if (absl::Status st = limiter_.Admit(*node); !st.ok()) return ToGrpcStatus(st);
   if (!IsSha256Hex(request->sha256())) {
@@ -391,7 +456,7 @@ grpc::Status FleetService::UploadOffset(grpc::ServerContext* context,
 grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
                                         grpc::ServerReader<v1::UploadRequest>* reader,
                                         v1::UploadResponse* response) {
-  auto node = net::CallerNodeId(*context);
+  auto node = Authenticate(*context);
   if (!node.ok()) return ToGrpcStatus(node.status());
   if (absl::Status st = limiter_.Admit(*node); !st.ok()) return ToGrpcStatus(st);
   const std::unique_ptr<IdleStreams::Watch> watch = idle_.Start(context);
@@ -449,6 +514,63 @@ grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
   stage.Discard();
   if (!st.ok()) return ToGrpcStatus(st);
   response->set_received_bytes(static_cast<int64_t>(payload->size()));
+  return grpc::Status::OK;
+}
+
+}  // namespace fedge::cloud::api
+
+namespace fedge::cloud::api {
+
+namespace {
+
+// "ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7": the rate-limit key of a caller with no identity.
+std::string PeerHost(const std::string& peer) {
+  size_t colon = peer.rfind(':');
+  return colon == std::string::npos ? peer : peer.substr(0, colon);
+}
+
+}  // namespace
+
+grpc::Status FleetService::Enroll(grpc::ServerContext* context, const v1::EnrollRequest* request,
+                                  v1::EnrollResponse* response) {
+  if (options_.enrollment == nullptr) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "this coordinator runs without TLS (--insecure) and enrolls no one");
+  }
+  if (absl::Status st = limiter_.Admit(absl::StrCat("enroll@", PeerHost(context->peer())));
+      !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  auto enrolled = options_.enrollment->Enroll(*request);
+  if (!enrolled.ok()) {
+    LOG(WARNING) << "enrollment of '" << request->node_id().substr(0, 64) << "' from "
+                 << context->peer() << " refused: " << enrolled.status();
+    return ToGrpcStatus(enrolled.status());
+  }
+  *response = std::move(*enrolled);
+  if (options_.events != nullptr) {
+    v1::Event e;
+    e.set_type("node.enrolled");
+    e.set_node_id(request->node_id());
+    e.set_message(absl::StrCat(request->node_id(), " enrolled from ", context->peer()));
+    options_.events->Append(std::move(e));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::RenewCertificate(grpc::ServerContext* context,
+                                            const v1::RenewCertificateRequest* request,
+                                            v1::EnrollResponse* response) {
+  if (options_.enrollment == nullptr) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "this coordinator runs without TLS (--insecure) and issues no certificates");
+  }
+  auto node = Authenticate(*context);
+  if (!node.ok()) return ToGrpcStatus(node.status());
+  if (absl::Status st = limiter_.Admit(*node); !st.ok()) return ToGrpcStatus(st);
+  auto renewed = options_.enrollment->Renew(*node, request->csr_pem());
+  if (!renewed.ok()) return ToGrpcStatus(renewed.status());
+  *response = std::move(*renewed);
   return grpc::Status::OK;
 }
 

@@ -2,10 +2,15 @@
 #define FEDGE_CLOUD_API_FLEET_SERVICE_H_
 
 #include <atomic>
+#include <deque>
 #include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "common/sync/mutex.h"
 
 #include "cloud/api/call_limits.h"
 #include "cloud/deploy/controller.h"
+#include "cloud/enroll/enrollment.h"
 #include "cloud/evaluation/federated.h"
 #include "cloud/events/event_log.h"
 #include "cloud/fleet/fleet.h"
@@ -41,6 +46,9 @@ class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Flee
     NodeRateLimiter::Options rate_limit;
     // An upload stream that sends nothing for this long is cancelled.
     absl::Duration upload_idle_timeout = absl::Seconds(60);
+    // Enrollment and node access. Null: Enroll and RenewCertificate are refused, and every
+    // node that names itself may call (a plaintext coordinator for local demos).
+    enroll::Enrollment* enrollment = nullptr;
   };
   explicit FleetService(Options options);
 
@@ -53,16 +61,40 @@ class FleetService final : public v1::Fleet::WithCallbackMethod_Session<v1::Flee
                             v1::UploadResponse* response) override;
   grpc::Status UploadOffset(grpc::ServerContext* context, const v1::UploadOffsetRequest* request,
                             v1::UploadOffsetResponse* response) override;
+  grpc::Status Enroll(grpc::ServerContext* context, const v1::EnrollRequest* request,
+                      v1::EnrollResponse* response) override;
+  grpc::Status RenewCertificate(grpc::ServerContext* context,
+                                const v1::RenewCertificateRequest* request,
+                                v1::EnrollResponse* response) override;
 
   // The part file of (node, task, payload digest) in upload_dir.
   std::string PartPath(const std::string& node_id, const std::string& task_id,
                        const std::string& sha256) const;
 
  private:
+  // Which artifacts each node was sent a reference to (a task's base, a deploy, an
+  // evaluation): the ones DownloadModel lets it fetch. The newest kPerNode per node.
+  class Grants {
+   public:
+    void Add(const std::string& node_id, const std::string& sha256);
+    bool Has(const std::string& node_id, const std::string& sha256) const;
+
+   private:
+    static constexpr size_t kPerNode = 32;
+    mutable Mutex mu_;
+    absl::flat_hash_map<std::string, std::deque<std::string>> by_node_ ABSL_GUARDED_BY(mu_);
+  };
+
   // Drops parts older than a day, at most once an hour.
   void SweepParts();
+  // The calling node (identity.h), if it may call: not disabled or revoked.
+  absl::StatusOr<std::string> Authenticate(const grpc::ServerContextBase& context) const;
+  // OK if the node may download the artifact: it was sent a reference to it, or it is a
+  // version the node should run. PERMISSION_DENIED otherwise.
+  absl::Status MayDownload(const std::string& node_id, const std::string& sha256) const;
 
   const Options options_;
+  Grants grants_;
   NodeRateLimiter limiter_;
   IdleStreams idle_;
   std::atomic<int64_t> last_sweep_unix_s_{0};

@@ -1,10 +1,13 @@
 #include "cloud/api/rest_gateway.h"
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <memory>
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -30,6 +33,10 @@
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "httplib.h"
+#include "common/status/status.h"
+#include "openssl/err.h"
+#include "openssl/pem.h"
+#include "openssl/ssl.h"
 
 namespace fedge::cloud::api {
 namespace {
@@ -399,6 +406,89 @@ class NdjsonStream {
 
 }  // namespace
 
+namespace {
+
+// The certificate and key an HTTPS listener presents, re-read when the certificate file
+// changes (checked at most once a second), so a rotated pair serves new connections while
+// open ones carry on.
+class CertReloader {
+ public:
+  CertReloader(std::string cert_path, std::string key_path)
+      : cert_path_(std::move(cert_path)), key_path_(std::move(key_path)) {}
+  ~CertReloader() {
+    X509_free(cert_);
+    EVP_PKEY_free(key_);
+  }
+
+  // FAILED_PRECONDITION naming the file that cannot be read or the pair that does not match.
+  absl::Status Load() {
+    MutexLock lock(&mu_);
+    return LoadLocked();
+  }
+
+  // SSL_CTX_set_cert_cb: sets the pair on each new connection.
+  static int Callback(SSL* ssl, void* arg) {
+    auto* self = static_cast<CertReloader*>(arg);
+    MutexLock lock(&self->mu_);
+    const absl::Time now = absl::Now();
+    if (now - self->checked_ > absl::Seconds(1)) {
+      self->checked_ = now;
+      struct stat st;
+      if (::stat(self->cert_path_.c_str(), &st) == 0 && Stamp(st) != self->stamp_) {
+        absl::Status reloaded = self->LoadLocked();
+        if (!reloaded.ok()) LOG(WARNING) << "keeping the previous REST certificate: " << reloaded;
+      }
+    }
+    return SSL_use_certificate(ssl, self->cert_) == 1 && SSL_use_PrivateKey(ssl, self->key_) == 1
+               ? 1
+               : 0;
+  }
+
+ private:
+  // Changes when the file is replaced (a rename gives a new inode) or rewritten.
+  static std::tuple<ino_t, time_t, long> Stamp(const struct stat& st) {
+    return {st.st_ino, st.st_mtim.tv_sec, st.st_mtim.tv_nsec};
+  }
+
+  absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    struct stat st;
+    if (::stat(cert_path_.c_str(), &st) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot read ", cert_path_));
+    }
+    std::unique_ptr<BIO, decltype(&BIO_free)> cert_bio(BIO_new_file(cert_path_.c_str(), "r"),
+                                                       &BIO_free);
+    std::unique_ptr<BIO, decltype(&BIO_free)> key_bio(BIO_new_file(key_path_.c_str(), "r"),
+                                                      &BIO_free);
+    X509* cert = cert_bio ? PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr) : nullptr;
+    EVP_PKEY* key =
+        key_bio ? PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr) : nullptr;
+    if (cert == nullptr || key == nullptr || X509_check_private_key(cert, key) != 1) {
+      X509_free(cert);
+      EVP_PKEY_free(key);
+      ERR_clear_error();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the REST listener cannot use ", cert_path_, " with ", key_path_,
+          ": unreadable, not PEM, or not a matching certificate and key"));
+    }
+    X509_free(cert_);
+    EVP_PKEY_free(key_);
+    cert_ = cert;
+    key_ = key;
+    stamp_ = Stamp(st);
+    return absl::OkStatus();
+  }
+
+  const std::string cert_path_;
+  const std::string key_path_;
+  Mutex mu_;
+  X509* cert_ ABSL_GUARDED_BY(mu_) = nullptr;
+  EVP_PKEY* key_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::tuple<ino_t, time_t, long> stamp_ ABSL_GUARDED_BY(mu_);
+  absl::Time checked_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+};
+
+}  // namespace
+
 struct RestGateway::Impl {
   explicit Impl(Options opts)
       : options(std::move(opts)),
@@ -560,7 +650,9 @@ struct RestGateway::Impl {
   const ServiceDescriptor* const service;
   grpc::GenericStub stub;
   CallRegistry calls;
-  httplib::Server server;
+  std::unique_ptr<CertReloader> certs;  // null: plain HTTP
+  std::unique_ptr<httplib::Server> server_ptr;
+  httplib::Server& server() { return *server_ptr; }
   std::thread thread;
   int port = 0;
   Mutex stop_mu;
@@ -583,7 +675,22 @@ absl::StatusOr<std::unique_ptr<RestGateway>> RestGateway::Start(Options options)
     return absl::InternalError(absl::StrCat("no descriptor for ", kServiceName));
   }
   Impl* const self = impl.get();
-  httplib::Server& server = impl->server;
+  if (impl->options.tls_cert_file.empty()) {
+    impl->server_ptr = std::make_unique<httplib::Server>();
+  } else {
+    impl->certs = std::make_unique<CertReloader>(impl->options.tls_cert_file,
+                                                 impl->options.tls_key_file);
+    FEDGE_RETURN_IF_ERROR(impl->certs->Load());
+    CertReloader* certs = impl->certs.get();
+    auto ssl = std::make_unique<httplib::SSLServer>([certs](SSL_CTX& ctx) {
+      SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+      SSL_CTX_set_cert_cb(&ctx, &CertReloader::Callback, certs);
+      return true;
+    });
+    if (!ssl->is_valid()) return absl::InternalError("cannot set up the REST gateway's TLS");
+    impl->server_ptr = std::move(ssl);
+  }
+  httplib::Server& server = impl->server();
   server.new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
   server.set_payload_max_length(kMaxBodyBytes);
   server.Get("/v1/admin",
@@ -605,7 +712,7 @@ absl::StatusOr<std::unique_ptr<RestGateway>> RestGateway::Start(Options options)
     }
     impl->port = impl->options.port;
   }
-  impl->thread = std::thread([self] { self->server.listen_after_bind(); });
+  impl->thread = std::thread([self] { self->server().listen_after_bind(); });
   // httplib's stop() does nothing until the accept loop runs, so wait for it: a Stop() right
   // after Start() must not be lost.
   const absl::Time give_up = absl::Now() + absl::Seconds(10);
@@ -616,7 +723,8 @@ absl::StatusOr<std::unique_ptr<RestGateway>> RestGateway::Start(Options options)
     }
     absl::SleepFor(absl::Milliseconds(1));
   }
-  LOG(INFO) << "REST gateway for " << kServiceName << " on " << host << ":" << impl->port;
+  LOG(INFO) << "REST gateway for " << kServiceName << " on " << (impl->certs ? "https" : "http")
+            << "://" << host << ":" << impl->port;
   return std::unique_ptr<RestGateway>(new RestGateway(std::move(impl)));
 }
 
@@ -632,7 +740,7 @@ void RestGateway::Stop() {
   impl_->stopped = true;
   // Cancelling first ends blocked unary calls and open streams, so httplib's workers finish.
   impl_->calls.CancelAll();
-  impl_->server.stop();
+  impl_->server().stop();
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 

@@ -33,6 +33,10 @@ class RestGateway {
     std::string host = "0.0.0.0";
     int port = 7072;  // 0 picks a free port
     std::shared_ptr<grpc::Channel> admin_channel;
+    // HTTPS with this certificate and key (re-read when the certificate file changes); empty:
+    // plain HTTP.
+    std::string tls_cert_file;
+    std::string tls_key_file;
     int timeout_seconds = 60;  // deadline of each call but server streams, which run until
                                // the client leaves
   };

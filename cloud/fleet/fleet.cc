@@ -219,6 +219,16 @@ int Fleet::ConnectedCount() const {
   return ConnectedCountLocked();
 }
 
+void Fleet::Close(const std::string& node_id, const absl::Status& status) {
+  std::shared_ptr<SessionSink> sink;
+  {
+    MutexLock lock(&mu_);
+    auto it = nodes_.find(node_id);
+    if (it != nodes_.end()) sink = it->second.sink;
+  }
+  if (sink) sink->Close(status);
+}
+
 void Fleet::CloseAll(const absl::Status& status) {
   std::vector<std::shared_ptr<SessionSink>> sinks;
   {

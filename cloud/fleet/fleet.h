@@ -79,6 +79,8 @@ class Fleet {
   std::vector<v1::Node> List() const;
   int ConnectedCount() const;
 
+  // Closes the node's open session, if it has one, with `status`.
+  void Close(const std::string& node_id, const absl::Status& status);
   // Closes every session (shutdown).
   void CloseAll(const absl::Status& status);
 

@@ -1,11 +1,17 @@
 #include "cloud/server/cloud_server.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "cloud/api/admin_auth.h"
 #include "cloud/api/admin_service.h"
 #include "cloud/api/fleet_service.h"
 #include "cloud/api/rest_gateway.h"
 #include "cloud/deploy/controller.h"
+#include "cloud/enroll/enrollment.h"
 #include "cloud/evaluation/federated.h"
 #include "cloud/policy/retrainer.h"
 #include "cloud/events/event_log.h"
@@ -19,12 +25,26 @@
 #include "google/protobuf/descriptor.h"
 
 namespace fedge::cloud {
+namespace {
+
+absl::Status MakeDir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create ", dir, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 struct CloudServer::Impl {
   std::unique_ptr<registry::Registry> registry;
   std::unique_ptr<events::EventLog> events;
   std::unique_ptr<inbox::Inbox> inbox;
   std::unique_ptr<fleet::Fleet> fleet;
+  std::unique_ptr<enroll::Enrollment> enrollment;  // null: insecure
+  net::ServerTls tls;                              // cert_file empty: insecure
+  std::string node_ca_file;
   std::unique_ptr<deploy::Controller> deploy;
   std::unique_ptr<evaluation::FederatedEvaluator> evaluator;
   std::unique_ptr<api::FleetService> fleet_service;
@@ -41,6 +61,55 @@ struct CloudServer::Impl {
   std::unique_ptr<jobs::JobManager> jobs;
   bool shut_down = false;
 };
+
+// The node CA, the listeners' certificate and the enrollment store.
+absl::Status CloudServer::SetUpTls(const Options& options, Impl* impl) {
+  FEDGE_RETURN_IF_ERROR(MakeDir(options.data_dir));
+  enroll::CaFiles ca;
+  if (options.node_ca_cert.empty() != options.node_ca_key.empty()) {
+    return absl::InvalidArgumentError(
+        "--node_ca_cert and --node_ca_key go together (or neither: the CA in <data_dir>/ca)");
+  }
+  if (!options.node_ca_cert.empty()) {
+    ca = {options.node_ca_cert, options.node_ca_key};
+  } else {
+    FEDGE_ASSIGN_OR_RETURN(ca, enroll::LoadOrCreateCa(options.data_dir + "/ca", options.clock));
+  }
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert and --tls_key go together (or neither: a certificate from the node CA)");
+  }
+  impl->tls.refresh_interval_s = options.tls_refresh_interval_s;
+  if (!options.tls_cert.empty()) {
+    impl->tls.cert_file = options.tls_cert;
+    impl->tls.key_file = options.tls_key;
+  } else {
+    if (options.tls_names.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls_names is empty: name the hosts and addresses edges dial (e.g. "
+          "fedge.example.com,10.0.0.5)");
+    }
+    FEDGE_ASSIGN_OR_RETURN(enroll::ServerCertFiles server,
+                           enroll::EnsureServerCertificate(ca, options.data_dir + "/tls",
+                                                           options.tls_names, options.clock));
+    impl->tls.cert_file = server.cert_path;
+    impl->tls.key_file = server.key_path;
+  }
+  impl->node_ca_file = ca.cert_path;
+  enroll::Enrollment::Options enroll_opts;
+  enroll_opts.data_dir = options.data_dir;
+  enroll_opts.ca = ca;
+  enroll_opts.certificate_ttl = options.node_cert_ttl;
+  enroll_opts.clock = options.clock;
+  fleet::Fleet* fleet = impl->fleet.get();
+  enroll_opts.on_refused = [fleet](const std::string& node_id, const absl::Status& why) {
+    fleet->Close(node_id, why);
+  };
+  FEDGE_ASSIGN_OR_RETURN(impl->enrollment, enroll::Enrollment::Open(enroll_opts));
+  LOG(INFO) << "TLS on: listeners serve " << impl->tls.cert_file
+            << "; edges' certificates are verified against " << ca.cert_path;
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options) {
   if (options.data_dir.empty()) {
@@ -105,6 +174,13 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
     event_log->Append(std::move(e));
   };
   impl->fleet = std::make_unique<fleet::Fleet>(fleet_opts_core);
+  if (options.insecure) {
+    LOG(WARNING) << "*** --insecure: the Fleet, Admin and REST ports are PLAINTEXT. Edges name "
+                    "themselves and anyone who can reach the Fleet port can pose as any node. "
+                    "For local demos only; see docs/security.md to turn TLS on. ***";
+  } else {
+    FEDGE_RETURN_IF_ERROR(SetUpTls(options, impl.get()));
+  }
 
   deploy::Controller::Options deploy_opts;
   deploy_opts.registry = impl->registry.get();
@@ -162,6 +238,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   fleet_service.rate_limit.per_second = options.node_calls_per_second;
   fleet_service.rate_limit.burst = options.node_call_burst;
   fleet_service.upload_idle_timeout = options.upload_idle_timeout;
+  fleet_service.enrollment = impl->enrollment.get();
   impl->fleet_service = std::make_unique<api::FleetService>(fleet_service);
   api::AdminService::Options admin_core;
   admin_core.fleet = impl->fleet.get();
@@ -172,6 +249,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   admin_core.evaluator = impl->evaluator.get();
   admin_core.retrainer = impl->retrainer.get();
   admin_core.authorizer = impl->admin_authorizer.get();
+  admin_core.enrollment = impl->enrollment.get();
   admin_core.model_check = options.model_check;
   if (admin_core.model_check.temp_dir.empty()) admin_core.model_check.temp_dir = options.data_dir;
   impl->admin_service = std::make_unique<api::AdminService>(admin_core);
@@ -180,12 +258,15 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   fleet_opts.address = options.fleet_address;
   fleet_opts.services = {{impl->fleet_service.get(), v1::Fleet::service_full_name()}};
   fleet_opts.metrics_prefix = "fedge_cloud";
+  fleet_opts.tls = impl->tls;
+  if (!impl->tls.cert_file.empty()) fleet_opts.tls.client_ca_file = impl->node_ca_file;
   FEDGE_ASSIGN_OR_RETURN(impl->fleet_server, net::StartGrpcServer(fleet_opts));
   net::GrpcServerOptions admin_opts;
   admin_opts.address = options.admin_address;
   admin_opts.services = {{impl->admin_service.get(), v1::Admin::service_full_name()}};
   admin_opts.max_sync_threads = 16;
   admin_opts.metrics_prefix = "fedge_cloud";
+  admin_opts.tls = impl->tls;
   FEDGE_ASSIGN_OR_RETURN(impl->admin_server, net::StartGrpcServer(admin_opts));
   std::string host;
   int port = 0;
@@ -195,6 +276,8 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
     api::RestGateway::Options rest;
     FEDGE_RETURN_IF_ERROR(net::ParseHostPort(options.rest_address, &rest.host, &rest.port));
     rest.admin_channel = impl->admin_server.server->InProcessChannel(grpc::ChannelArguments());
+    rest.tls_cert_file = impl->tls.cert_file;
+    rest.tls_key_file = impl->tls.key_file;
     FEDGE_ASSIGN_OR_RETURN(impl->rest, api::RestGateway::Start(rest));
   }
 
@@ -217,6 +300,8 @@ int CloudServer::admin_port() const { return impl_->admin_server.port; }
 int CloudServer::metrics_port() const { return impl_->http->port(); }
 int CloudServer::rest_port() const { return impl_->rest ? impl_->rest->port() : 0; }
 registry::Registry* CloudServer::registry() { return impl_->registry.get(); }
+std::string CloudServer::node_ca_file() const { return impl_->node_ca_file; }
+std::string CloudServer::tls_cert_file() const { return impl_->tls.cert_file; }
 
 void CloudServer::Shutdown() {
   if (impl_->shut_down) return;

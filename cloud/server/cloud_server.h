@@ -44,6 +44,20 @@ class CloudServer {
     // How RegisterModel tries a user's archive in fedge-model-check before loading it. An
     // empty temp_dir means data_dir.
     models::SandboxLimits model_check;
+    // TLS. `insecure`: every listener is plaintext, edges name themselves and nothing is
+    // enrolled (local demos only; logged loudly). Otherwise the Fleet, Admin and REST
+    // listeners serve tls_cert/tls_key (watched: a rotated pair is picked up within
+    // tls_refresh_interval_s), or, when those are empty, a certificate that the node CA issues
+    // for tls_names into <data_dir>/tls. The Fleet port verifies edges' client certificates
+    // against the node CA: node_ca_cert/node_ca_key, or <data_dir>/ca (made when missing).
+    bool insecure = false;
+    std::string tls_cert;
+    std::string tls_key;
+    std::vector<std::string> tls_names = {"localhost", "127.0.0.1", "::1"};
+    std::string node_ca_cert;
+    std::string node_ca_key;
+    absl::Duration node_cert_ttl = absl::Hours(24 * 30);
+    int tls_refresh_interval_s = 10;
     Clock* clock = Clock::Real();
   };
 
@@ -55,6 +69,10 @@ class CloudServer {
   int admin_port() const;
   int metrics_port() const;
   int rest_port() const;  // 0 when REST is off
+  // The node CA's certificate (what edges' certificates chain to); empty when insecure.
+  std::string node_ca_file() const;
+  // The certificate the listeners serve; empty when insecure.
+  std::string tls_cert_file() const;
   registry::Registry* registry();
 
   // Pauses jobs (they stay resumable), ends every Session with UNAVAILABLE so edges reconnect,
@@ -63,6 +81,7 @@ class CloudServer {
 
  private:
   struct Impl;
+  static absl::Status SetUpTls(const Options& options, Impl* impl);
   explicit CloudServer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

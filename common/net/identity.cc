@@ -1,8 +1,20 @@
 #include "common/net/identity.h"
 
+#include <memory>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
+#include "grpc/grpc_security_constants.h"
+#include "grpcpp/security/auth_context.h"
 
 namespace fedge::net {
+
+bool IsTls(const grpc::AuthContext& auth) {
+  std::vector<grpc::string_ref> type =
+      auth.FindPropertyValues(GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME);
+  // "ssl" from SslServerCredentials, "tls" from the TlsServerCredentials that servers.h uses.
+  return !type.empty() && (type[0] == GRPC_SSL_TRANSPORT_SECURITY_TYPE || type[0] == "tls");
+}
 
 absl::Status ValidateNodeId(absl::string_view id) {
   auto ok_char = [](char c, bool first) {
@@ -20,6 +32,23 @@ absl::Status ValidateNodeId(absl::string_view id) {
 }
 
 absl::StatusOr<std::string> CallerNodeId(const grpc::ServerContextBase& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth != nullptr && IsTls(*auth)) {
+    // Over TLS only the verified client certificate names the caller; metadata is ignored.
+    std::vector<grpc::string_ref> names = auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME);
+    if (!auth->IsPeerAuthenticated() || names.size() != 1) {
+      return absl::UnauthenticatedError(
+          "this call needs the node's client certificate: enroll the node first (fedge-edge "
+          "--enroll_token, see docs/security.md)");
+    }
+    std::string id(names[0].data(), names[0].size());
+    absl::Status st = ValidateNodeId(id);
+    if (!st.ok()) {
+      return absl::UnauthenticatedError(
+          absl::StrCat("the client certificate does not name a node: ", st.message()));
+    }
+    return id;
+  }
   const auto& metadata = context.client_metadata();
   auto it = metadata.find(kNodeIdMetadata);
   if (it == metadata.end()) {

@@ -2,6 +2,10 @@
 
 #include <httplib.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/metrics/metrics.h"
@@ -11,6 +15,9 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 
 namespace fedge::net {
 
@@ -19,7 +26,33 @@ absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& optio
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   StartedGrpcServer started;
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &started.port);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls.cert_file.empty()) {
+    const ServerTls& tls = options.tls;
+    for (const auto& [path, what] : {std::pair{tls.cert_file, "TLS certificate"},
+                                     std::pair{tls.key_file, "TLS key"}}) {
+      if (absl::Status st = CheckReadable(path, what); !st.ok()) return st;
+    }
+    std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider;
+    if (tls.client_ca_file.empty()) {
+      provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          tls.key_file, tls.cert_file, tls.refresh_interval_s);
+    } else {
+      if (absl::Status st = CheckReadable(tls.client_ca_file, "client CA"); !st.ok()) return st;
+      provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          tls.key_file, tls.cert_file, tls.client_ca_file, tls.refresh_interval_s);
+    }
+    grpc::experimental::TlsServerCredentialsOptions tls_options(provider);
+    tls_options.watch_identity_key_cert_pairs();
+    if (tls.client_ca_file.empty()) {
+      tls_options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    } else {
+      tls_options.watch_root_certs();
+      tls_options.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+    }
+    credentials = grpc::experimental::TlsServerCredentials(tls_options);
+  }
+  builder.AddListeningPort(options.address, credentials, &started.port);
   for (const NamedService& s : options.services) builder.RegisterService(s.service);
   if (!options.metrics_prefix.empty()) {
     std::vector<std::string> names;
@@ -54,7 +87,18 @@ void StopGrpcServer(StartedGrpcServer* server, std::chrono::milliseconds grace) 
   server->server->Shutdown(std::chrono::system_clock::now() + grace);
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
+absl::Status CheckReadable(const std::string& path, absl::string_view what) {
+  if (path.empty()) return absl::FailedPreconditionError(absl::StrCat(what, ": no file given"));
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read the ", what, " ", path, ": ", std::strerror(errno)));
+  }
+  std::fclose(f);
+  return absl::OkStatus();
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const ChannelTls& tls) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
@@ -63,7 +107,23 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
   // Reconnect quickly after an outage; the agent adds its own jittered backoff on top.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (tls.ca_file.empty()) {
+    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  }
+  std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider;
+  if (tls.cert_file.empty()) {
+    provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        tls.ca_file, tls.refresh_interval_s);
+  } else {
+    provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        tls.key_file, tls.cert_file, tls.ca_file, tls.refresh_interval_s);
+  }
+  grpc::experimental::TlsChannelCredentialsOptions tls_options;
+  tls_options.set_certificate_provider(provider);
+  tls_options.watch_root_certs();
+  if (!tls.cert_file.empty()) tls_options.watch_identity_key_cert_pairs();
+  if (!tls.server_name.empty()) args.SetSslTargetNameOverride(tls.server_name);
+  return grpc::CreateCustomChannel(target, grpc::experimental::TlsCredentials(tls_options), args);
 }
 
 absl::Status ParseHostPort(const std::string& address, std::string* host, int* port) {

@@ -8,7 +8,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
@@ -31,6 +33,18 @@ struct NamedService {
   std::string name;
 };
 
+// TLS on a gRPC listener. The files are watched: a rotated certificate, key or CA bundle is
+// used for new connections within refresh_interval_s, and connections already open stay up.
+struct ServerTls {
+  std::string cert_file;  // empty: plaintext
+  std::string key_file;
+  // Not empty: every client is asked for a certificate, and one that is presented must verify
+  // against these CAs. A client without one still connects, so that it can enroll; every
+  // other call refuses it (CallerNodeId in identity.h).
+  std::string client_ca_file;
+  int refresh_interval_s = 10;
+};
+
 // "host:port" is the listening address; port 0 picks a free port.
 struct GrpcServerOptions {
   std::string address = "127.0.0.1:0";
@@ -39,6 +53,7 @@ struct GrpcServerOptions {
   // Not empty: every call is counted and timed as <prefix>_grpc_requests_total and
   // <prefix>_grpc_request_duration_seconds (see grpc_metrics.h), e.g. "fedge_cloud".
   std::string metrics_prefix;
+  ServerTls tls;
 };
 
 // A started gRPC server with the health service and server reflection.
@@ -48,15 +63,30 @@ struct StartedGrpcServer {
 };
 
 // Builds and starts a server; each service reports SERVING to health checks. UNAVAILABLE if
-// the address cannot be bound.
+// the address cannot be bound; FAILED_PRECONDITION naming the file if a TLS file cannot be
+// read.
 absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& options);
 
 // Marks every service NOT_SERVING (so probes stop routing here), then stops the server,
 // letting calls in flight finish for up to `grace`.
 void StopGrpcServer(StartedGrpcServer* server, std::chrono::milliseconds grace);
 
-// A client channel with matching keepalive.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target);
+// TLS on a client channel. The files are watched like ServerTls's.
+struct ChannelTls {
+  std::string ca_file;  // the CAs that may sign the server's certificate; empty: plaintext
+  std::string cert_file;  // this client's certificate and key (both or neither): mutual TLS
+  std::string key_file;
+  // Checked against the server's certificate instead of the target's host, e.g. when edges
+  // dial an IP address the certificate does not name.
+  std::string server_name;
+  int refresh_interval_s = 10;
+};
+
+// A client channel with matching keepalive; plaintext unless tls.ca_file is set.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const ChannelTls& tls = {});
+
+// OK if `path` is a readable file; FAILED_PRECONDITION naming `what` and the path otherwise.
+absl::Status CheckReadable(const std::string& path, absl::string_view what);
 
 // The plaintext HTTP listener for /metrics (Prometheus text) and /healthz. `healthy` decides
 // whether /healthz answers 200 or 503.

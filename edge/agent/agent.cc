@@ -68,7 +68,7 @@ bool Retryable(const grpc::Status& st) {
 
 Agent::Agent(Options options)
     : options_(std::move(options)),
-      channel_(net::MakeChannel(options_.cloud_address)),
+      channel_(net::MakeChannel(options_.cloud_address, options_.tls)),
       stub_(v1::Fleet::NewStub(channel_)),
       downloader_(Downloader::Options{stub_.get(), options_.node_id, options_.runtime,
                                       options_.rpc_timeout, 8, absl::Milliseconds(200),
@@ -130,6 +130,16 @@ void Agent::SessionLoop() {
     }
     if (!first) ReconnectsCounter().Increment();
     first = false;
+    absl::Status ready = options_.before_session ? options_.before_session() : absl::OkStatus();
+    if (!ready.ok()) {
+      LOG(WARNING) << "node=" << options_.node_id << " cannot connect yet: " << ready;
+      std::uniform_real_distribution<double> jitter(0.5, 1.0);
+      absl::Duration sleep = backoff * jitter(rng);
+      backoff = std::min(backoff * 2, options_.max_backoff);
+      MutexLock lock(&mu_);
+      if (!stopping_) cv_.WaitWithTimeout(&mu_, sleep);
+      continue;
+    }
     grpc::ClientContext context;
     net::SetCallerNodeId(&context, options_.node_id);
     std::unique_ptr<Stream> stream;
@@ -323,6 +333,7 @@ void Agent::ReportLoop() {
     last = std::move(bytes);
     Enqueue(std::move(message));
   };
+  absl::Time next_credentials_check = absl::Now() + absl::Minutes(1);
   while (true) {
     absl::Duration interval;
     {
@@ -336,6 +347,13 @@ void Agent::ReportLoop() {
       v1::EdgeMessage msg;
       msg.mutable_heartbeat()->set_sent_unix_ms(absl::ToUnixMillis(absl::Now()));
       SendOnSession(msg);
+    }
+    // A long session must not outlive the node's certificate: renew while connected too.
+    if (options_.before_session && absl::Now() >= next_credentials_check) {
+      next_credentials_check = absl::Now() + absl::Minutes(1);
+      if (absl::Status st = options_.before_session(); !st.ok()) {
+        LOG(WARNING) << "node=" << options_.node_id << " credentials: " << st;
+      }
     }
     if (options_.drift_reports) {
       for (auto& report : options_.drift_reports()) {

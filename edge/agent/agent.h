@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/data/dataset.h"
+#include "common/net/servers.h"
 #include "common/sync/mutex.h"
 #include "edge/agent/downloader.h"
 #include "common/codec/error_feedback.h"
@@ -39,6 +40,11 @@ class Agent {
   struct Options {
     std::string node_id;
     std::string cloud_address;  // host:port of the Fleet API
+    // TLS toward the cloud (net::ChannelTls); no ca_file: plaintext, the node named in metadata.
+    net::ChannelTls tls;
+    // Called before each Session attempt, and once a minute while connected (enrollment and
+    // renewal); an error is logged, and a Session attempt then waits out its backoff.
+    std::function<absl::Status()> before_session;
     std::map<std::string, std::string> labels;
     std::vector<std::string> capabilities = {"train", "predict"};
     // What the node offers for training, reported in Hello for job selection; 0: the

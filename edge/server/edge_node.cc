@@ -7,6 +7,7 @@
 #include "common/net/servers.h"
 #include "common/status/status.h"
 #include "edge/agent/agent.h"
+#include "edge/agent/credentials.h"
 #include "edge/outbox/outbox.h"
 #include "edge/runtime/runtime.h"
 #include "edge/samples/sample_store.h"
@@ -30,6 +31,7 @@ struct EdgeNode::Impl {
   std::unique_ptr<serving::InferenceService> inference;
   net::StartedGrpcServer server;
   std::unique_ptr<net::HttpServer> http;
+  std::unique_ptr<agent::NodeCredentials> credentials;  // null: insecure
   std::unique_ptr<agent::Agent> agent;
   bool shut_down = false;
 };
@@ -203,6 +205,30 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   agent_opts.on_activated = [health](const v1::VersionRef& v) { health->Reset(v.sha256()); };
   agent_opts.drift_reports = [drift] { return drift->TakeReports(); };
   if (impl->train.size() == 0 && impl->store == nullptr) agent_opts.capabilities = {"predict"};
+  if (!options.insecure && !options.cloud_address.empty()) {
+    if (options.ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--ca_file is required: the CA certificate that signed the coordinator's (for a "
+          "coordinator with its own CA: <data_dir>/ca/ca.crt). Or --insecure for a plaintext "
+          "coordinator");
+    }
+    FEDGE_RETURN_IF_ERROR(net::CheckReadable(options.ca_file, "--ca_file"));
+    agent::NodeCredentials::Options creds;
+    creds.node_id = options.node_id;
+    creds.cloud_address = options.cloud_address;
+    creds.dir = options.state_dir + "/tls";
+    creds.ca_file = options.ca_file;
+    creds.enroll_token = options.enroll_token;
+    creds.server_name = options.tls_server_name;
+    impl->credentials = std::make_unique<agent::NodeCredentials>(creds);
+    // Enroll now if the cloud is there, so the channel starts with the certificate; if not,
+    // the agent keeps trying while the node serves.
+    absl::Status ready = impl->credentials->Ensure();
+    if (!ready.ok()) LOG(WARNING) << "node=" << options.node_id << ": " << ready;
+    agent_opts.tls = impl->credentials->channel_tls();
+    agent::NodeCredentials* credentials = impl->credentials.get();
+    agent_opts.before_session = [credentials] { return credentials->Ensure(); };
+  }
   impl->agent = std::make_unique<agent::Agent>(agent_opts);
   if (!options.cloud_address.empty()) impl->agent->Start();
   LOG(INFO) << "node=" << options.node_id << " fedge-edge serving Inference on port "

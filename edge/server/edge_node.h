@@ -74,6 +74,15 @@ class EdgeNode {
     absl::Duration max_backoff = absl::Seconds(30);
     uint64_t seed = 0;
     std::function<void(const v1::UpdateHeader&, const FlatTensor&)> on_update_sent;
+
+    // Mutual TLS toward the cloud: ca_file is the CA that signed the coordinator's
+    // certificate. The node's key and certificate live in <state_dir>/tls; without a
+    // certificate the node enrolls with enroll_token. `insecure`: plaintext, the node named
+    // in metadata (a coordinator started with --insecure).
+    bool insecure = false;
+    std::string ca_file;
+    std::string enroll_token;
+    std::string tls_server_name;
   };
 
   // Loads the data (a malformed CSV fails here, naming line and column), restores the active

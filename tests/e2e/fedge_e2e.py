@@ -15,8 +15,12 @@ import time
 
 
 class Fleet:
-    def __init__(self, build_dir):
+    """secure=False runs the coordinator with --insecure (plaintext, edges name themselves);
+    secure=True runs it with TLS and its own CA, and edges enroll with tokens."""
+
+    def __init__(self, build_dir, secure=False):
         self.build = os.path.abspath(build_dir)
+        self.secure = secure
         self.work = tempfile.mkdtemp(prefix="fedge-e2e-")
         self.procs = {}
         self.env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -51,9 +55,19 @@ class Fleet:
             "--admin_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
             "--rest_address=127.0.0.1:0",
             "--ports_file=" + ports_file, "--heartbeat_interval_ms=300",
-        ] + list(extra))
+        ] + ([] if self.secure else ["--insecure"]) + list(extra))
         self.cloud_ports = self._ports(ports_file)
         return self.cloud_ports
+
+    def ca_file(self):
+        """The coordinator's own CA, which signs its server certificate and the nodes'."""
+        return os.path.join(self.work, "cloud", "ca", "ca.crt")
+
+    def enroll_token(self, uses=1, labels=""):
+        args = ["nodes", "token", "create", "--uses=%d" % uses]
+        if labels:
+            args.append("--node_labels=" + labels)
+        return self.ctl(*args)["secret"]
 
     def start_edge(self, node_id, extra=()):
         ports_file = os.path.join(self.work, node_id + ".ports")
@@ -64,7 +78,7 @@ class Fleet:
             "--state_dir=" + os.path.join(self.work, node_id),
             "--inference_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
             "--ports_file=" + ports_file, "--max_backoff_ms=500",
-        ] + list(extra))
+        ] + (["--ca_file=" + self.ca_file()] if self.secure else ["--insecure"]) + list(extra))
         return self._ports(ports_file)
 
     def kill(self, name, sig=signal.SIGKILL):
@@ -95,7 +109,8 @@ class Fleet:
 
     def ctl(self, *args, check=True, json_output=True):
         argv = [os.path.join(self.build, "tools/fedgectl/fedgectl"),
-                "--admin=127.0.0.1:%d" % self.cloud_ports["admin"]]
+                "--admin=127.0.0.1:%d" % self.cloud_ports["admin"],
+                "--ca_file=" + self.ca_file() if self.secure else "--insecure"]
         if json_output:
             argv.append("--output=json")
         res = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=120)
@@ -135,9 +150,9 @@ def promtool():
     return path
 
 
-def run(test):
+def run(test, secure=False):
     """Runs test(fleet) with the build dir from argv[1]; exits non-zero on failure."""
-    fleet = Fleet(sys.argv[1])
+    fleet = Fleet(sys.argv[1], secure=secure)
     ok = False
     try:
         test(fleet)

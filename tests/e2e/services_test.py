@@ -139,7 +139,7 @@ def test(fleet):
     # Every flag can come from a --flagfile, as systemd units and Kubernetes pass them.
     flagfile = os.path.join(fleet.work, "fedgectl.flags")
     with open(flagfile, "w") as f:
-        f.write("--admin=127.0.0.1:%d\n--output=json\n" % cloud["admin"])
+        f.write("--admin=127.0.0.1:%d\n--insecure\n--output=json\n" % cloud["admin"])
     res = subprocess.run([os.path.join(fleet.build, "tools/fedgectl/fedgectl"),
                           "--flagfile=" + flagfile, "nodes", "list"],
                          capture_output=True, text=True, timeout=30)
@@ -158,7 +158,8 @@ def test(fleet):
         proc.terminate()
         proc.wait(timeout=10)
     # A wrong command line exits 2; a refusal from the cloud exits 1.
-    ctl = [os.path.join(fleet.build, "tools/fedgectl/fedgectl"), "--admin=127.0.0.1:%d" % cloud["admin"]]
+    ctl = [os.path.join(fleet.build, "tools/fedgectl/fedgectl"), "--insecure",
+           "--admin=127.0.0.1:%d" % cloud["admin"]]
     assert subprocess.run(ctl + ["models", "promote", "nope"], capture_output=True).returncode == 2
     assert subprocess.run(ctl + ["models", "show", "nope"], capture_output=True).returncode == 1
     assert subprocess.run(ctl + ["bogus"], capture_output=True).returncode == 2

@@ -400,6 +400,8 @@ TEST_F(BadInputTest, UnknownVersionsModelsAndDigestsAreNotFound) {
   auto jctx2 = testing::Context();
   EXPECT_EQ(admin_->StartJob(jctx2.get(), job, &out).error_code(), grpc::StatusCode::NOT_FOUND);
 
+  // A node downloads only what it was sent: an unknown digest, like any artifact not meant
+  // for it, is PERMISSION_DENIED; a malformed one is INVALID_ARGUMENT.
   auto stub = v1::Fleet::NewStub(channel_);
   for (const std::string& sha : {std::string(64, 'b'), std::string("not-a-digest")}) {
     auto dctx = testing::Context("fake-1");
@@ -409,10 +411,12 @@ TEST_F(BadInputTest, UnknownVersionsModelsAndDigestsAreNotFound) {
     v1::Chunk chunk;
     while (reader->Read(&chunk)) {
     }
-    EXPECT_EQ(reader->Finish().error_code(), sha.size() == 64 ? grpc::StatusCode::NOT_FOUND
-                                                              : grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(reader->Finish().error_code(), sha.size() == 64
+                                                 ? grpc::StatusCode::PERMISSION_DENIED
+                                                 : grpc::StatusCode::INVALID_ARGUMENT);
   }
 }
+
 
 TEST_F(BadInputTest, BadJobSpecsAreInvalidArgument) {
   auto start = [&](auto mutate) {
@@ -484,6 +488,7 @@ std::vector<v1::Chunk> Download(v1::Fleet::Stub* stub, const std::string& sha, i
 }
 
 TEST_F(BadInputTest, DownloadsResumeFromAnOffsetAndCarryTheirDigest) {
+  StartRound();  // the node may download the round's base
   auto stub = v1::Fleet::NewStub(channel_);
   grpc::Status st;
   std::vector<v1::Chunk> whole = Download(stub.get(), base_.sha256(), 0, &st);
@@ -512,6 +517,29 @@ TEST_F(BadInputTest, DownloadsResumeFromAnOffsetAndCarryTheirDigest) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::OUT_OF_RANGE);
   Download(stub.get(), base_.sha256(), -5, &st);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+}
+
+TEST_F(BadInputTest, ANodeDownloadsOnlyTheModelsOfItsOwnTasks) {
+  auto stub = v1::Fleet::NewStub(channel_);
+  grpc::Status st;
+  // Before any task, not even the registered base.
+  Download(stub.get(), base_.sha256(), 0, &st);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  const v1::TrainTask task = StartRound();
+  ASSERT_EQ(task.base_sha256(), base_.sha256());
+  Download(stub.get(), base_.sha256(), 0, &st);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  // Another node that was sent nothing is still refused.
+  auto ctx = testing::Context("intruder");
+  v1::DownloadRequest req;
+  req.set_sha256(base_.sha256());
+  auto reader = stub->DownloadModel(ctx.get(), req);
+  v1::Chunk chunk;
+  while (reader->Read(&chunk)) {
+  }
+  st = reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  EXPECT_NE(st.error_message().find("intruder"), std::string::npos) << st.error_message();
 }
 
 }  // namespace

@@ -72,6 +72,7 @@ class CallLimitsTest : public ::testing::Test {
     o.admin_address = "127.0.0.1:0";
     o.metrics_address = "127.0.0.1:0";
     o.rest_address = "";
+    o.insecure = true;
     o.node_calls_per_second = 0.5;
     o.node_call_burst = 3;
     o.upload_idle_timeout = absl::Seconds(1);

@@ -62,6 +62,7 @@ TEST(FederatedLoopTest, RegisteredVersionEqualsSampleWeightedMeanOfCapturedUpdat
     o.cloud_address = cloud->fleet_address();
     o.state_dir = absl::StrCat(dir.path(), "/edge", i);
     o.inference_address = "127.0.0.1:0";
+    o.insecure = true;
     o.metrics_address = "127.0.0.1:0";
     o.synthetic_site = i;
     o.synthetic_samples = 300 + 100 * i;  // unequal, so the weights matter

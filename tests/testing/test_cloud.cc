@@ -19,6 +19,7 @@ absl::StatusOr<TestCloud> TestCloud::Start(const std::string& data_dir,
   o.deploy_tick = absl::Milliseconds(20);
   o.heartbeat_interval = heartbeat;
   o.admin_tokens_file = admin_tokens_file;
+  o.insecure = true;  // plaintext: FakeEdge names itself in metadata
   // Test binaries do not live beside fedge-cloud: name the helper that was built with them.
   o.model_check.helper_path = FEDGE_MODEL_CHECK_PATH;
   TestCloud cloud;

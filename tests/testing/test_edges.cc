@@ -20,6 +20,7 @@ std::unique_ptr<edge::EdgeNode> StartTestEdge(
   o.metrics_address = "127.0.0.1:0";
   o.synthetic_site = site;
   o.synthetic_samples = samples;
+  o.insecure = true;  // TestCloud is plaintext
   o.initial_backoff = absl::Milliseconds(20);
   if (tweak) tweak(&o);
   auto node = edge::EdgeNode::Start(o);

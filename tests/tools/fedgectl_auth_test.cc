@@ -99,7 +99,7 @@ class FedgectlAuthTest : public ::testing::Test {
     auto cloud = testing::TestCloud::Start(dir_.path(), absl::Seconds(5), dir_.path() + "/tokens");
     ASSERT_TRUE(cloud.ok()) << cloud.status();
     cloud_ = std::move(*cloud);
-    admin_flag_ = absl::StrCat("--admin=127.0.0.1:", cloud_.server->admin_port());
+    admin_flag_ = absl::StrCat("--insecure --admin=127.0.0.1:", cloud_.server->admin_port());
   }
   void TearDown() override {
     if (cloud_.server) cloud_.server->Shutdown();

@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -32,7 +35,11 @@ int FailRpc(const std::string& what, const grpc::Status& st) {
   std::string hint;
   if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
     hint = absl::StrCat(" (is fedge-cloud running at ", absl::GetFlag(FLAGS_admin),
-                        "? set --admin=HOST:PORT)");
+                        "? set --admin=HOST:PORT; ",
+                        absl::GetFlag(FLAGS_insecure)
+                            ? "a coordinator with TLS needs --ca_file instead of --insecure)"
+                            : "with TLS, --ca_file must hold the CA of its certificate, or "
+                              "--insecure for a plaintext one)");
   } else if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
     hint = Token().empty()
                ? " (no token sent: set FEDGE_TOKEN or --token; an admin creates one with "
@@ -91,8 +98,26 @@ void AddCredentials(grpc::ClientContext* ctx) {
   if (!token.empty()) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", token));
 }
 
+std::shared_ptr<grpc::Channel> AdminChannel(const std::string& target) {
+  if (absl::GetFlag(FLAGS_insecure)) return fedge::net::MakeChannel(target);
+  std::string ca = absl::GetFlag(FLAGS_ca_file);
+  if (ca.empty() && getenv("FEDGE_CA_FILE") != nullptr) ca = getenv("FEDGE_CA_FILE");
+  if (ca.empty()) {
+    // The system's CAs: a coordinator certificate from a public or company CA.
+    grpc::ChannelArguments args;
+    if (!absl::GetFlag(FLAGS_tls_server_name).empty()) {
+      args.SetSslTargetNameOverride(absl::GetFlag(FLAGS_tls_server_name));
+    }
+    return grpc::CreateCustomChannel(target, grpc::SslCredentials({}), args);
+  }
+  fedge::net::ChannelTls tls;
+  tls.ca_file = ca;
+  tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  return fedge::net::MakeChannel(target, tls);
+}
+
 std::unique_ptr<Admin::Stub> Stub() {
-  return Admin::NewStub(fedge::net::MakeChannel(absl::GetFlag(FLAGS_admin)));
+  return Admin::NewStub(AdminChannel(absl::GetFlag(FLAGS_admin)));
 }
 
 std::vector<std::string> SplitList(const std::string& s) {

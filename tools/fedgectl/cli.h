@@ -17,6 +17,9 @@ ABSL_DECLARE_FLAG(std::string, admin);
 ABSL_DECLARE_FLAG(std::string, output);
 ABSL_DECLARE_FLAG(int, timeout_s);
 ABSL_DECLARE_FLAG(std::string, token);
+ABSL_DECLARE_FLAG(bool, insecure);
+ABSL_DECLARE_FLAG(std::string, ca_file);
+ABSL_DECLARE_FLAG(std::string, tls_server_name);
 
 namespace fedge::cli {
 

@@ -41,8 +41,22 @@ ABSL_FLAG(int, timeout_s, 60, "Deadline of each call, in seconds.");
 ABSL_FLAG(std::string, token, "",
           "Admin API bearer token (sent as `authorization: Bearer <token>`). Default: the "
           "FEDGE_TOKEN environment variable. Prefer the variable: flags show in `ps`.");
+ABSL_FLAG(bool, insecure, false,
+          "Talk PLAINTEXT to a coordinator started with --insecure. Otherwise TLS, trusting "
+          "--ca_file.");
+ABSL_FLAG(std::string, ca_file, "",
+          "PEM CA certificate that signed the coordinator's (with its own CA: "
+          "<data_dir>/ca/ca.crt). Default: $FEDGE_CA_FILE, else the system's CAs.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to check the coordinator's certificate against, when --admin is an address it "
+          "does not name.");
 // tokens create
 ABSL_FLAG(std::string, role, "", "tokens create: viewer, operator or admin.");
+// nodes token create, nodes disable|enable|revoke
+ABSL_FLAG(int, uses, 1, "nodes token create: how many nodes may enroll with the token.");
+ABSL_FLAG(double, ttl_h, 24, "nodes token create: hours until the token expires.");
+ABSL_FLAG(std::string, node_labels, "",
+          "nodes token create: labels bound to every node that enrolls, key=value,...");
 // models register
 ABSL_FLAG(std::string, name, "", "Model name.");
 ABSL_FLAG(std::string, builtin, "", "Built-in architecture: mlp or conv1d.");
@@ -163,6 +177,11 @@ constexpr char kUsageText[] =
     "  deploy list | status ID [--watch] | pause ID | resume ID | rollback ID [--reason=WHY]\n"
     "Fleet and events:\n"
     "  nodes list\n"
+    "  nodes token create [--uses=1] [--ttl_h=24] [--node_labels=k=v,..] [--description=..]\n"
+    "                  prints the token once; an edge enrolls with fedge-edge --enroll_token\n"
+    "  nodes token list | token revoke ID\n"
+    "  nodes access                                  enrollment and access of every node\n"
+    "  nodes disable ID | enable ID | revoke ID [--reason=WHY]   (revoking is final)\n"
     "  events watch [--after_id=N] [--types=deployment.,job.]   (follows until Ctrl-C)\n"
     "  events list [--after_id=N] [--types=..] [--limit=N]\n"
     "  events deliveries [--limit=N]                 the webhook delivery log\n"
@@ -170,7 +189,8 @@ constexpr char kUsageText[] =
     "Access (when fedge-cloud runs with --admin_tokens_file):\n"
     "  tokens create --name=NAME --role=viewer|operator|admin   (offline: prints the secret\n"
     "                once and the line for the tokens file)\n"
-    "  Every command sends --token, or else $FEDGE_TOKEN, as `authorization: Bearer <token>`.\n\n"
+    "  Every command sends --token, or else $FEDGE_TOKEN, as `authorization: Bearer <token>`.\n"
+    "TLS: --ca_file (or $FEDGE_CA_FILE) trusts the coordinator; --insecure for a plaintext one.\n\n"
     "Output: tables for people, --output=json for scripts. Exit codes: 0 done, 1 the cloud\n"
     "refused or the job/deployment failed, 2 the command line is wrong. Every flag can also\n"
     "come from --flagfile=FILE (one --flag=value per line).\n";
@@ -580,6 +600,121 @@ int NodesList() {
   return kOk;
 }
 
+void PrintToken(const fedge::v1::EnrollmentToken& t) {
+  std::vector<std::string> labels;
+  for (const auto& [k, v] : t.labels()) labels.push_back(absl::StrCat(k, "=", v));
+  std::sort(labels.begin(), labels.end());
+  absl::PrintF("%-14s %5d/%-5d %-20s %-8s %-20s %s\n", t.id(), t.used(), t.uses(),
+               Time(t.expires_unix_ms()), t.revoked() ? "revoked" : "-",
+               labels.empty() ? "-" : absl::StrJoin(labels, ","),
+               t.node_ids().empty() ? "-" : absl::StrJoin(t.node_ids(), ","));
+}
+
+int NodesTokenCreate() {
+  fedge::v1::CreateEnrollmentTokenRequest req;
+  if (absl::GetFlag(FLAGS_uses) < 1) return Usage("--uses must be at least 1");
+  const double ttl_h = absl::GetFlag(FLAGS_ttl_h);
+  if (!(ttl_h > 0) || ttl_h > 24 * 365) return Usage("--ttl_h must be in (0, 8760]");
+  req.set_uses(absl::GetFlag(FLAGS_uses));
+  req.set_ttl_seconds(static_cast<int64_t>(ttl_h * 3600));
+  req.set_description(absl::GetFlag(FLAGS_description));
+  if (!ParseSelector(absl::GetFlag(FLAGS_node_labels), req.mutable_labels())) {
+    return Usage("--node_labels must be key=value pairs separated by commas");
+  }
+  fedge::v1::EnrollmentToken resp;
+  if (!CallAdmin("nodes token create", &Admin::Stub::CreateEnrollmentToken, req, &resp)) {
+    return kFailed;
+  }
+  if (Json()) return PrintJson(resp), kOk;
+  std::cout << "token:   " << resp.secret() << "\n"
+            << "id:      " << resp.id() << " (" << resp.uses() << " use(s), expires "
+            << Time(resp.expires_unix_ms()) << ")\n\n"
+            << "It is shown only now. Start each new edge once with\n"
+            << "  FEDGE_ENROLL_TOKEN=<token> fedge-edge --node_id=ID --ca_file=CA.crt ...\n"
+            << "Revoke it early with `fedgectl nodes token revoke " << resp.id() << "`.\n";
+  return kOk;
+}
+
+int NodesTokenList() {
+  fedge::v1::ListEnrollmentTokensResponse resp;
+  if (!CallAdmin("nodes token list", &Admin::Stub::ListEnrollmentTokens,
+                 fedge::v1::ListEnrollmentTokensRequest(), &resp)) {
+    return kFailed;
+  }
+  if (Json()) return PrintJson(resp), kOk;
+  absl::PrintF("%-14s %11s %-20s %-8s %-20s %s\n", "ID", "USED/USES", "EXPIRES", "REVOKED",
+               "LABELS", "NODES");
+  for (const auto& t : resp.tokens()) PrintToken(t);
+  return kOk;
+}
+
+int NodesTokenRevoke(const std::string& id) {
+  fedge::v1::RevokeEnrollmentTokenRequest req;
+  req.set_id(id);
+  req.set_reason(absl::GetFlag(FLAGS_reason));
+  fedge::v1::EnrollmentToken resp;
+  if (!CallAdmin("nodes token revoke", &Admin::Stub::RevokeEnrollmentToken, req, &resp)) {
+    return kFailed;
+  }
+  if (Json()) return PrintJson(resp), kOk;
+  std::cout << "enrollment token " << resp.id() << " revoked\n";
+  return kOk;
+}
+
+const char* AccessName(fedge::v1::NodeAccessState state) {
+  switch (state) {
+    case fedge::v1::NODE_ENABLED:
+      return "enabled";
+    case fedge::v1::NODE_DISABLED:
+      return "disabled";
+    case fedge::v1::NODE_REVOKED:
+      return "revoked";
+    default:
+      return "-";
+  }
+}
+
+void PrintAccess(const fedge::v1::NodeAccess& n) {
+  absl::PrintF("%-16s %-9s %-14s %-20s %-20s %s\n", n.node_id(), AccessName(n.state()),
+               n.token_id().empty() ? "-" : n.token_id(), Time(n.certificate_not_after_unix_ms()),
+               n.changed_by(), n.reason());
+}
+
+int NodesAccess() {
+  fedge::v1::ListNodeAccessResponse resp;
+  if (!CallAdmin("nodes access", &Admin::Stub::ListNodeAccess,
+                 fedge::v1::ListNodeAccessRequest(), &resp)) {
+    return kFailed;
+  }
+  if (Json()) return PrintJson(resp), kOk;
+  absl::PrintF("%-16s %-9s %-14s %-20s %-20s %s\n", "NODE", "ACCESS", "TOKEN", "CERT_EXPIRES",
+               "CHANGED_BY", "REASON");
+  for (const auto& n : resp.nodes()) PrintAccess(n);
+  return kOk;
+}
+
+int NodesSetAccess(const std::string& action, const std::string& node_id) {
+  fedge::v1::NodeAccess resp;
+  bool ok;
+  if (action == "revoke") {
+    fedge::v1::RevokeNodeRequest req;
+    req.set_node_id(node_id);
+    req.set_reason(absl::GetFlag(FLAGS_reason));
+    ok = CallAdmin("nodes revoke", &Admin::Stub::RevokeNode, req, &resp);
+  } else {
+    fedge::v1::SetNodeAccessRequest req;
+    req.set_node_id(node_id);
+    req.set_state(action == "enable" ? fedge::v1::NODE_ENABLED : fedge::v1::NODE_DISABLED);
+    req.set_reason(absl::GetFlag(FLAGS_reason));
+    ok = CallAdmin(action == "enable" ? "nodes enable" : "nodes disable",
+                   &Admin::Stub::SetNodeAccess, req, &resp);
+  }
+  if (!ok) return kFailed;
+  if (Json()) return PrintJson(resp), kOk;
+  std::cout << "node " << resp.node_id() << " is " << AccessName(resp.state()) << "\n";
+  return kOk;
+}
+
 int Predict() {
   fedge::v1::PredictRequest req;
   req.set_model(absl::GetFlag(FLAGS_model));
@@ -651,6 +786,13 @@ int main(int argc, char** argv) {
   if (is({"jobs", "status"}) && a.size() == 3) return JobsStatus(a[2]);
   if (is({"jobs", "list"})) return JobsList();
   if (is({"nodes", "list"})) return NodesList();
+  if (is({"nodes", "token", "create"})) return NodesTokenCreate();
+  if (is({"nodes", "token", "list"})) return NodesTokenList();
+  if (is({"nodes", "token", "revoke"}) && a.size() == 4) return NodesTokenRevoke(a[3]);
+  if (is({"nodes", "access"})) return NodesAccess();
+  for (const char* action : {"disable", "enable", "revoke"}) {
+    if (is({"nodes", action}) && a.size() == 3) return NodesSetAccess(action, a[2]);
+  }
   if (is({"deploy", "create"})) return DeployCreate();
   if (is({"deploy", "list"})) return DeployList();
   if (is({"deploy", "status"}) && a.size() == 3) return DeployStatus(a[2]);

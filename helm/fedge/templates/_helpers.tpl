@@ -124,4 +124,13 @@ fedge-cloud
 {{- if .Values.adminTokens.enabled }}
 --admin_tokens_file=/etc/fedge/tokens/{{ .Values.adminTokens.key }}
 {{- end }}
+{{- if .Values.tls.insecure }}
+--insecure
+{{- else if .Values.tls.enabled }}
+--tls_cert=/etc/fedge/tls/tls.crt
+--tls_key=/etc/fedge/tls/tls.key
+{{- else }}
+{{- $name := include "fedge.fullname" . }}
+--tls_names={{ join "," (concat (list $name (printf "%s.%s" $name .Release.Namespace) (printf "%s.%s.svc" $name .Release.Namespace) (printf "%s.%s.svc.cluster.local" $name .Release.Namespace) "localhost" "127.0.0.1") .Values.tls.extraNames) }}
+{{- end }}
 {{- end }}
