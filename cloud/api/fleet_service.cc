@@ -131,9 +131,11 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
         retrainer_(retrainer),
         inbox_(inbox),
         enrollment_(enrollment),
+        // The fleet may hold the outbox after this reactor is gone: capture copies only.
         outbox_(std::make_shared<Outbox>(
-            this, [this, on_send = std::move(on_send)](const v1::CloudMessage& m) {
-              on_send(node_id_, m);
+            this, [on_send = std::move(on_send),
+                   id = node_id.ok() ? *node_id : std::string()](const v1::CloudMessage& m) {
+              on_send(id, m);
             })) {
     if (!node_id.ok()) {
       outbox_->Close(node_id.status());
@@ -316,7 +318,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   policy::Retrainer* const retrainer_;
   inbox::Inbox* const inbox_;
   enroll::Enrollment* const enrollment_;
-  std::string node_id_;  // set before the outbox can send
+  std::string node_id_;
   std::shared_ptr<Outbox> outbox_;
   std::string epoch_;   // the Hello's outbox epoch
   uint64_t acked_ = 0;  // the high-water mark of epoch_ as this session knows it

@@ -143,9 +143,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
     LOG(WARNING) << "*** The Admin API (gRPC and REST) is OPEN: every caller is an admin and "
                     "names itself. Turn authentication on with --admin_tokens_file=PATH, "
                     "holding lines made by `fedgectl tokens create --name=NAME --role=ROLE` "
-                    "(see docs/security.md). Bearer tokens over plaintext are only as safe as "
-                    "the network they cross: keep the Admin and REST ports on a trusted "
-                    "network until TLS is on. ***";
+                    "(see docs/security.md). ***";
   }
   impl->admin_authorizer = std::make_unique<api::AdminAuthorizer>(impl->admin_tokens.get());
   FEDGE_ASSIGN_OR_RETURN(impl->registry,
