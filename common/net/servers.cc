@@ -162,6 +162,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   }
   httplib::Server* server = http->server_.get();
   http->thread_ = std::thread([server] { server->listen_after_bind(); });
+  // httplib's stop() is lost if it comes before the accept loop runs, and Stop() would then
+  // wait forever: a start-up that fails right after this point must still shut down.
+  for (int i = 0; i < 10000 && !server->is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   return http;
 }
 

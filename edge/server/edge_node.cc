@@ -44,6 +44,15 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   if (!options.data_csv.empty() && options.synthetic_site >= 0) {
     return absl::InvalidArgumentError("give --data_csv or --synthetic_site, not both");
   }
+  if (!options.insecure && !options.cloud_address.empty()) {
+    if (options.ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--ca_file is required: the CA certificate that signed the coordinator's (for a "
+          "coordinator with its own CA: <data_dir>/ca/ca.crt). Or --insecure for a plaintext "
+          "coordinator");
+    }
+    FEDGE_RETURN_IF_ERROR(net::CheckReadable(options.ca_file, "--ca_file"));
+  }
   auto impl = std::make_unique<Impl>();
   data::Dataset all;
   if (!options.data_csv.empty()) {
@@ -206,13 +215,6 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
   agent_opts.drift_reports = [drift] { return drift->TakeReports(); };
   if (impl->train.size() == 0 && impl->store == nullptr) agent_opts.capabilities = {"predict"};
   if (!options.insecure && !options.cloud_address.empty()) {
-    if (options.ca_file.empty()) {
-      return absl::InvalidArgumentError(
-          "--ca_file is required: the CA certificate that signed the coordinator's (for a "
-          "coordinator with its own CA: <data_dir>/ca/ca.crt). Or --insecure for a plaintext "
-          "coordinator");
-    }
-    FEDGE_RETURN_IF_ERROR(net::CheckReadable(options.ca_file, "--ca_file"));
     agent::NodeCredentials::Options creds;
     creds.node_id = options.node_id;
     creds.cloud_address = options.cloud_address;

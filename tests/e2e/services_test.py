@@ -177,10 +177,33 @@ def test(fleet):
 
     # Bad flags get a message naming the problem, not a crash.
     res = subprocess.run([os.path.join(fleet.build, "edge/fedge-edge"), "--node_id=x",
-                          "--state_dir=" + os.path.join(fleet.work, "s"),
+                          "--state_dir=" + os.path.join(fleet.work, "s"), "--insecure",
                           "--data_csv=/nonexistent.csv"], capture_output=True, text=True,
                          timeout=30)
     assert res.returncode == 2 and "nonexistent.csv" in res.stderr, res.stderr
+
+    # Plaintext is an explicit choice, and it is logged loudly.
+    with open(os.path.join(fleet.work, "cloud.log"), errors="replace") as f:
+        assert "--insecure: the Fleet, Admin and REST ports are PLAINTEXT" in f.read()
+    # TLS files that cannot be used stop the coordinator with a message naming them.
+    res = subprocess.run([os.path.join(fleet.build, "cloud/fedge-cloud"),
+                          "--data_dir=" + os.path.join(fleet.work, "tls-cloud"),
+                          "--fleet_address=127.0.0.1:0", "--admin_address=127.0.0.1:0",
+                          "--metrics_address=127.0.0.1:0", "--rest_address=",
+                          "--tls_cert=/nonexistent/tls.crt", "--tls_key=/nonexistent/tls.key"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "/nonexistent/tls.crt" in res.stderr, res.stderr
+    res = subprocess.run([os.path.join(fleet.build, "cloud/fedge-cloud"),
+                          "--data_dir=" + os.path.join(fleet.work, "tls-cloud"),
+                          "--tls_cert=/nonexistent/tls.crt"], capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 2 and "--tls_key" in res.stderr, res.stderr
+    # An edge dialling a TLS coordinator needs the CA to trust.
+    res = subprocess.run([os.path.join(fleet.build, "edge/fedge-edge"), "--node_id=x",
+                          "--state_dir=" + os.path.join(fleet.work, "s2"),
+                          "--metrics_address=127.0.0.1:0", "--inference_address=127.0.0.1:0"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "--ca_file" in res.stderr, res.stderr
 
 
 if __name__ == "__main__":
