@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
   // later. No core dumps, and no file may be written.
   bool limited =
       SetLimit(RLIMIT_CORE, 0, 0, "RLIMIT_CORE") && SetLimit(RLIMIT_FSIZE, 0, 0, "RLIMIT_FSIZE");
-  if (limited && memory_mb > 0) {
+  if (limited && memory_mb > 0 && fedge::cloud::models::kAddressSpaceLimitApplies) {
     const rlim_t bytes = static_cast<rlim_t>(memory_mb) << 20;
     limited = SetLimit(RLIMIT_AS, bytes, bytes, "RLIMIT_AS");
   }
