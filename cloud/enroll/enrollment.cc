@@ -1,6 +1,5 @@
 #include "cloud/enroll/enrollment.h"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
@@ -8,8 +7,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -23,6 +20,7 @@
 #include "common/status/status.h"
 #include "common/sync/mutex.h"
 #include "common/tensor/sha256.h"
+#include "common/tls/files.h"
 #include "common/tls/x509.h"
 #include "glog/logging.h"
 
@@ -75,45 +73,6 @@ prometheus::Counter& EnrollCounter(const std::string& result) {
                                 "Enroll and RenewCertificate calls by result: enrolled, renewed, "
                                 "or refused.")
       .Add({{"result", result}});
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return sqlite::ErrnoStatus(errno, absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Writes `content` to path with `mode`, atomically (temporary file, fsync, rename).
-absl::Status WriteFile(const std::string& path, const std::string& content, mode_t mode) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return sqlite::ErrnoStatus(errno, absl::StrCat("cannot create ", tmp));
-  ::fchmod(fd, mode);
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return sqlite::ErrnoStatus(err, absl::StrCat("cannot write ", tmp));
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return sqlite::ErrnoStatus(err, absl::StrCat("cannot write ", tmp));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return sqlite::ErrnoStatus(err, absl::StrCat("cannot rename ", tmp, " to ", path));
-  }
-  return absl::OkStatus();
 }
 
 absl::Status MakeDir(const std::string& dir, mode_t mode) {
@@ -179,8 +138,8 @@ absl::StatusOr<CaFiles> LoadOrCreateCa(const std::string& dir, Clock* clock) {
   const bool have_cert = Exists(files.cert_path);
   const bool have_key = Exists(files.key_path);
   if (have_cert && have_key) {
-    FEDGE_ASSIGN_OR_RETURN(std::string cert, ReadFile(files.cert_path));
-    FEDGE_ASSIGN_OR_RETURN(std::string key, ReadFile(files.key_path));
+    FEDGE_ASSIGN_OR_RETURN(std::string cert, tls::ReadPemFile(files.cert_path));
+    FEDGE_ASSIGN_OR_RETURN(std::string key, tls::ReadPemFile(files.key_path));
     absl::Status match = tls::KeyMatchesCertificate(key, cert);
     if (!match.ok()) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -200,8 +159,8 @@ absl::StatusOr<CaFiles> LoadOrCreateCa(const std::string& dir, Clock* clock) {
   FEDGE_ASSIGN_OR_RETURN(
       std::string cert,
       tls::MakeSelfSignedCa(key, "fedge node CA", clock->Now(), absl::Hours(24 * 365 * 10)));
-  FEDGE_RETURN_IF_ERROR(WriteFile(files.key_path, key, 0600));
-  FEDGE_RETURN_IF_ERROR(WriteFile(files.cert_path, cert, 0644));
+  FEDGE_RETURN_IF_ERROR(tls::WritePemFile(files.key_path, key, 0600));
+  FEDGE_RETURN_IF_ERROR(tls::WritePemFile(files.cert_path, cert, 0644));
   LOG(INFO) << "made a new node CA in " << dir << "; edges trust the coordinator with "
             << files.cert_path;
   return files;
@@ -223,8 +182,8 @@ absl::StatusOr<ServerCertFiles> EnsureServerCertificate(const CaFiles& ca, const
   issue.validity = absl::Hours(24 * 365);
   issue.server_auth = true;
   if (Exists(files.cert_path) && Exists(files.key_path)) {
-    auto cert = ReadFile(files.cert_path);
-    auto key = ReadFile(files.key_path);
+    auto cert = tls::ReadPemFile(files.cert_path);
+    auto key = tls::ReadPemFile(files.key_path);
     if (cert.ok() && key.ok() && tls::KeyMatchesCertificate(*key, *cert).ok()) {
       auto info = tls::ParseCertificate(*cert);
       if (info.ok() && info->dns_names == issue.dns_names &&
@@ -235,14 +194,14 @@ absl::StatusOr<ServerCertFiles> EnsureServerCertificate(const CaFiles& ca, const
     }
   }
   FEDGE_RETURN_IF_ERROR(MakeDir(dir, 0700));
-  FEDGE_ASSIGN_OR_RETURN(std::string ca_cert, ReadFile(ca.cert_path));
-  FEDGE_ASSIGN_OR_RETURN(std::string ca_key, ReadFile(ca.key_path));
+  FEDGE_ASSIGN_OR_RETURN(std::string ca_cert, tls::ReadPemFile(ca.cert_path));
+  FEDGE_ASSIGN_OR_RETURN(std::string ca_key, tls::ReadPemFile(ca.key_path));
   FEDGE_ASSIGN_OR_RETURN(std::string key, tls::GenerateKeyPem());
   FEDGE_ASSIGN_OR_RETURN(std::string cert,
                          tls::IssueCertificate(tls::Issuer{ca_cert, ca_key}, key, issue));
   // Key first: the certificate file's change is what a watcher picks up.
-  FEDGE_RETURN_IF_ERROR(WriteFile(files.key_path, key, 0600));
-  FEDGE_RETURN_IF_ERROR(WriteFile(files.cert_path, cert, 0644));
+  FEDGE_RETURN_IF_ERROR(tls::WritePemFile(files.key_path, key, 0600));
+  FEDGE_RETURN_IF_ERROR(tls::WritePemFile(files.cert_path, cert, 0644));
   LOG(INFO) << "issued the coordinator's server certificate for " << absl::StrJoin(names, ", ")
             << " into " << files.cert_path;
   return files;
@@ -365,8 +324,8 @@ struct Enrollment::Impl {
 
 absl::StatusOr<std::unique_ptr<Enrollment>> Enrollment::Open(Options options) {
   auto impl = std::make_unique<Impl>();
-  FEDGE_ASSIGN_OR_RETURN(impl->issuer.cert_pem, ReadFile(options.ca.cert_path));
-  FEDGE_ASSIGN_OR_RETURN(impl->issuer.key_pem, ReadFile(options.ca.key_path));
+  FEDGE_ASSIGN_OR_RETURN(impl->issuer.cert_pem, tls::ReadPemFile(options.ca.cert_path));
+  FEDGE_ASSIGN_OR_RETURN(impl->issuer.key_pem, tls::ReadPemFile(options.ca.key_path));
   FEDGE_RETURN_IF_ERROR(tls::KeyMatchesCertificate(impl->issuer.key_pem, impl->issuer.cert_pem));
   if (options.certificate_ttl < absl::Minutes(5)) {
     return absl::InvalidArgumentError(

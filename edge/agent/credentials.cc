@@ -1,18 +1,16 @@
 #include "edge/agent/credentials.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/status/grpc_status.h"
 #include "common/status/status.h"
+#include "common/tls/files.h"
 #include "common/tls/x509.h"
 #include "fedge/v1/fleet.grpc.pb.h"
 #include "glog/logging.h"
@@ -20,32 +18,6 @@
 
 namespace fedge::edge::agent {
 namespace {
-
-bool ReadFile(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
-}
-
-// Temporary file with `mode`, fsync, rename.
-absl::Status WriteFile(const std::string& path, const std::string& content, mode_t mode) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  bool ok = fd >= 0 && ::fchmod(fd, mode) == 0 &&
-            ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
-            ::fsync(fd) == 0;
-  const int err = errno;
-  if (fd >= 0) ok = ::close(fd) == 0 && ok;
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot write ", path, ": ", std::strerror(ok ? errno : err)));
-  }
-  return absl::OkStatus();
-}
 
 void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
   context->set_deadline(std::chrono::system_clock::now() +
@@ -78,19 +50,16 @@ absl::Status NodeCredentials::EnsureKey() {
     return absl::OkStatus();
   }
   FEDGE_ASSIGN_OR_RETURN(std::string key, tls::GenerateKeyPem());
-  return WriteFile(key_path_, key, 0600);
+  return tls::WritePemFile(key_path_, key, 0600);
 }
 
 absl::Status NodeCredentials::Ensure() {
   MutexLock lock(&mu_);
   FEDGE_RETURN_IF_ERROR(EnsureKey());
-  std::string cert;
-  std::string key;
-  if (!ReadFile(cert_path_, &cert) || !ReadFile(key_path_, &key) ||
-      !tls::KeyMatchesCertificate(key, cert).ok()) {
-    return Enroll();
-  }
-  FEDGE_ASSIGN_OR_RETURN(tls::CertificateInfo info, tls::ParseCertificate(cert));
+  absl::StatusOr<std::string> cert = tls::ReadPemFile(cert_path_);
+  absl::StatusOr<std::string> key = tls::ReadPemFile(key_path_);
+  if (!cert.ok() || !key.ok() || !tls::KeyMatchesCertificate(*key, *cert).ok()) return Enroll();
+  FEDGE_ASSIGN_OR_RETURN(tls::CertificateInfo info, tls::ParseCertificate(*cert));
   const absl::Time now = absl::Now();
   if (info.common_name != options_.node_id) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -120,10 +89,7 @@ absl::Status NodeCredentials::Enroll() {
         "node '", options_.node_id, "' has no certificate in ", options_.dir,
         ": start it once with --enroll_token (from `fedgectl nodes token create`)"));
   }
-  std::string key;
-  if (!ReadFile(key_path_, &key)) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot read ", key_path_));
-  }
+  FEDGE_ASSIGN_OR_RETURN(std::string key, tls::ReadPemFile(key_path_));
   FEDGE_ASSIGN_OR_RETURN(std::string csr, tls::MakeCsr(key, options_.node_id));
   net::ChannelTls tls;
   tls.ca_file = options_.ca_file;
@@ -142,7 +108,7 @@ absl::Status NodeCredentials::Enroll() {
                         absl::StrCat("enrollment refused: ", st.error_message()));
   }
   FEDGE_RETURN_IF_ERROR(tls::KeyMatchesCertificate(key, response.certificate_pem()));
-  FEDGE_RETURN_IF_ERROR(WriteFile(cert_path_, response.certificate_pem(), 0644));
+  FEDGE_RETURN_IF_ERROR(tls::WritePemFile(cert_path_, response.certificate_pem(), 0644));
   LOG(INFO) << "node=" << options_.node_id << " enrolled; certificate valid until "
             << absl::FormatTime(absl::FromUnixMillis(response.not_after_unix_ms()),
                                 absl::UTCTimeZone());
@@ -150,10 +116,7 @@ absl::Status NodeCredentials::Enroll() {
 }
 
 absl::Status NodeCredentials::Renew() {
-  std::string key;
-  if (!ReadFile(key_path_, &key)) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot read ", key_path_));
-  }
+  FEDGE_ASSIGN_OR_RETURN(std::string key, tls::ReadPemFile(key_path_));
   FEDGE_ASSIGN_OR_RETURN(std::string csr, tls::MakeCsr(key, options_.node_id));
   auto stub = v1::Fleet::NewStub(net::MakeChannel(options_.cloud_address, channel_tls()));
   grpc::ClientContext context;
@@ -164,7 +127,7 @@ absl::Status NodeCredentials::Renew() {
   grpc::Status st = stub->RenewCertificate(&context, request, &response);
   if (!st.ok()) return FromGrpcStatus(st);
   FEDGE_RETURN_IF_ERROR(tls::KeyMatchesCertificate(key, response.certificate_pem()));
-  FEDGE_RETURN_IF_ERROR(WriteFile(cert_path_, response.certificate_pem(), 0644));
+  FEDGE_RETURN_IF_ERROR(tls::WritePemFile(cert_path_, response.certificate_pem(), 0644));
   LOG(INFO) << "node=" << options_.node_id << " renewed its certificate until "
             << absl::FormatTime(absl::FromUnixMillis(response.not_after_unix_ms()),
                                 absl::UTCTimeZone());
