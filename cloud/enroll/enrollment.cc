@@ -107,6 +107,15 @@ absl::StatusOr<std::string> RandomHex(int bytes) {
   return absl::BytesToHexString(raw);
 }
 
+// The columns TokenFromRow and NodeFromRow read, in their order.
+constexpr char kSelectTokens[] =
+    "SELECT id, uses, used, expires_unix_ms, labels, description, creator, created_unix_ms, "
+    "revoked FROM tokens ";
+constexpr char kSelectNodes[] =
+    "SELECT node_id, state, labels, token_id, certificate_serial, "
+    "certificate_not_after_unix_ms, enrolled_unix_ms, changed_by, reason, changed_unix_ms "
+    "FROM nodes ";
+
 absl::Status Refused(absl::Status status) {
   EnrollCounter("refused").Increment();
   return status;
@@ -239,9 +248,7 @@ struct Enrollment::Impl {
   absl::StatusOr<v1::EnrollmentToken> ReadTokenLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     FEDGE_ASSIGN_OR_RETURN(
-        Stmt q, Stmt::Prepare(db,
-                              "SELECT id, uses, used, expires_unix_ms, labels, description, "
-                              "creator, created_unix_ms, revoked FROM tokens WHERE id = ?"));
+        Stmt q, Stmt::Prepare(db, absl::StrCat(kSelectTokens, "WHERE id = ?")));
     q.Bind(1, id);
     FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return absl::NotFoundError(absl::StrCat("no enrollment token '", id, "'"));
@@ -279,10 +286,7 @@ struct Enrollment::Impl {
   absl::StatusOr<v1::NodeAccess> ReadNodeLocked(const std::string& node_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     FEDGE_ASSIGN_OR_RETURN(
-        Stmt q, Stmt::Prepare(db,
-                              "SELECT node_id, state, labels, token_id, certificate_serial, "
-                              "certificate_not_after_unix_ms, enrolled_unix_ms, changed_by, "
-                              "reason, changed_unix_ms FROM nodes WHERE node_id = ?"));
+        Stmt q, Stmt::Prepare(db, absl::StrCat(kSelectNodes, "WHERE node_id = ?")));
     q.Bind(1, node_id);
     FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return absl::NotFoundError(absl::StrCat("node '", node_id, "' never enrolled"));
@@ -304,9 +308,13 @@ struct Enrollment::Impl {
     return n;
   }
 
-  // Signs the CSR for node_id; fills the answer but the labels.
-  absl::StatusOr<v1::EnrollResponse> Issue(const std::string& node_id,
-                                           absl::string_view csr_pem) const {
+  struct Issued {
+    v1::EnrollResponse response;  // all but the labels
+    std::string serial_hex;
+  };
+
+  // Signs the CSR for node_id.
+  absl::StatusOr<Issued> Issue(const std::string& node_id, absl::string_view csr_pem) const {
     tls::IssueOptions issue;
     issue.common_name = node_id;
     issue.now = options.clock->Now();
@@ -314,11 +322,12 @@ struct Enrollment::Impl {
     issue.client_auth = true;
     FEDGE_ASSIGN_OR_RETURN(std::string cert, tls::SignCsr(issuer, csr_pem, issue));
     FEDGE_ASSIGN_OR_RETURN(tls::CertificateInfo info, tls::ParseCertificate(cert));
-    v1::EnrollResponse response;
-    response.set_certificate_pem(cert);
-    response.set_issuer_pem(issuer.cert_pem);
-    response.set_not_after_unix_ms(absl::ToUnixMillis(info.not_after));
-    return response;
+    Issued issued;
+    issued.response.set_certificate_pem(cert);
+    issued.response.set_issuer_pem(issuer.cert_pem);
+    issued.response.set_not_after_unix_ms(absl::ToUnixMillis(info.not_after));
+    issued.serial_hex = info.serial_hex;
+    return issued;
   }
 };
 
@@ -397,10 +406,8 @@ absl::StatusOr<v1::EnrollmentToken> Enrollment::CreateToken(
 absl::StatusOr<std::vector<v1::EnrollmentToken>> Enrollment::ListTokens() {
   MutexLock lock(&impl_->mu);
   FEDGE_ASSIGN_OR_RETURN(
-      Stmt q, Stmt::Prepare(impl_->db,
-                            "SELECT id, uses, used, expires_unix_ms, labels, description, "
-                            "creator, created_unix_ms, revoked FROM tokens ORDER BY "
-                            "created_unix_ms, id"));
+      Stmt q,
+      Stmt::Prepare(impl_->db, absl::StrCat(kSelectTokens, "ORDER BY created_unix_ms, id")));
   std::vector<v1::EnrollmentToken> tokens;
   while (true) {
     FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());
@@ -483,9 +490,9 @@ absl::StatusOr<v1::EnrollResponse> Enrollment::Enroll(const v1::EnrollRequest& r
               "`fedgectl nodes revoke ",
               request.node_id(), "` retires the old one"));
         }
-        FEDGE_ASSIGN_OR_RETURN(response, impl_->Issue(request.node_id(), request.csr_pem()));
-        FEDGE_ASSIGN_OR_RETURN(tls::CertificateInfo info,
-                               tls::ParseCertificate(response.certificate_pem()));
+        FEDGE_ASSIGN_OR_RETURN(Impl::Issued issued,
+                               impl_->Issue(request.node_id(), request.csr_pem()));
+        response = std::move(issued.response);
         FEDGE_ASSIGN_OR_RETURN(
             Stmt use, Stmt::Prepare(impl_->db, "UPDATE tokens SET used = used + 1 WHERE id = ?"));
         use.Bind(1, parts.first);
@@ -502,7 +509,7 @@ absl::StatusOr<v1::EnrollResponse> Enrollment::Enroll(const v1::EnrollRequest& r
             .Bind(2, int64_t{v1::NODE_ENABLED})
             .Bind(3, EncodeLabels(labels))
             .Bind(4, parts.first)
-            .Bind(5, info.serial_hex)
+            .Bind(5, issued.serial_hex)
             .Bind(6, response.not_after_unix_ms())
             .Bind(7, now_ms)
             .Bind(8, absl::StrCat("token:", parts.first))
@@ -529,25 +536,25 @@ absl::StatusOr<v1::EnrollResponse> Enrollment::Renew(const std::string& node_id,
   if (csr_pem.size() > 16384) {
     return Refused(absl::InvalidArgumentError("the CSR is larger than 16 KiB"));
   }
-  auto issued = impl_->Issue(node_id, csr_pem);
+  absl::StatusOr<Impl::Issued> issued = impl_->Issue(node_id, csr_pem);
   if (!issued.ok()) return Refused(issued.status());
-  FEDGE_ASSIGN_OR_RETURN(tls::CertificateInfo info,
-                         tls::ParseCertificate(issued->certificate_pem()));
+  v1::EnrollResponse& response = issued->response;
   MutexLock lock(&impl_->mu);
   auto known = impl_->nodes.find(node_id);
   if (known != impl_->nodes.end()) {
-    for (const auto& [k, v] : known->second.labels) (*issued->mutable_labels())[k] = v;
+    for (const auto& [k, v] : known->second.labels) (*response.mutable_labels())[k] = v;
     FEDGE_ASSIGN_OR_RETURN(
         Stmt up, Stmt::Prepare(impl_->db,
                                "UPDATE nodes SET certificate_serial = ?, "
                                "certificate_not_after_unix_ms = ? WHERE node_id = ?"));
-    up.Bind(1, info.serial_hex).Bind(2, issued->not_after_unix_ms()).Bind(3, node_id);
+    up.Bind(1, issued->serial_hex).Bind(2, response.not_after_unix_ms()).Bind(3, node_id);
     FEDGE_RETURN_IF_ERROR(up.Run());
   }
   EnrollCounter("renewed").Increment();
   LOG(INFO) << "node=" << node_id << " renewed its certificate until "
-            << absl::FormatTime(info.not_after, absl::UTCTimeZone());
-  return *issued;
+            << absl::FormatTime(absl::FromUnixMillis(response.not_after_unix_ms()),
+                                absl::UTCTimeZone());
+  return response;
 }
 
 absl::Status Enrollment::CheckNode(const std::string& node_id) const {
@@ -643,10 +650,7 @@ absl::StatusOr<v1::NodeAccess> Enrollment::Revoke(const std::string& node_id,
 absl::StatusOr<std::vector<v1::NodeAccess>> Enrollment::ListNodes() {
   MutexLock lock(&impl_->mu);
   FEDGE_ASSIGN_OR_RETURN(
-      Stmt q, Stmt::Prepare(impl_->db,
-                            "SELECT node_id, state, labels, token_id, certificate_serial, "
-                            "certificate_not_after_unix_ms, enrolled_unix_ms, changed_by, "
-                            "reason, changed_unix_ms FROM nodes ORDER BY node_id"));
+      Stmt q, Stmt::Prepare(impl_->db, absl::StrCat(kSelectNodes, "ORDER BY node_id")));
   std::vector<v1::NodeAccess> nodes;
   while (true) {
     FEDGE_ASSIGN_OR_RETURN(bool row, q.Step());

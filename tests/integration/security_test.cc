@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <set>
 #include <memory>
 #include <string>
@@ -153,6 +154,23 @@ class SecurityTest : public ::testing::Test {
     return stream->Finish();
   }
 
+  using Stream = grpc::ClientReaderWriter<v1::EdgeMessage, v1::CloudMessage>;
+
+  // Opens node_id's Session with a Hello (and the labels it claims); null unless the cloud
+  // answers with a HelloAck.
+  std::unique_ptr<Stream> OpenSession(v1::Fleet::Stub* stub, const std::string& node_id,
+                                      grpc::ClientContext* ctx,
+                                      const std::map<std::string, std::string>& labels = {}) {
+    auto stream = stub->Session(ctx);
+    v1::EdgeMessage hello;
+    hello.mutable_hello()->set_node_id(node_id);
+    for (const auto& [k, v] : labels) (*hello.mutable_hello()->mutable_labels())[k] = v;
+    hello.mutable_hello()->set_protocol_version(1);
+    v1::CloudMessage first;
+    if (!stream->Write(hello) || !stream->Read(&first) || !first.has_hello_ack()) return nullptr;
+    return stream;
+  }
+
   grpc::Status Offset(v1::Fleet::Stub* stub, const std::string& metadata_node = "") {
     auto ctx = testing::Context(metadata_node);
     v1::UploadOffsetRequest req;
@@ -229,15 +247,8 @@ TEST_F(SecurityTest, AnEnrolledNodeIsItsCertificateAndCannotPoseAsAnother) {
   // Its own Hello works, and the labels bound at enrollment override what the node claims.
   {
     auto ctx = testing::Context("", absl::Seconds(10));
-    auto stream = node->Session(ctx.get());
-    v1::EdgeMessage hello;
-    hello.mutable_hello()->set_node_id("edge-1");
-    (*hello.mutable_hello()->mutable_labels())["site"] = "plant-1";
-    hello.mutable_hello()->set_protocol_version(1);
-    ASSERT_TRUE(stream->Write(hello));
-    v1::CloudMessage first;
-    ASSERT_TRUE(stream->Read(&first));
-    EXPECT_TRUE(first.has_hello_ack());
+    auto stream = OpenSession(node.get(), "edge-1", ctx.get(), {{"site", "plant-1"}});
+    ASSERT_NE(stream, nullptr);
     v1::ListNodesResponse nodes;
     auto lctx = testing::Context();
     ASSERT_TRUE(admin_->ListNodes(lctx.get(), v1::ListNodesRequest(), &nodes).ok());
@@ -349,13 +360,8 @@ TEST_F(SecurityTest, DisablingOrRevokingANodeClosesItsSessionAndRefusesItsCalls)
   ASSERT_TRUE(Enroll("edge-1", token.secret()).ok());
   auto node = AsNode("edge-1");
   auto ctx = testing::Context("", absl::Seconds(20));
-  auto stream = node->Session(ctx.get());
-  v1::EdgeMessage hello;
-  hello.mutable_hello()->set_node_id("edge-1");
-  hello.mutable_hello()->set_protocol_version(1);
-  ASSERT_TRUE(stream->Write(hello));
-  v1::CloudMessage first;
-  ASSERT_TRUE(stream->Read(&first));
+  auto stream = OpenSession(node.get(), "edge-1", ctx.get());
+  ASSERT_NE(stream, nullptr);
 
   v1::SetNodeAccessRequest disable;
   disable.set_node_id("edge-1");
@@ -425,13 +431,8 @@ TEST_F(SecurityTest, ARotatedServerCertificateServesNewConnectionsWithoutDroppin
   ASSERT_TRUE(Enroll("edge-1", token.secret()).ok());
   auto node = AsNode("edge-1");
   auto ctx = testing::Context("", absl::Seconds(30));
-  auto stream = node->Session(ctx.get());
-  v1::EdgeMessage hello;
-  hello.mutable_hello()->set_node_id("edge-1");
-  hello.mutable_hello()->set_protocol_version(1);
-  ASSERT_TRUE(stream->Write(hello));
-  v1::CloudMessage first;
-  ASSERT_TRUE(stream->Read(&first));
+  auto stream = OpenSession(node.get(), "edge-1", ctx.get());
+  ASSERT_NE(stream, nullptr);
 
   // Rotate: a new key and certificate from the same CA, written over the served files.
   const std::string cert_path = server_->tls_cert_file();
