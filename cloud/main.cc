@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "cloud/server/cloud_server.h"
 #include "common/app/app.h"
+#include "common/net/connection_gate.h"
 #include "glog/logging.h"
 
 ABSL_FLAG(std::string, data_dir, "",
@@ -45,8 +46,28 @@ ABSL_FLAG(double, node_calls_per_second, 10,
 ABSL_FLAG(double, node_call_burst, 100, "Calls a quiet node may make at once.");
 ABSL_FLAG(int, upload_idle_timeout_s, 60,
           "An upload stream that sends nothing for this many seconds is cancelled.");
+ABSL_FLAG(int, max_connections, 0,
+          "Connections the Fleet port (and, apart, the Admin port) takes at once; past it new "
+          "ones are closed. 0: the open-file limit less a reserve.");
+ABSL_FLAG(int, max_connections_per_address, 512,
+          "Connections from one address on the Fleet and Admin ports; past it that address's "
+          "oldest is closed. 0: no limit. Raise it for sites with many gateways behind one "
+          "NAT address.");
+ABSL_FLAG(int, handshake_timeout_s, 10,
+          "Seconds a new connection has to finish its TLS and HTTP/2 handshake.");
+ABSL_FLAG(int, idle_connection_timeout_s, 120,
+          "A Fleet connection with no call open for this many seconds is closed (edges hold "
+          "their Session open, so they are never idle).");
+ABSL_FLAG(int, node_transfers, 4,
+          "Concurrent DownloadModel and UploadUpdate streams one node may hold; more are "
+          "refused RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, max_transfers, 1024,
+          "Concurrent DownloadModel and UploadUpdate streams the coordinator serves at once.");
 ABSL_FLAG(double, max_update_norm, 1e6,
           "Updates whose L2 norm exceeds this are refused as diverged or malicious.");
+ABSL_FLAG(int64_t, max_update_samples, 100000000,
+          "Updates claiming more samples than this are refused; below it an update weighs at "
+          "most the local samples its node reported.");
 ABSL_FLAG(std::string, model_check_path, "",
           "The fedge-model-check helper that tries each user-supplied model archive before it "
           "is loaded; empty: the one beside this binary, then PATH.");
@@ -89,6 +110,13 @@ int main(int argc, char** argv) {
   options.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
   options.liveness_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_liveness_timeout_ms));
   options.max_update_norm = absl::GetFlag(FLAGS_max_update_norm);
+  options.max_update_samples = absl::GetFlag(FLAGS_max_update_samples);
+  options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  options.max_connections_per_address = absl::GetFlag(FLAGS_max_connections_per_address);
+  options.handshake_timeout = absl::Seconds(absl::GetFlag(FLAGS_handshake_timeout_s));
+  options.idle_connection_timeout = absl::Seconds(absl::GetFlag(FLAGS_idle_connection_timeout_s));
+  options.node_transfers = absl::GetFlag(FLAGS_node_transfers);
+  options.max_transfers = absl::GetFlag(FLAGS_max_transfers);
   options.node_calls_per_second = absl::GetFlag(FLAGS_node_calls_per_second);
   options.node_call_burst = absl::GetFlag(FLAGS_node_call_burst);
   options.upload_idle_timeout = absl::Seconds(absl::GetFlag(FLAGS_upload_idle_timeout_s));
@@ -115,6 +143,9 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // Every connection holds a descriptor: take what the hard limit allows (logged).
+  const int64_t files = fedge::net::RaiseOpenFileLimit();
+  LOG(INFO) << "open-file limit: " << files;
   auto server = fedge::cloud::CloudServer::Start(options);
   if (!server.ok()) {
     std::cerr << "fedge-cloud: " << server.status().message() << "\n";

@@ -1,5 +1,6 @@
 #include "cloud/api/admin_service.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -122,7 +123,21 @@ grpc::Status AdminService::ListVersions(grpc::ServerContext* context,
   FEDGE_ADMIN_AUTHORIZE(caller);
   auto versions = options_.registry->ListVersions(request->model());
   if (!versions.ok()) return ToGrpcStatus(versions.status());
-  for (auto& v : *versions) *response->add_versions() = std::move(v);
+  // A page: bounded in count and bytes, so that no set of stored versions can make the
+  // response too large to receive.
+  constexpr size_t kMaxPageBytes = 2 << 20;
+  const int limit = request->limit() > 0 ? std::min(request->limit(), 1000) : 1000;
+  size_t bytes = 0;
+  for (auto& v : *versions) {
+    if (v.version() <= request->after_version()) continue;
+    bytes += v.ByteSizeLong();
+    if (response->versions_size() >= limit ||
+        (response->versions_size() > 0 && bytes > kMaxPageBytes)) {
+      response->set_next_after_version(response->versions().rbegin()->version());
+      break;
+    }
+    *response->add_versions() = std::move(v);
+  }
   return grpc::Status::OK;
 }
 

@@ -9,22 +9,23 @@
 #include "glog/logging.h"
 
 namespace fedge::cloud::api {
-namespace {
 
 prometheus::Counter& LimitedCounter(const std::string& limit) {
   return metrics::CounterFamily("fedge_cloud_calls_limited_total",
-                                "Fleet calls refused or cut off by a per-node limit: rate (too "
-                                "many calls) or idle (an upload stream that went quiet).")
+                                "Fleet calls refused, cut off or slowed by a limit: rate (too many "
+                                "calls), streams (too many transfers open), idle (an upload "
+                                "stream that went quiet), session_rate (Session messages slowed "
+                                "to the per-kind rate), session_bounds (a Session message out "
+                                "of bounds, dropped).")
       .Add({{"limit", limit}});
 }
 
-}  // namespace
-
 NodeRateLimiter::NodeRateLimiter(Options options) : options_(options) {
   LimitedCounter("rate");
+  LimitedCounter("streams");
 }
 
-absl::Status NodeRateLimiter::Admit(const std::string& node_id) {
+absl::Status NodeRateLimiter::Admit(const std::string& node_id, bool count) {
   const absl::Time now = options_.clock->Now();
   MutexLock lock(&mu_);
   auto it = buckets_.find(node_id);
@@ -40,11 +41,79 @@ absl::Status NodeRateLimiter::Admit(const std::string& node_id) {
     b.tokens -= 1;
     return absl::OkStatus();
   }
-  LimitedCounter("rate").Increment();
+  if (count) LimitedCounter("rate").Increment();
   const double wait_s = (1 - b.tokens) / options_.per_second;
   return absl::ResourceExhaustedError(absl::StrFormat(
       "node %s exceeds %g calls/s (bursts of %g) on the Fleet port; retry in %.1f s", node_id,
       options_.per_second, options_.burst, wait_s));
+}
+
+absl::Duration TokenBucket::Take(double n, absl::Time now) {
+  if (tokens_ < 0 && updated_ == absl::Time()) {
+    tokens_ = burst_;
+  } else {
+    tokens_ = std::min(burst_, tokens_ + absl::ToDoubleSeconds(now - updated_) * per_second_);
+  }
+  updated_ = now;
+  tokens_ -= n;
+  if (tokens_ >= 0) return absl::ZeroDuration();
+  return absl::Seconds(-tokens_ / per_second_);
+}
+
+absl::StatusOr<std::unique_ptr<StreamSlots::Slot>> StreamSlots::Acquire(
+    const std::string& node_id) {
+  MutexLock lock(&mu_);
+  int& mine = by_node_[node_id];
+  if (mine >= options_.per_node) {
+    LimitedCounter("streams").Increment();
+    return absl::ResourceExhaustedError(
+        absl::StrCat("node ", node_id, " already has ", mine,
+                     " transfers open, its limit on the Fleet port; "
+                     "finish or cancel one first"));
+  }
+  if (total_ >= options_.total) {
+    if (mine == 0) by_node_.erase(node_id);
+    LimitedCounter("streams").Increment();
+    return absl::ResourceExhaustedError(absl::StrCat("the coordinator serves ", options_.total,
+                                                     " transfers at once; retry shortly"));
+  }
+  ++mine;
+  ++total_;
+  return std::unique_ptr<Slot>(new Slot(this, node_id));
+}
+
+int StreamSlots::held(const std::string& node_id) const {
+  MutexLock lock(&mu_);
+  auto it = by_node_.find(node_id);
+  return it == by_node_.end() ? 0 : it->second;
+}
+
+void StreamSlots::Release(const std::string& node_id) {
+  MutexLock lock(&mu_);
+  auto it = by_node_.find(node_id);
+  if (it != by_node_.end() && --it->second <= 0) by_node_.erase(it);
+  --total_;
+}
+
+StreamSlots::Slot::~Slot() { owner_->Release(node_id_); }
+
+LogLimiter::LogLimiter(double per_second, double burst, Clock* clock)
+    : limiter_({per_second, burst, 10000, clock}) {}
+
+bool LogLimiter::Allow(const std::string& source) {
+  if (limiter_.Admit(source, /*count=*/false).ok()) return true;
+  MutexLock lock(&mu_);
+  if (suppressed_.size() < 10000 || suppressed_.count(source) > 0) ++suppressed_[source];
+  return false;
+}
+
+int64_t LogLimiter::TakeSuppressed(const std::string& source) {
+  MutexLock lock(&mu_);
+  auto it = suppressed_.find(source);
+  if (it == suppressed_.end()) return 0;
+  const int64_t n = it->second;
+  suppressed_.erase(it);
+  return n;
 }
 
 size_t NodeRateLimiter::tracked() const {

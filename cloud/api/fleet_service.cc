@@ -9,6 +9,8 @@
 #include <deque>
 #include <filesystem>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -18,10 +20,12 @@
 #include "common/metrics/metrics.h"
 #include "common/net/identity.h"
 #include "common/status/grpc_status.h"
+#include "common/status/quote.h"
 #include "common/status/status.h"
 #include "common/sync/mutex.h"
 #include "common/tensor/sha256.h"
 #include "glog/logging.h"
+#include "grpcpp/alarm.h"
 
 namespace fedge::cloud::api {
 namespace {
@@ -31,6 +35,21 @@ prometheus::Counter& ResumedUploads() {
                        "fedge_cloud_uploads_resumed_total",
                        "Updates whose upload continued from the part an earlier attempt left.")
                        .Add({});
+  return c;
+}
+
+// Appended to a rate-limited log line: how many like it were left out before it.
+std::string Suppressed(int64_t n) {
+  return n > 0 ? absl::StrCat(" (", n, " similar lines suppressed)") : "";
+}
+
+prometheus::Counter& SessionPacedCounter() {
+  static auto& c = LimitedCounter("session_rate");
+  return c;
+}
+
+prometheus::Counter& SessionBoundsCounter() {
+  static auto& c = LimitedCounter("session_bounds");
   return c;
 }
 
@@ -120,8 +139,11 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
                  fleet::Fleet* fleet, jobs::JobManager* jobs, registry::Registry* registry,
                  deploy::Controller* deploy, evaluation::FederatedEvaluator* evaluator,
                  events::EventLog* events, policy::Retrainer* retrainer, inbox::Inbox* inbox,
-                 enroll::Enrollment* enrollment)
+                 enroll::Enrollment* enrollment, const SessionLimits& limits, LogLimiter* logs)
       : context_(context),
+        limits_(limits),
+        logs_(logs),
+        bytes_(limits.bytes_per_second, limits.byte_burst),
         fleet_(fleet),
         jobs_(jobs),
         registry_(registry),
@@ -133,15 +155,17 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
         enrollment_(enrollment),
         // The fleet may hold the outbox after this reactor is gone: capture copies only.
         outbox_(std::make_shared<Outbox>(
-            this, [on_send = std::move(on_send),
-                   id = node_id.ok() ? *node_id : std::string()](const v1::CloudMessage& m) {
-              on_send(id, m);
-            })) {
+            this, [on_send = std::move(on_send), id = node_id.ok() ? *node_id : std::string()](
+                      const v1::CloudMessage& m) { on_send(id, m); })) {
     if (!node_id.ok()) {
       outbox_->Close(node_id.status());
       return;
     }
     node_id_ = *node_id;
+    {
+      MutexLock lock(&pending_->mu);
+      pending_->reactor = this;
+    }
     StartRead(&in_);
   }
 
@@ -153,25 +177,80 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
     }
     absl::Status st = Handle();
     if (!st.ok()) {
-      LOG(WARNING) << "node=" << node_id_ << " session refused: " << st;
+      if (logs_->Allow(node_id_)) {
+        LOG(WARNING) << "node=" << node_id_ << " session refused: " << st
+                     << Suppressed(logs_->TakeSuppressed(node_id_));
+      }
       outbox_->Close(st);
       return;
     }
-    StartRead(&in_);
+    // Each kind has its pace; past it the next read waits, and flow control slows the edge.
+    const absl::Time now = absl::Now();
+    auto bucket = kinds_.find(in_.kind_case());
+    if (bucket == kinds_.end()) {
+      bucket = kinds_
+                   .emplace(in_.kind_case(),
+                            TokenBucket(limits_.messages_per_second, limits_.message_burst))
+                   .first;
+    }
+    const absl::Duration wait = std::max(bucket->second.Take(1, now),
+                                         bytes_.Take(static_cast<double>(in_.ByteSizeLong()), now));
+    if (wait <= absl::ZeroDuration()) {
+      StartRead(&in_);
+      return;
+    }
+    SessionPacedCounter().Increment();
+    std::shared_ptr<Pending> pending = pending_;
+    // The previous alarm, if any, has fired: it started the read that got here.
+    alarm_ = std::make_unique<grpc::Alarm>();
+    alarm_->Set(absl::ToChronoTime(now + wait), [pending](bool) {
+      MutexLock lock(&pending->mu);
+      if (pending->reactor != nullptr) pending->reactor->StartRead(&pending->reactor->in_);
+    });
   }
 
   void OnWriteDone(bool ok) override { outbox_->OnWriteDone(ok); }
 
   void OnDone() override {
+    {
+      // A paced read that has not started yet never will.
+      MutexLock lock(&pending_->mu);
+      pending_->reactor = nullptr;
+    }
     if (session_id_ != 0) fleet_->Disconnect(node_id_, session_id_);
     outbox_->Detach();
     delete this;
   }
 
  private:
+  // What a pacing alarm reaches: the reactor until OnDone.
+  struct Pending {
+    Mutex mu;
+    SessionReactor* reactor ABSL_GUARDED_BY(mu);
+  };
+
   absl::Status Handle() {
     if (session_id_ == 0 && !in_.has_hello()) {
       return absl::FailedPreconditionError("the first Session message must be a Hello");
+    }
+    if (absl::Status bounded = limits::CheckBounds(in_, limits_.bounds); !bounded.ok()) {
+      const std::string kind = inbox::KindName(in_);
+      SessionBoundsCounter().Increment();
+      if (in_.message_id() == 0 || epoch_.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Session ", kind, " message out of bounds: ", bounded.message()));
+      }
+      // An outbox message the edge would resend forever: acknowledged, so that it is deleted,
+      // and dropped.
+      if (logs_->Allow(node_id_)) {
+        LOG(WARNING) << "node=" << node_id_ << " " << kind << " message " << in_.message_id()
+                     << " dropped: " << bounded << Suppressed(logs_->TakeSuppressed(node_id_));
+      }
+      acked_ = std::max(acked_, in_.message_id());
+      v1::CloudMessage ack;
+      ack.mutable_ack()->set_applied_message_id(acked_);
+      outbox_->Send(ack);
+      return absl::OkStatus();
     }
     if (in_.message_id() == 0) return Dispatch();
     // An outbox message: applied at most once, then acknowledged so the edge can delete it.
@@ -202,14 +281,13 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
       case v1::EdgeMessage::kHello: {
         if (session_id_ != 0) return absl::FailedPreconditionError("Hello sent twice");
         if (in_.hello().node_id() != node_id_) {
-          return absl::PermissionDeniedError(absl::StrCat("Hello names node '",
-                                                          in_.hello().node_id(),
-                                                          "' but the call is from '", node_id_,
-                                                          "'"));
+          return absl::PermissionDeniedError(
+              absl::StrCat("Hello names node ", Quote(in_.hello().node_id()),
+                           " but the call is from '", node_id_, "'"));
         }
         if (in_.hello().protocol_version() > 1) {
-          LOG(INFO) << "node=" << node_id_ << " speaks protocol v"
-                    << in_.hello().protocol_version() << "; this coordinator speaks v1";
+          LOG(INFO) << "node=" << node_id_ << " speaks protocol v" << in_.hello().protocol_version()
+                    << "; this coordinator speaks v1";
         }
         epoch_ = in_.hello().outbox_epoch();
         if (!epoch_.empty() && inbox_ != nullptr) {
@@ -252,6 +330,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
         if (deploy_ != nullptr) deploy_->OnHealth(node_id_, in_.health());
         return absl::OkStatus();
       case v1::EdgeMessage::kMetrics:
+        fleet_->ReportMetrics(node_id_, in_.metrics());
         return absl::OkStatus();
       case v1::EdgeMessage::KIND_NOT_SET:
         return absl::InvalidArgumentError("empty Session message");
@@ -262,9 +341,21 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   void OnDrift(const v1::DriftReport& report) {
     DriftReports().Increment();
     const bool counted = retrainer_ == nullptr || retrainer_->OnDrift(node_id_, report);
-    LOG(WARNING) << "node=" << node_id_ << " reports drift in " << report.model() << " v"
-                 << report.version().version() << ": "
-                 << absl::StrJoin(report.drifted_features(), ", ");
+    // The report is bounded (SessionLimits), but a wide model may name many features: the log
+    // and the event name the first few.
+    constexpr int kNamed = 16;
+    const int drifted = report.drifted_features_size();
+    std::vector<std::string> named;
+    for (int i = 0; i < std::min(drifted, kNamed); ++i) {
+      named.push_back(Quote(report.drifted_features(i), 64));
+    }
+    const std::string more =
+        drifted > kNamed ? absl::StrCat(" and ", drifted - kNamed, " more") : "";
+    if (logs_->Allow(node_id_)) {
+      LOG(WARNING) << "node=" << node_id_ << " reports drift in " << Quote(report.model()) << " v"
+                   << report.version().version() << ": " << absl::StrJoin(named, ", ") << more
+                   << Suppressed(logs_->TakeSuppressed(node_id_));
+    }
     if (events_ == nullptr) return;
     v1::Event e;
     e.set_type("drift.detected");
@@ -272,7 +363,8 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
     e.set_model(report.model());
     e.set_version(report.version().version());
     std::vector<std::string> parts;
-    for (const auto& f : report.drifted_features()) {
+    for (int i = 0; i < std::min(drifted, kNamed); ++i) {
+      const std::string& f = report.drifted_features(i);
       auto psi = report.psi().find(f);
       parts.push_back(psi == report.psi().end() ? f
                                                 : absl::StrFormat("%s (PSI %.2f)", f, psi->second));
@@ -280,7 +372,7 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
           psi == report.psi().end() ? "" : absl::StrFormat("%.4f", psi->second);
     }
     (*e.mutable_attributes())["counted"] = counted ? "true" : "false";
-    e.set_message(absl::StrCat("input drift on ", absl::StrJoin(parts, ", "), " at window ",
+    e.set_message(absl::StrCat("input drift on ", absl::StrJoin(parts, ", "), more, " at window ",
                                report.window_index(),
                                counted ? "" : " (stale: not counted toward retraining)"));
     events_->Append(std::move(e));
@@ -309,6 +401,12 @@ class SessionReactor : public grpc::ServerBidiReactor<v1::EdgeMessage, v1::Cloud
   }
 
   grpc::CallbackServerContext* const context_;
+  const SessionLimits& limits_;
+  LogLimiter* const logs_;
+  TokenBucket bytes_;
+  std::map<v1::EdgeMessage::KindCase, TokenBucket> kinds_;
+  std::shared_ptr<Pending> pending_ = std::make_shared<Pending>();
+  std::unique_ptr<grpc::Alarm> alarm_;
   fleet::Fleet* const fleet_;
   jobs::JobManager* const jobs_;
   registry::Registry* const registry_;
@@ -338,7 +436,8 @@ grpc::ServerBidiReactor<v1::EdgeMessage, v1::CloudMessage>* FleetService::Sessio
         if (m.has_evaluate()) grants_.Add(node_id, m.evaluate().version().sha256());
       },
       options_.fleet, options_.jobs, options_.registry, options_.deploy, options_.evaluator,
-      options_.events, options_.retrainer, options_.inbox, options_.enrollment);
+      options_.events, options_.retrainer, options_.inbox, options_.enrollment, options_.session,
+      &logs_);
 }
 
 void FleetService::Grants::Add(const std::string& node_id, const std::string& sha256) {
@@ -382,22 +481,246 @@ absl::Status FleetService::MayDownload(const std::string& node_id,
                    ": a node downloads only the models of its own tasks and deployments"));
 }
 
-grpc::Status FleetService::DownloadModel(grpc::ServerContext* context,
-                                         const v1::DownloadRequest* request,
-                                         grpc::ServerWriter<v1::Chunk>* writer) {
-  auto node = Authenticate(*context);
-  if (!node.ok()) return ToGrpcStatus(node.status());
-  if (absl::Status st = limiter_.Admit(*node); !st.ok()) return ToGrpcStatus(st);
-  if (absl::Status st = MayDownload(*node, request->sha256()); !st.ok()) return ToGrpcStatus(st);
-  return StreamBlob(*options_.registry, request->sha256(), request->offset(), context, writer);
+namespace {
+
+int64_t FileSize(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+}
+
+// "ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7": the rate-limit key of a caller with no identity.
+std::string PeerHost(const std::string& peer) {
+  size_t colon = peer.rfind(':');
+  return colon == std::string::npos ? peer : peer.substr(0, colon);
+}
+
+// Bounds on the small requests of the Fleet port (the Session's are in SessionLimits).
+const limits::MessageBounds& RequestBounds() {
+  static const limits::MessageBounds b = {64 * 1024, 16 * 1024, 0, 256, 8};
+  return b;
+}
+
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context,
+                                      const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+}  // namespace
+
+// One download: a chunk is read from disk and written per reaction, so a slow or stalled reader
+// holds its slot and an open file, never a thread.
+class FleetService::DownloadReactor : public grpc::ServerWriteReactor<v1::Chunk> {
+ public:
+  DownloadReactor(FleetService* service, grpc::CallbackServerContext* context,
+                  const v1::DownloadRequest* request) {
+    absl::Status st = Start(service, context, request);
+    if (!st.ok()) {
+      Finish(ToGrpcStatus(st));
+      return;
+    }
+    WriteNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      return;
+    }
+    watch_->Touch();
+    WriteNext();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Start(FleetService* service, grpc::CallbackServerContext* context,
+                     const v1::DownloadRequest* request) {
+    FEDGE_ASSIGN_OR_RETURN(const std::string node, service->Authenticate(*context));
+    FEDGE_RETURN_IF_ERROR(service->limiter_.Admit(node));
+    FEDGE_ASSIGN_OR_RETURN(slot_, service->slots_.Acquire(node));
+    FEDGE_RETURN_IF_ERROR(service->MayDownload(node, request->sha256()));
+    FEDGE_ASSIGN_OR_RETURN(reader_, BlobReader::Open(*service->options_.registry, request->sha256(),
+                                                     request->offset()));
+    watch_ = service->idle_.Start(context);
+    return absl::OkStatus();
+  }
+
+  void WriteNext() {
+    absl::StatusOr<bool> more = reader_->Next(&chunk_);
+    if (!more.ok()) {
+      Finish(ToGrpcStatus(more.status()));
+    } else if (!*more) {
+      Finish(grpc::Status::OK);
+    } else {
+      StartWrite(&chunk_);
+    }
+  }
+
+  std::unique_ptr<StreamSlots::Slot> slot_;
+  std::unique_ptr<BlobReader> reader_;
+  std::unique_ptr<IdleStreams::Watch> watch_;
+  v1::Chunk chunk_;
+};
+
+// One upload: the header is checked before anything is staged, each chunk is staged in the
+// reaction that read it, and the last one validates and folds the whole.
+class FleetService::UploadReactor : public grpc::ServerReadReactor<v1::UploadRequest> {
+ public:
+  UploadReactor(FleetService* service, grpc::CallbackServerContext* context,
+                v1::UploadResponse* response)
+      : service_(service), response_(response) {
+    absl::Status st = Start(context);
+    if (!st.ok()) {
+      Finish(ToGrpcStatus(st));
+      return;
+    }
+    StartRead(&msg_);
+  }
+
+  void OnReadDone(bool ok) override {
+    absl::Status st = ok ? Take() : Complete();
+    if (!ok || !st.ok()) {
+      if (!st.ok() && service_->logs_.Allow(node_)) {
+        LOG(WARNING) << "node=" << node_ << " upload refused: " << st
+                     << Suppressed(service_->logs_.TakeSuppressed(node_));
+      }
+      Finish(ToGrpcStatus(st));
+      return;
+    }
+    StartRead(&msg_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Start(grpc::CallbackServerContext* context) {
+    FEDGE_ASSIGN_OR_RETURN(node_, service_->Authenticate(*context));
+    FEDGE_RETURN_IF_ERROR(service_->limiter_.Admit(node_));
+    FEDGE_ASSIGN_OR_RETURN(slot_, service_->slots_.Acquire(node_));
+    watch_ = service_->idle_.Start(context);
+    return absl::OkStatus();
+  }
+
+  // One message of the stream: the header first, then chunks.
+  absl::Status Take() {
+    watch_->Touch();
+    if (stage_ == nullptr) {
+      if (!msg_.has_header()) {
+        return absl::InvalidArgumentError("an upload must start with an UpdateHeader");
+      }
+      header_ = msg_.header();
+      FEDGE_RETURN_IF_ERROR(limits::CheckBounds(header_, RequestBounds()));
+      // Refuse early, before any payload is staged.
+      FEDGE_RETURN_IF_ERROR(service_->options_.jobs->CheckUpload(node_, header_));
+      if (!IsSha256Hex(header_.sha256())) {
+        return absl::InvalidArgumentError("the header's sha256 is malformed");
+      }
+      // Stage the payload as it streams in: in a part file when there is an upload_dir (so
+      // that a broken stream can resume), else in memory. CheckUpload bounded total_size by
+      // the model size.
+      std::string part;
+      if (!service_->options_.upload_dir.empty()) {
+        service_->SweepParts();
+        part = service_->PartPath(node_, header_.task_id(), header_.sha256());
+        FEDGE_RETURN_IF_ERROR(service_->ReservePart(node_, part, header_.total_size()));
+      }
+      stage_ = std::make_unique<UploadStage>(part, header_.total_size());
+      return absl::OkStatus();
+    }
+    if (!msg_.has_chunk()) return absl::InvalidArgumentError("a second header in one upload");
+    v1::Chunk* chunk = msg_.mutable_chunk();
+    absl::Status st = stage_->AddChunk(chunk->offset(), std::move(*chunk->mutable_data()));
+    if (st.code() == absl::StatusCode::kResourceExhausted) {
+      LOG(ERROR) << "node=" << node_ << " upload for task " << Quote(header_.task_id())
+                 << " not staged: " << st;
+    }
+    return st;
+  }
+
+  // The stream ended: check the whole and fold it.
+  absl::Status Complete() {
+    if (stage_ == nullptr) {
+      if (watch_ != nullptr && watch_->timed_out()) return IdleError();
+      return absl::InvalidArgumentError("an upload must start with an UpdateHeader");
+    }
+    if (stage_->resumed()) ResumedUploads().Increment();
+    if (watch_->timed_out()) return IdleError();
+    if (stage_->size() != header_.total_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "upload truncated: received ", stage_->size(), " of ", header_.total_size(), " bytes",
+          service_->options_.upload_dir.empty() ? "" : "; the rest may follow"));
+    }
+    const std::string got = stage_->FinishDigest();
+    if (got != header_.sha256()) {
+      stage_->Discard();
+      return absl::DataLossError(absl::StrCat("upload corrupted: payload sha256 ",
+                                              got.substr(0, 12), " does not match the header's ",
+                                              header_.sha256().substr(0, 12), "; send it again"));
+    }
+    FEDGE_ASSIGN_OR_RETURN(absl::string_view payload, stage_->Contents());
+    absl::Status st = service_->options_.jobs->SubmitUpdate(node_, header_, payload);
+    stage_->Discard();
+    FEDGE_RETURN_IF_ERROR(st);
+    response_->set_received_bytes(static_cast<int64_t>(payload.size()));
+    return absl::OkStatus();
+  }
+
+  absl::Status IdleError() const {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "the upload sent nothing for ", absl::FormatDuration(service_->idle_.idle_timeout()),
+        "; the cloud keeps what arrived: ask UploadOffset and resume"));
+  }
+
+  FleetService* const service_;
+  v1::UploadResponse* const response_;
+  std::string node_;
+  std::unique_ptr<StreamSlots::Slot> slot_;
+  std::unique_ptr<IdleStreams::Watch> watch_;
+  v1::UploadRequest msg_;
+  v1::UpdateHeader header_;
+  std::unique_ptr<UploadStage> stage_;
+};
+
+grpc::ServerWriteReactor<v1::Chunk>* FleetService::DownloadModel(
+    grpc::CallbackServerContext* context, const v1::DownloadRequest* request) {
+  return new DownloadReactor(this, context, request);
+}
+
+grpc::ServerReadReactor<v1::UploadRequest>* FleetService::UploadUpdate(
+    grpc::CallbackServerContext* context, v1::UploadResponse* response) {
+  return new UploadReactor(this, context, response);
+}
+
+grpc::ServerUnaryReactor* FleetService::UploadOffset(grpc::CallbackServerContext* context,
+                                                     const v1::UploadOffsetRequest* request,
+                                                     v1::UploadOffsetResponse* response) {
+  return FinishUnary(context, DoUploadOffset(context, request, response));
+}
+
+grpc::ServerUnaryReactor* FleetService::Enroll(grpc::CallbackServerContext* context,
+                                               const v1::EnrollRequest* request,
+                                               v1::EnrollResponse* response) {
+  return FinishUnary(context, DoEnroll(context, request, response));
+}
+
+grpc::ServerUnaryReactor* FleetService::RenewCertificate(grpc::CallbackServerContext* context,
+                                                         const v1::RenewCertificateRequest* request,
+                                                         v1::EnrollResponse* response) {
+  return FinishUnary(context, DoRenewCertificate(context, request, response));
 }
 
 FleetService::FleetService(Options options)
     : options_(std::move(options)),
       limiter_(options_.rate_limit),
-      idle_(options_.upload_idle_timeout) {
+      idle_(options_.upload_idle_timeout),
+      slots_(options_.streams) {
   ResumedUploads();  // the series exists, at zero, from the start
   DriftReports();
+  LimitedCounter("session_rate");
+  LimitedCounter("session_bounds");
+  LimitedCounter("parts");
   if (options_.upload_dir.empty()) return;
   if (::mkdir(options_.upload_dir.c_str(), 0755) != 0 && errno != EEXIST) {
     LOG(WARNING) << "cannot create " << options_.upload_dir << ": " << std::strerror(errno)
@@ -423,26 +746,62 @@ void FleetService::SweepParts() {
   }
 }
 
-std::string FleetService::PartPath(const std::string& node_id, const std::string& task_id,
-                                   const std::string& sha256) const {
-  // Hashed, so no byte of what the edge sent reaches the file name.
-  return absl::StrCat(options_.upload_dir, "/",
-                      Sha256Hex(absl::StrCat(node_id, "\n", task_id, "\n", sha256)).substr(0, 32),
-                      ".part");
-}
-
 namespace {
 
-int64_t FileSize(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+std::string NodePartPrefix(const std::string& node_id) {
+  return Sha256Hex(absl::StrCat("node\n", node_id)).substr(0, 16);
 }
 
 }  // namespace
 
-grpc::Status FleetService::UploadOffset(grpc::ServerContext* context,
-                                        const v1::UploadOffsetRequest* request,
-                                        v1::UploadOffsetResponse* response) {
+std::string FleetService::PartPath(const std::string& node_id, const std::string& task_id,
+                                   const std::string& sha256) const {
+  // Hashed, so no byte of what the edge sent reaches the file name.
+  return absl::StrCat(options_.upload_dir, "/", NodePartPrefix(node_id), "-",
+                      Sha256Hex(absl::StrCat(node_id, "\n", task_id, "\n", sha256)).substr(0, 32),
+                      ".part");
+}
+
+absl::Status FleetService::ReservePart(const std::string& node_id, const std::string& path,
+                                       int64_t bytes) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) return absl::OkStatus();  // resuming its own part
+  MutexLock lock(&parts_mu_);
+  const std::string mine = NodePartPrefix(node_id) + "-";
+  std::vector<std::pair<std::filesystem::file_time_type, std::filesystem::path>> own;
+  int count = 0;
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(options_.upload_dir, ec)) {
+    if (entry.path().extension() != ".part") continue;
+    const int64_t size = static_cast<int64_t>(entry.file_size(ec));
+    if (entry.path().filename().string().rfind(mine, 0) == 0) {
+      own.emplace_back(entry.last_write_time(ec), entry.path());
+    }
+    ++count;
+    total += ec ? 0 : size;
+  }
+  // The node's oldest parts make room for its new one: a node that invents digests only ever
+  // holds parts_per_node of them.
+  std::sort(own.begin(), own.end());
+  for (size_t i = 0; i + options_.parts_per_node <= own.size(); ++i) {
+    total -= FileSize(own[i].second.string());
+    --count;
+    std::filesystem::remove(own[i].second, ec);
+  }
+  if (count + 1 > options_.max_parts || total + bytes > options_.max_part_bytes) {
+    LimitedCounter("parts").Increment();
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the coordinator holds ", count, " interrupted uploads (", total,
+                     " bytes; limits ", options_.max_parts, " and ", options_.max_part_bytes,
+                     " bytes): retry later, when older parts have been completed or expired"));
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status FleetService::DoUploadOffset(grpc::CallbackServerContext* context,
+                                          const v1::UploadOffsetRequest* request,
+                                          v1::UploadOffsetResponse* response) {
   auto node = Authenticate(*context);
   if (!node.ok()) return ToGrpcStatus(node.status());
   if (absl::Status st = limiter_.Admit(*node); !st.ok()) return ToGrpcStatus(st);
@@ -455,98 +814,27 @@ grpc::Status FleetService::UploadOffset(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status FleetService::UploadUpdate(grpc::ServerContext* context,
-                                        grpc::ServerReader<v1::UploadRequest>* reader,
-                                        v1::UploadResponse* response) {
-  auto node = Authenticate(*context);
-  if (!node.ok()) return ToGrpcStatus(node.status());
-  if (absl::Status st = limiter_.Admit(*node); !st.ok()) return ToGrpcStatus(st);
-  const std::unique_ptr<IdleStreams::Watch> watch = idle_.Start(context);
-  v1::UploadRequest msg;
-  if (!reader->Read(&msg) || !msg.has_header()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "an upload must start with an UpdateHeader");
-  }
-  const v1::UpdateHeader header = msg.header();
-  // Refuse early, before any payload is staged.
-  absl::Status st = options_.jobs->CheckUpload(*node, header);
-  if (!st.ok()) return ToGrpcStatus(st);
-  if (!IsSha256Hex(header.sha256())) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the header's sha256 is malformed");
-  }
-  // Stage the payload as it streams in: in a part file when there is an upload_dir (so that a
-  // broken stream can resume), else in memory. CheckUpload bounded total_size by the model size.
-  if (!options_.upload_dir.empty()) SweepParts();
-  UploadStage stage(
-      options_.upload_dir.empty() ? "" : PartPath(*node, header.task_id(), header.sha256()),
-      header.total_size());
-  while (reader->Read(&msg)) {
-    watch->Touch();
-    if (!msg.has_chunk()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a second header in one upload");
-    }
-    v1::Chunk* chunk = msg.mutable_chunk();
-    st = stage.AddChunk(chunk->offset(), std::move(*chunk->mutable_data()));
-    if (!st.ok()) return ToGrpcStatus(st);
-  }
-  if (stage.resumed()) ResumedUploads().Increment();
-  if (watch->timed_out()) {
-    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                        absl::StrCat("the upload sent nothing for ",
-                                     absl::FormatDuration(idle_.idle_timeout()),
-                                     "; the cloud keeps what arrived: ask UploadOffset and resume"));
-  }
-  if (stage.size() != header.total_size()) {
-    return grpc::Status(
-        grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("upload truncated: received ", stage.size(), " of ", header.total_size(),
-                     " bytes", options_.upload_dir.empty() ? "" : "; the rest may follow"));
-  }
-  const std::string got = stage.FinishDigest();
-  if (got != header.sha256()) {
-    stage.Discard();
-    return grpc::Status(grpc::StatusCode::DATA_LOSS,
-                        absl::StrCat("upload corrupted: payload sha256 ", got.substr(0, 12),
-                                     " does not match the header's ",
-                                     header.sha256().substr(0, 12), "; send it again"));
-  }
-  absl::StatusOr<absl::string_view> payload = stage.Contents();
-  if (!payload.ok()) return ToGrpcStatus(payload.status());
-  st = options_.jobs->SubmitUpdate(*node, header, *payload);
-  stage.Discard();
-  if (!st.ok()) return ToGrpcStatus(st);
-  response->set_received_bytes(static_cast<int64_t>(payload->size()));
-  return grpc::Status::OK;
-}
-
-}  // namespace fedge::cloud::api
-
-namespace fedge::cloud::api {
-
-namespace {
-
-// "ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7": the rate-limit key of a caller with no identity.
-std::string PeerHost(const std::string& peer) {
-  size_t colon = peer.rfind(':');
-  return colon == std::string::npos ? peer : peer.substr(0, colon);
-}
-
-}  // namespace
-
-grpc::Status FleetService::Enroll(grpc::ServerContext* context, const v1::EnrollRequest* request,
-                                  v1::EnrollResponse* response) {
+grpc::Status FleetService::DoEnroll(grpc::CallbackServerContext* context,
+                                    const v1::EnrollRequest* request,
+                                    v1::EnrollResponse* response) {
   if (options_.enrollment == nullptr) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "this coordinator runs without TLS (--insecure) and enrolls no one");
   }
-  if (absl::Status st = limiter_.Admit(absl::StrCat("enroll@", PeerHost(context->peer())));
-      !st.ok()) {
+  const std::string peer_host = PeerHost(context->peer());
+  if (absl::Status st = limiter_.Admit(absl::StrCat("enroll@", peer_host)); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  if (absl::Status st = limits::CheckBounds(*request, RequestBounds()); !st.ok()) {
     return ToGrpcStatus(st);
   }
   auto enrolled = options_.enrollment->Enroll(*request);
   if (!enrolled.ok()) {
-    LOG(WARNING) << "enrollment of '" << request->node_id().substr(0, 64) << "' from "
-                 << context->peer() << " refused: " << enrolled.status();
+    if (logs_.Allow(peer_host)) {
+      LOG(WARNING) << "enrollment of " << Quote(request->node_id()) << " from " << peer_host
+                   << " refused: " << Quote(enrolled.status().ToString(), 256)
+                   << Suppressed(logs_.TakeSuppressed(peer_host));
+    }
     return ToGrpcStatus(enrolled.status());
   }
   *response = std::move(*enrolled);
@@ -560,16 +848,20 @@ grpc::Status FleetService::Enroll(grpc::ServerContext* context, const v1::Enroll
   return grpc::Status::OK;
 }
 
-grpc::Status FleetService::RenewCertificate(grpc::ServerContext* context,
-                                            const v1::RenewCertificateRequest* request,
-                                            v1::EnrollResponse* response) {
+grpc::Status FleetService::DoRenewCertificate(grpc::CallbackServerContext* context,
+                                              const v1::RenewCertificateRequest* request,
+                                              v1::EnrollResponse* response) {
   if (options_.enrollment == nullptr) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        "this coordinator runs without TLS (--insecure) and issues no certificates");
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        "this coordinator runs without TLS (--insecure) and issues no certificates");
   }
   auto node = Authenticate(*context);
   if (!node.ok()) return ToGrpcStatus(node.status());
   if (absl::Status st = limiter_.Admit(*node); !st.ok()) return ToGrpcStatus(st);
+  if (absl::Status st = limits::CheckBounds(*request, RequestBounds()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
   auto renewed = options_.enrollment->Renew(*node, request->csr_pem());
   if (!renewed.ok()) return ToGrpcStatus(renewed.status());
   *response = std::move(*renewed);

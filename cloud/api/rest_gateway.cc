@@ -52,7 +52,11 @@ constexpr char kNdjson[] = "application/x-ndjson";
 
 // httplib serves each connection on one pool thread for its whole life, and an open stream
 // (WatchEvents) holds its thread, so the pool is larger than httplib's default of 8.
-constexpr size_t kWorkerThreads = 16;
+// Each connection holds a worker while it is read, so silent connections cost workers: many
+// workers, and short read and keep-alive timeouts, let such connections pass without delaying
+// the requests behind them.
+constexpr size_t kWorkerThreads = 64;
+constexpr int kReadTimeoutSeconds = 2;
 // Request bodies are single JSON messages; gRPC refuses larger messages by default anyway.
 constexpr size_t kMaxBodyBytes = 4 << 20;
 // A server stream whose call fails within this window answers with the mapped HTTP status;
@@ -693,6 +697,8 @@ absl::StatusOr<std::unique_ptr<RestGateway>> RestGateway::Start(Options options)
   httplib::Server& server = impl->server();
   server.new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
   server.set_payload_max_length(kMaxBodyBytes);
+  server.set_read_timeout(kReadTimeoutSeconds, 0);
+  server.set_keep_alive_timeout(kReadTimeoutSeconds);
   server.Get("/v1/admin",
              [self](const httplib::Request&, httplib::Response& res) { self->ListMethods(res); });
   server.Post(R"(/v1/admin/([^/]*))", [self](const httplib::Request& req, httplib::Response& res) {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -134,6 +135,41 @@ absl::Status MakeDirs(const std::string& path) {
   }
   return MakeDir(path);
 }
+
+// Cuts an event down to bounded fields, so that no event (and no event stored before these
+// bounds existed) can make a list, a watch or a webhook body too large: the message to 2 KiB,
+// 64 attributes of 128-byte keys and 512-byte values, and every other string to 256 bytes.
+void BoundEvent(v1::Event* e) {
+  auto cut = [](std::string* s, size_t max) {
+    if (s->size() <= max) return;
+    const size_t was = s->size();
+    s->resize(max);
+    absl::StrAppend(s, "... (", was, " bytes)");
+  };
+  cut(e->mutable_message(), 2048);
+  cut(e->mutable_type(), 256);
+  cut(e->mutable_node_id(), 256);
+  cut(e->mutable_model(), 256);
+  cut(e->mutable_job_id(), 256);
+  cut(e->mutable_deployment_id(), 256);
+  auto* attrs = e->mutable_attributes();
+  bool oversized = attrs->size() > 64;
+  for (const auto& [k, v] : *attrs) oversized = oversized || k.size() > 128 || v.size() > 512;
+  if (!oversized) return;
+  std::map<std::string, std::string> kept;
+  for (const auto& [k, v] : *attrs) {
+    if (kept.size() >= 64) break;
+    std::string key = k.substr(0, 128);
+    std::string value = v;
+    cut(&value, 512);
+    kept.emplace(std::move(key), std::move(value));
+  }
+  attrs->clear();
+  for (auto& [k, v] : kept) (*attrs)[k] = std::move(v);
+}
+
+// A list stops adding events past this many bytes; callers page on with after_id.
+constexpr size_t kMaxListBytes = 2 << 20;
 
 int ClampLimit(int limit) {
   if (limit <= 0) return kDefaultLimit;
@@ -334,6 +370,7 @@ struct EventLog::Impl {
     }
     stmt.Bind(i, static_cast<int64_t>(ClampLimit(limit)));
     std::vector<v1::Event> out;
+    size_t bytes = 0;
     while (true) {
       FEDGE_ASSIGN_OR_RETURN(bool row, stmt.Step());
       if (!row) break;
@@ -344,6 +381,9 @@ struct EventLog::Impl {
             absl::StrCat(kDbFile, ": stored event ", stmt.Int(0), " is corrupt"));
       }
       e.set_id(stmt.Int(0));
+      BoundEvent(&e);
+      bytes += e.ByteSizeLong();
+      if (!out.empty() && bytes > kMaxListBytes) break;
       out.push_back(std::move(e));
     }
     return out;
@@ -575,6 +615,7 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(Options options) {
 }
 
 int64_t EventLog::Append(v1::Event event) {
+  BoundEvent(&event);
   if (event.time_unix_ms() == 0) event.set_time_unix_ms(impl_->NowMs());
   event.set_id(0);  // the stored proto carries no id; the row id is the id
   {

@@ -83,6 +83,7 @@ uint64_t Fleet::Connect(const v1::Hello& hello, const std::string& peer,
     info.set_software_version(hello.software_version());
     info.set_cpu_cores(hello.cpu_cores());
     info.set_memory_mb(hello.memory_mb());
+    info.set_local_samples(std::max<int64_t>(0, hello.local_samples()));
     info.set_peer(peer);
     info.set_connected(true);
     PublishCountsLocked();
@@ -197,6 +198,23 @@ bool Fleet::IsConnected(const std::string& node_id) const {
   MutexLock lock(&mu_);
   auto it = nodes_.find(node_id);
   return it != nodes_.end() && it->second.sink != nullptr;
+}
+
+int64_t Fleet::LocalSamples(const std::string& node_id) const {
+  MutexLock lock(&mu_);
+  auto it = nodes_.find(node_id);
+  return it == nodes_.end() ? 0 : it->second.info.local_samples();
+}
+
+void Fleet::ReportMetrics(const std::string& node_id, const v1::MetricsReport& report) {
+  auto samples = report.values().find("local_samples");
+  if (samples == report.values().end()) return;
+  // A claim, bounded to what an int64 holds; the job manager caps it again.
+  const double v = samples->second;
+  const int64_t n = v >= 0 && v < 9.2e18 ? static_cast<int64_t>(v) : 0;
+  MutexLock lock(&mu_);
+  auto it = nodes_.find(node_id);
+  if (it != nodes_.end()) it->second.info.set_local_samples(n);
 }
 
 std::vector<v1::Node> Fleet::List() const {

@@ -76,6 +76,11 @@ class Fleet {
   // Connected, alive nodes that match the filter. Sorted by node id.
   std::vector<std::string> Eligible(const NodeFilter& filter) const;
   bool IsConnected(const std::string& node_id) const;
+  // The labelled rows the node last said it holds (Hello.local_samples, or a later
+  // "local_samples" metric); 0 when unknown.
+  int64_t LocalSamples(const std::string& node_id) const;
+  // The node's metrics report: refreshes what LocalSamples returns.
+  void ReportMetrics(const std::string& node_id, const v1::MetricsReport& report);
   std::vector<v1::Node> List() const;
   int ConnectedCount() const;
 

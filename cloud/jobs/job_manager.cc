@@ -15,6 +15,7 @@
 #include "common/data/dataset.h"
 #include "common/data/synthetic.h"
 #include "common/metrics/metrics.h"
+#include "common/status/quote.h"
 #include "common/status/status.h"
 #include "common/tensor/flat.h"
 #include "common/torch/model.h"
@@ -45,8 +46,9 @@ prometheus::Counter& UpdateBytesCounter(codec::Encoding encoding) {
 prometheus::Counter& PoisonedCounter(const std::string& reason, const std::string& action) {
   return metrics::CounterFamily(
              "fedge_cloud_poisoned_updates_total",
-             "Updates that failed the coordinator's value checks, by reason (non_finite, norm) "
-             "and action (refused, clipped to the job's norm bound).")
+             "Updates that failed the coordinator's value checks, by reason (non_finite, norm, "
+             "num_samples) and action (refused, clipped to the job's norm bound or to the "
+             "node's reported samples).")
       .Add({{"reason", reason}, {"action", action}});
 }
 
@@ -121,6 +123,8 @@ void RegisterJobMetrics() {
   RoundsStartedCounter();
   PoisonedCounter("non_finite", "refused");
   PoisonedCounter("norm", "refused");
+  PoisonedCounter("num_samples", "refused");
+  PoisonedCounter("num_samples", "clipped");
   PoisonedCounter("norm", "clipped");
   AggregationSeconds();
   ParticipantsGauge();
@@ -364,12 +368,16 @@ struct JobManager::Running {
   int max_staleness = 0;
   double max_norm = 0;     // the job's bound; 0: the coordinator's
   bool clip_over_norm = false;
+  int64_t max_samples = 0;  // the coordinator's bound on num_samples
 
   // The round in progress (async: the server step being formed).
   int round ABSL_GUARDED_BY(mu) = 0;
   bool accepting ABSL_GUARDED_BY(mu) = false;
   // Task id -> node: the round's tasks (async: the tasks still out).
   std::map<std::string, std::string> tasks ABSL_GUARDED_BY(mu);
+  // Task id -> the local samples its node reported when the task was given (0: unknown): the
+  // most its update weighs.
+  std::map<std::string, int64_t> sample_caps ABSL_GUARDED_BY(mu);
   std::set<std::string> received ABSL_GUARDED_BY(mu);  // task ids (async: over the whole job)
   std::set<std::string> failed ABSL_GUARDED_BY(mu);    // task ids
   std::set<std::string> dropped ABSL_GUARDED_BY(mu);   // task ids refused: partial or stale
@@ -587,10 +595,10 @@ absl::Status JobManager::CheckUpload(const std::string& node_id,
     auto record = options_.registry->GetJob(header.job_id());
     if (record.ok()) {
       return absl::FailedPreconditionError(
-          absl::StrCat("job '", header.job_id(), "' is ",
+          absl::StrCat("job ", Quote(header.job_id()), " is ",
                        v1::JobState_Name(record->job.state()), " and takes no more updates"));
     }
-    return absl::NotFoundError(absl::StrCat("job '", header.job_id(), "' does not exist"));
+    return absl::NotFoundError(absl::StrCat("job ", Quote(header.job_id()), " does not exist"));
   }
   MutexLock lock(&job->mu);
   return job->CheckUploadLocked(node_id, header);
@@ -624,7 +632,7 @@ absl::Status JobManager::Running::CheckUploadLocked(const std::string& node_id,
   auto task = tasks.find(header.task_id());
   if (task == tasks.end()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "task '", header.task_id(), "' is not part of round ", round, " of job ", id));
+        "task ", Quote(header.task_id()), " is not part of round ", round, " of job ", id));
   }
   if (task->second != node_id) {
     return absl::PermissionDeniedError(absl::StrCat("task '", header.task_id(),
@@ -652,9 +660,11 @@ absl::Status JobManager::Running::CheckUploadLocked(const std::string& node_id,
         "update declares ", header.total_size(), " bytes; a ", codec::EncodingName(codec.encoding),
         " update of this model has ", *expected));
   }
-  if (header.num_samples() <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("update reports ", header.num_samples(), " samples; it must be positive"));
+  if (header.num_samples() <= 0 || header.num_samples() > max_samples) {
+    PoisonedCounter("num_samples", "refused").Increment();
+    return absl::InvalidArgumentError(absl::StrCat("update reports ", header.num_samples(),
+                                                   " samples; it must be from 1 to ", max_samples,
+                                                   " (--max_update_samples)"));
   }
   auto epochs = header.metrics().find("epochs");
   if (epochs != header.metrics().end() && epochs->second < local_epochs &&
@@ -718,7 +728,17 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
             job->async ? aggregation::StalenessScale(job->round - header.round(),
                                                      job->staleness_exponent)
                        : 1.0;
-        st = job->strategy->FoldEncoded(payload, job->codec, header.num_samples(), scale * clip);
+        // What the update weighs: its claim, but no more than its node reported having.
+        int64_t weight = header.num_samples();
+        auto cap = job->sample_caps.find(header.task_id());
+        if (cap != job->sample_caps.end() && cap->second > 0 && weight > cap->second) {
+          PoisonedCounter("num_samples", "clipped").Increment();
+          LOG(WARNING) << "node=" << node_id << " job=" << header.job_id() << " update claims "
+                       << weight << " samples but the node reported " << cap->second
+                       << " when its task was given; it weighs " << cap->second;
+          weight = cap->second;
+        }
+        st = job->strategy->FoldEncoded(payload, job->codec, weight, scale * clip);
         if (st.ok()) {
           job->received.insert(header.task_id());
           job->failed.erase(header.task_id());
@@ -727,15 +747,15 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
           if (epochs != header.metrics().end() && epochs->second < job->local_epochs) {
             ++job->partial;
           }
-          job->samples += header.num_samples();
+          job->samples += weight;
           auto loss = header.metrics().find("train_loss");
-          if (loss != header.metrics().end()) {
-            job->weighted_loss += loss->second * header.num_samples();
+          if (loss != header.metrics().end() && std::isfinite(loss->second)) {
+            job->weighted_loss += loss->second * static_cast<double>(weight);
           }
           auto down = header.metrics().find("bytes_down");
           if (down != header.metrics().end()) job->bytes_down += static_cast<int64_t>(down->second);
           job->bytes_up += static_cast<int64_t>(payload.size());
-          job->round_samples[node_id] += header.num_samples();
+          job->round_samples[node_id] += weight;
           job->cv.SignalAll();
         }
       }
@@ -763,7 +783,7 @@ void JobManager::OnTaskStatus(const std::string& node_id, const v1::TaskStatus& 
     if (it != job->tasks.end() && it->second == node_id &&
         job->received.count(status.task_id()) == 0) {
       LOG(WARNING) << "node=" << node_id << " job=" << id << " round=" << job->round
-                   << " task failed: " << status.message();
+                   << " task failed: " << Quote(status.message(), 512);
       job->failed.insert(status.task_id());
       if (job->async) job->tasks.erase(it);  // the node is free for another task
       job->cv.SignalAll();
@@ -829,6 +849,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
   rj->staleness_exponent = spec.async().staleness_exponent();
   rj->max_staleness = spec.async().max_staleness();
   rj->max_norm = spec.aggregation().max_update_norm();
+  rj->max_samples = options_.max_update_samples;
   rj->clip_over_norm = spec.aggregation().over_norm() == "clip";
   auto strategy = aggregation::Strategy::Create(StrategyConfigOf(spec), rj->num_elements);
   if (!strategy.ok()) return ctx.fail(strategy.status());
@@ -1061,11 +1082,14 @@ JobManager::Outcome JobManager::RunRounds(Context& ctx) {
       const FlatTensor base_flat = ctx.model->Flat();
       const absl::Time deadline = clock->Now() + absl::Milliseconds(spec.round_timeout_ms());
       std::vector<std::pair<std::string, v1::CloudMessage>> sends;
+      std::map<std::string, int64_t> caps;
+      for (const std::string& node : eligible) caps[node] = options_.fleet->LocalSamples(node);
       {
         MutexLock lock(&rj.mu);
         rj.round = round;
         rj.accepting = true;
         rj.tasks.clear();
+        rj.sample_caps.clear();
         rj.received.clear();
         rj.failed.clear();
         rj.target = size.asked > size.target ? size.target : 0;
@@ -1074,6 +1098,7 @@ JobManager::Outcome JobManager::RunRounds(Context& ctx) {
           v1::CloudMessage msg =
               NewTask(ctx, round, absl::StrCat(id, "-r", round, "-a", attempt, "-", node), deadline);
           rj.tasks[msg.train_task().task_id()] = node;
+          rj.sample_caps[msg.train_task().task_id()] = caps[node];
           sends.emplace_back(node, std::move(msg));
         }
       }
@@ -1224,9 +1249,15 @@ JobManager::Outcome JobManager::RunAsync(Context& ctx) {
         if (outstanding >= concurrency) break;
         v1::CloudMessage msg =
             NewTask(ctx, step, absl::StrCat(id, "-s", step, "-", ++sequence, "-", node), deadline);
+        const int64_t cap = options_.fleet->LocalSamples(node);
         {
           MutexLock lock(&rj.mu);
+          // Caps of tasks no longer out are dropped as new ones are given.
+          for (auto it = rj.sample_caps.begin(); it != rj.sample_caps.end();) {
+            it = rj.tasks.count(it->first) > 0 ? std::next(it) : rj.sample_caps.erase(it);
+          }
           rj.tasks[msg.train_task().task_id()] = node;
+          rj.sample_caps[msg.train_task().task_id()] = cap;
         }
         if (options_.fleet->Send(node, msg)) {
           deadlines[msg.train_task().task_id()] = deadline;

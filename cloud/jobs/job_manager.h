@@ -42,6 +42,10 @@ class JobManager {
     Clock* clock = Clock::Real();
     // Upper bound on an update's L2 norm (a diverged or malicious update is refused).
     double max_update_norm = 1e6;
+    // Upper bound on an update's num_samples: more is refused. Below it, an update weighs at
+    // most the local samples its node reported (Fleet::LocalSamples) when its task was given,
+    // so that no node can make the round's mean its own by claiming a huge count.
+    int64_t max_update_samples = 100'000'000;
     events::EventLog* events = nullptr;  // optional
     // Called after a job registers its result (the coordinator runs the validation gate).
     std::function<void(const v1::Version&)> on_registered;

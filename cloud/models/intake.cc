@@ -4,6 +4,7 @@
 #include "cloud/models/contract.h"
 #include "cloud/models/model_probe.h"
 #include "cloud/models/sandbox.h"
+#include "common/status/quote.h"
 #include "common/status/status.h"
 #include "common/torch/model.h"
 
@@ -20,7 +21,7 @@ absl::Status CheckName(const std::string& name) {
   }
   if (!ok) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "model name '", name, "' is invalid: use 1-128 characters [A-Za-z0-9._-]"));
+        "model name ", Quote(name), " is invalid: use 1-128 characters [A-Za-z0-9._-]"));
   }
   return absl::OkStatus();
 }
@@ -36,7 +37,7 @@ absl::StatusOr<Intake> BuildVersion(const v1::RegisterModelHeader& header,
   if (contract.loss().empty()) contract.set_loss("cross_entropy");
   if (contract.task() != "classification") {
     return absl::InvalidArgumentError(absl::StrCat(
-        "task '", contract.task(), "' is not supported yet; fedge v1 trains classifiers"));
+        "task ", Quote(contract.task()), " is not supported yet; fedge v1 trains classifiers"));
   }
   std::unique_ptr<torchlib::Model> model;
   const bool builtin = !header.builtin().architecture().empty();

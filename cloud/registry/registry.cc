@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "common/metrics/metrics.h"
 #include "common/sqlite/sqlite.h"
+#include "common/status/quote.h"
 #include "common/status/status.h"
 #include "common/sync/mutex.h"
 #include "common/tensor/sha256.h"
@@ -237,8 +238,8 @@ absl::Status ValidateName(absl::string_view name, absl::string_view what) {
   }
   if (!ok) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "invalid ", what, " name \"", absl::CHexEscape(name),
-        "\": it must be 1 to 128 characters of letters, digits, '.', '_' or '-', starting with a "
+        "invalid ", what, " name ", Quote(name),
+        ": it must be 1 to 128 characters of letters, digits, '.', '_' or '-', starting with a "
         "letter or digit ([A-Za-z0-9][A-Za-z0-9._-]{0,127})"));
   }
   return absl::OkStatus();
@@ -262,7 +263,49 @@ absl::StatusOr<v1::Version> ParseVersion(absl::string_view bytes, absl::string_v
     return absl::DataLossError(
         absl::StrCat("registry.db: stored record of ", model, " version ", number, " is corrupt"));
   }
+  // Tags stored before their bounds existed are cut to them on the way out.
+  auto* tags = v.mutable_tags();
+  bool over = tags->size() > static_cast<int>(Registry::kMaxTags);
+  for (const auto& [k, val] : *tags) {
+    over = over || k.size() > Registry::kMaxTagKey || val.size() > Registry::kMaxTagValue;
+  }
+  if (over) {
+    std::map<std::string, std::string> kept;
+    for (const auto& [k, val] : *tags) {
+      if (kept.size() >= Registry::kMaxTags) break;
+      kept[k.substr(0, Registry::kMaxTagKey)] = val.substr(0, Registry::kMaxTagValue);
+    }
+    tags->clear();
+    for (auto& [k, val] : kept) (*tags)[k] = std::move(val);
+  }
   return v;
+}
+
+absl::Status CheckTag(const std::string& key, const std::string& value) {
+  if (key.size() > Registry::kMaxTagKey || value.size() > Registry::kMaxTagValue) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tag ", Quote(key), " is too long: keys hold at most ", Registry::kMaxTagKey,
+        " bytes and values ", Registry::kMaxTagValue, " (this one: ", key.size(), " and ",
+        value.size(), ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDescription(const std::string& description) {
+  if (description.size() > Registry::kMaxDescription) {
+    return absl::InvalidArgumentError(absl::StrCat("the description is ", description.size(),
+                                                   " bytes; at most ",
+                                                   Registry::kMaxDescription));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckReason(const std::string& reason) {
+  if (reason.size() > Registry::kMaxReason) {
+    return absl::InvalidArgumentError(absl::StrCat("the reason is ", reason.size(),
+                                                   " bytes; at most ", Registry::kMaxReason));
+  }
+  return absl::OkStatus();
 }
 
 std::string PrincipalOrAnonymous(const std::string& principal) {
@@ -451,6 +494,12 @@ struct Registry::Impl {
   // Validation that needs no database; done before taking the write lock.
   absl::Status CheckVersion(v1::Version& version, const Registry& registry) const {
     FEDGE_RETURN_IF_ERROR(ValidateModelName(version.model()));
+    FEDGE_RETURN_IF_ERROR(CheckReason(version.reason()));
+    if (version.tags_size() > static_cast<int>(kMaxTags)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a version holds at most ", kMaxTags, " tags, not ", version.tags_size()));
+    }
+    for (const auto& [key, value] : version.tags()) FEDGE_RETURN_IF_ERROR(CheckTag(key, value));
     FEDGE_RETURN_IF_ERROR(ValidateDigest(version.sha256(), "version sha256"));
     if (version.parent_version() < 0) {
       return absl::InvalidArgumentError(
@@ -709,6 +758,7 @@ struct Registry::Impl {
   absl::Status AuditLocked(const Audit& audit, const std::string& action, const std::string& model,
                            int64_t version, const std::string& detail)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    FEDGE_RETURN_IF_ERROR(CheckReason(audit.reason));
     v1::AuditEntry entry;
     entry.set_principal(audit.principal);
     entry.set_reason(audit.reason);
@@ -889,6 +939,7 @@ absl::StatusOr<std::string> Registry::ReadBlob(const std::string& sha256) const 
 
 absl::StatusOr<v1::Version> Registry::AddVersion(v1::Version version,
                                                  const std::string& model_description) {
+  FEDGE_RETURN_IF_ERROR(CheckDescription(model_description));
   FEDGE_RETURN_IF_ERROR(impl_->CheckVersion(version, *this));
   {
     MutexLock lock(&impl_->mu);
@@ -1099,6 +1150,7 @@ absl::StatusOr<v1::Model> Registry::UpdateModel(const std::string& name,
                                                 const std::optional<v1::GatePolicy>& policy,
                                                 const std::optional<int32_t>& keep_versions,
                                                 const Audit& audit) {
+  if (description.has_value()) FEDGE_RETURN_IF_ERROR(CheckDescription(*description));
   if (keep_versions.has_value() && *keep_versions < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("keep_versions must be >= 0 (0 keeps every version), got ", *keep_versions));
@@ -1219,6 +1271,7 @@ absl::StatusOr<v1::Version> Registry::SetTags(const std::string& model, int64_t 
                                               const Audit& audit) {
   FEDGE_RETURN_IF_ERROR(CheckVersionNumber(model, version));
   if (tags.count("") != 0) return absl::InvalidArgumentError("tag keys must not be empty");
+  for (const auto& [key, value] : tags) FEDGE_RETURN_IF_ERROR(CheckTag(key, value));
   MutexLock lock(&impl_->mu);
   v1::Version result;
   FEDGE_RETURN_IF_ERROR(InTransaction(impl_->db, [&]() -> absl::Status {
@@ -1233,6 +1286,11 @@ absl::StatusOr<v1::Version> Registry::SetTags(const std::string& model, int64_t 
         (*v.mutable_tags())[key] = value;
         changes.push_back(absl::StrCat(key, "=", value));
       }
+    }
+    if (v.tags_size() > static_cast<int>(kMaxTags)) {
+      return absl::InvalidArgumentError(absl::StrCat("version ", version, " of ", model,
+                                                     " would hold ", v.tags_size(),
+                                                     " tags; at most ", kMaxTags));
     }
     FEDGE_RETURN_IF_ERROR(impl_->WriteVersionProtoLocked(v));
     FEDGE_RETURN_IF_ERROR(
@@ -1407,6 +1465,7 @@ void Registry::PublishGauges() const {
 
 absl::Status Registry::AppendAudit(v1::AuditEntry entry) {
   if (entry.action().empty()) return absl::InvalidArgumentError("audit entry needs an action");
+  FEDGE_RETURN_IF_ERROR(CheckReason(entry.reason()));
   entry.clear_id();  // Assigned by the database.
   MutexLock lock(&impl_->mu);
   return InTransaction(impl_->db, [&]() -> absl::Status {

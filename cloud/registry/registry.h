@@ -92,6 +92,15 @@ class Registry {
   // Who did a transition, and why. Every governance change below appends an audit entry built
   // from it in the same transaction as the change itself, timed by the injected clock. An empty
   // principal is recorded as "anonymous".
+  // Bounds on what operators write into the registry, checked before anything is stored:
+  // INVALID_ARGUMENT names the one passed. Versions stored before a bound existed are cut to
+  // it when read, so that no record can make a read or a list fail.
+  static constexpr size_t kMaxTags = 64;
+  static constexpr size_t kMaxTagKey = 128;
+  static constexpr size_t kMaxTagValue = 1024;
+  static constexpr size_t kMaxReason = 1024;       // audit reasons
+  static constexpr size_t kMaxDescription = 4096;  // model descriptions
+
   struct Audit {
     std::string principal;
     std::string reason;

@@ -120,6 +120,21 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
         "--node_calls_per_second (", options.node_calls_per_second, ") must be > 0 and ",
         "--node_call_burst (", options.node_call_burst, ") >= 1"));
   }
+  if (options.max_update_samples < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--max_update_samples (",
+                                                   options.max_update_samples, ") must be >= 1"));
+  }
+  if (options.max_connections < 0 || options.max_connections_per_address < 0 ||
+      options.node_transfers < 1 || options.max_transfers < options.node_transfers ||
+      options.handshake_timeout <= absl::ZeroDuration() ||
+      options.idle_connection_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "connection limits out of range: --max_connections (", options.max_connections,
+        ") and --max_connections_per_address (", options.max_connections_per_address,
+        ") must be >= 0 (0: derived, or no per-address limit), --node_transfers (",
+        options.node_transfers, ") >= 1 and <= --max_transfers (", options.max_transfers,
+        "), --handshake_timeout_s and --idle_connection_timeout_s > 0"));
+  }
   if (options.upload_idle_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--upload_idle_timeout_s must be > 0");
   }
@@ -193,6 +208,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   job_opts.fleet = impl->fleet.get();
   job_opts.clock = options.clock;
   job_opts.max_update_norm = options.max_update_norm;
+  job_opts.max_update_samples = options.max_update_samples;
   job_opts.events = event_log;
   Impl* raw = impl.get();
   // A model with a gate policy has every new version validated as it is registered.
@@ -236,6 +252,8 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   fleet_service.rate_limit.per_second = options.node_calls_per_second;
   fleet_service.rate_limit.burst = options.node_call_burst;
   fleet_service.upload_idle_timeout = options.upload_idle_timeout;
+  fleet_service.streams.per_node = options.node_transfers;
+  fleet_service.streams.total = options.max_transfers;
   fleet_service.enrollment = impl->enrollment.get();
   impl->fleet_service = std::make_unique<api::FleetService>(fleet_service);
   api::AdminService::Options admin_core;
@@ -258,6 +276,12 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   fleet_opts.metrics_prefix = "fedge_cloud";
   fleet_opts.tls = impl->tls;
   if (!impl->tls.cert_file.empty()) fleet_opts.tls.client_ca_file = impl->node_ca_file;
+  fleet_opts.connections =
+      net::ConnectionLimits{options.max_connections, options.max_connections_per_address};
+  fleet_opts.handshake_timeout_ms =
+      static_cast<int>(absl::ToInt64Milliseconds(options.handshake_timeout));
+  fleet_opts.max_connection_idle_ms =
+      static_cast<int>(absl::ToInt64Milliseconds(options.idle_connection_timeout));
   FEDGE_ASSIGN_OR_RETURN(impl->fleet_server, net::StartGrpcServer(fleet_opts));
   net::GrpcServerOptions admin_opts;
   admin_opts.address = options.admin_address;
@@ -265,6 +289,8 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   admin_opts.max_sync_threads = 16;
   admin_opts.metrics_prefix = "fedge_cloud";
   admin_opts.tls = impl->tls;
+  admin_opts.connections = fleet_opts.connections;
+  admin_opts.handshake_timeout_ms = fleet_opts.handshake_timeout_ms;
   FEDGE_ASSIGN_OR_RETURN(impl->admin_server, net::StartGrpcServer(admin_opts));
   std::string host;
   int port = 0;

@@ -36,11 +36,22 @@ class CloudServer {
     absl::Duration heartbeat_interval = absl::Seconds(5);
     absl::Duration liveness_timeout = absl::Seconds(15);
     double max_update_norm = 1e6;
+    int64_t max_update_samples = 100'000'000;  // see JobManager::Options
     // Per-node limits on the Fleet port's DownloadModel, UploadUpdate and UploadOffset calls.
     double node_calls_per_second = 10;
     double node_call_burst = 100;
     // An upload stream that sends nothing for this long is cancelled.
     absl::Duration upload_idle_timeout = absl::Seconds(60);
+    // Connections the Fleet and Admin ports take (net::ConnectionLimits; 0 max_connections:
+    // from the open-file limit), how long a new one has for its TLS and HTTP/2 handshake, and
+    // how long one may stay open with no call.
+    int max_connections = 0;
+    int max_connections_per_address = 512;
+    absl::Duration handshake_timeout = absl::Seconds(10);
+    absl::Duration idle_connection_timeout = absl::Minutes(2);
+    // Concurrent transfers per node and in all (api::StreamSlots).
+    int node_transfers = 4;
+    int max_transfers = 1024;
     // How RegisterModel tries a user's archive in fedge-model-check before loading it. An
     // empty temp_dir means data_dir.
     models::SandboxLimits model_check;

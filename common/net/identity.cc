@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status/quote.h"
 #include "grpc/grpc_security_constants.h"
 #include "grpcpp/security/auth_context.h"
 
@@ -25,7 +26,7 @@ absl::Status ValidateNodeId(absl::string_view id) {
   for (size_t i = 0; valid && i < id.size(); ++i) valid = ok_char(id[i], i == 0);
   if (!valid) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "node id '", id, "' is invalid: use 1-64 characters [A-Za-z0-9._-], starting with a "
+        "node id ", Quote(id), " is invalid: use 1-64 characters [A-Za-z0-9._-], starting with a "
         "letter or digit"));
   }
   return absl::OkStatus();

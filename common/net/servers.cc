@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/metrics/metrics.h"
 #include "common/net/grpc_metrics.h"
+#include "glog/logging.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -52,7 +53,38 @@ absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& optio
     }
     credentials = grpc::experimental::TlsServerCredentials(tls_options);
   }
-  builder.AddListeningPort(options.address, credentials, &started.port);
+  if (options.connections.has_value()) {
+    std::string host;
+    int port = 0;
+    if (absl::Status st = ParseHostPort(options.address, &host, &port); !st.ok()) return st;
+    const std::string prefix = options.metrics_prefix;
+    auto gate = ConnectionGate::Listen(host, port, *options.connections,
+                                       [prefix](const char* reason) {
+                                         if (prefix.empty()) return;
+                                         metrics::CounterFamily(
+                                             prefix + "_connections_refused_total",
+                                             "Connections closed at once, or the oldest of "
+                                             "their address closed, by a connection limit.")
+                                             .Add({{"reason", reason}})
+                                             .Increment();
+                                       });
+    if (!gate.ok()) return gate.status();
+    started.gate = std::move(*gate);
+    started.port = started.gate->port();
+    started.acceptor = builder.experimental().AddExternalConnectionAcceptor(
+        grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD, credentials);
+    LOG(INFO) << "listening on " << host << ":" << started.port << " for at most "
+              << started.gate->max_connections() << " connections ("
+              << options.connections->per_address << " per address)";
+  } else {
+    builder.AddListeningPort(options.address, credentials, &started.port);
+  }
+  if (options.handshake_timeout_ms > 0) {
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, options.handshake_timeout_ms);
+  }
+  if (options.max_connection_idle_ms > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, options.max_connection_idle_ms);
+  }
   for (const NamedService& s : options.services) builder.RegisterService(s.service);
   if (!options.metrics_prefix.empty()) {
     std::vector<std::string> names;
@@ -78,11 +110,21 @@ absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& optio
   if (auto* health = started.server->GetHealthCheckService()) {
     for (const NamedService& s : options.services) health->SetServingStatus(s.name, true);
   }
+  if (started.gate != nullptr) {
+    grpc::experimental::ExternalConnectionAcceptor* acceptor = started.acceptor.get();
+    started.gate->Start([acceptor](int listener_fd, int fd) {
+      grpc::experimental::ExternalConnectionAcceptor::NewConnectionParameters p;
+      p.listener_fd = listener_fd;
+      p.fd = fd;
+      acceptor->HandleNewConnection(&p);
+    });
+  }
   return started;
 }
 
 void StopGrpcServer(StartedGrpcServer* server, std::chrono::milliseconds grace) {
   if (server->server == nullptr) return;
+  if (server->gate != nullptr) server->gate->Stop();
   if (auto* health = server->server->GetHealthCheckService()) health->Shutdown();
   server->server->Shutdown(std::chrono::system_clock::now() + grace);
 }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/net/connection_gate.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
@@ -54,12 +56,21 @@ struct GrpcServerOptions {
   // <prefix>_grpc_request_duration_seconds (see grpc_metrics.h), e.g. "fedge_cloud".
   std::string metrics_prefix;
   ServerTls tls;
+  // Not null: connections are accepted by a ConnectionGate with these limits instead of gRPC's
+  // own listener (see connection_gate.h).
+  std::optional<ConnectionLimits> connections;
+  // A connection must finish its TLS and HTTP/2 handshake within this (0: gRPC's 120 s).
+  int handshake_timeout_ms = 0;
+  // A connection with no call open for this long is closed (0: never).
+  int max_connection_idle_ms = 0;
 };
 
 // A started gRPC server with the health service and server reflection.
 struct StartedGrpcServer {
   std::unique_ptr<grpc::Server> server;
   int port = 0;
+  std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor;
+  std::unique_ptr<ConnectionGate> gate;  // null: gRPC's own listener
 };
 
 // Builds and starts a server; each service reports SERVING to health checks. UNAVAILABLE if

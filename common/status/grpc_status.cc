@@ -2,11 +2,35 @@
 
 #include <string>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+
 namespace fedge {
+namespace {
+
+bool NeedsEscape(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return (u < 0x20 && c != '\n') || u == 0x7f;
+}
+
+}  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  absl::string_view message = status.message();
+  std::string out;
+  const bool cut = message.size() > kMaxStatusMessage;
+  if (cut) message = message.substr(0, kMaxStatusMessage);
+  out.reserve(message.size() + 32);
+  for (char c : message) {
+    if (NeedsEscape(c)) {
+      out += absl::CHexEscape(absl::string_view(&c, 1));
+    } else {
+      out += c;
+    }
+  }
+  if (cut) absl::StrAppend(&out, "... (message cut at ", kMaxStatusMessage, " bytes)");
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::move(out));
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

@@ -191,16 +191,19 @@ absl::StatusOr<std::unique_ptr<EdgeNode>> EdgeNode::Start(Options options) {
     }
     return train;
   };
-  agent_opts.local_samples = [state] {
+  auto local_rows = [state]() -> int64_t {
     return state->train.size() + (state->store != nullptr ? state->store->Count() : 0);
   };
+  agent_opts.local_samples = local_rows;
   agent_opts.train_limits = limits;
-  // What the cloud's data-arrival retraining trigger counts.
-  agent_opts.metrics = [state] {
+  // What the cloud's data-arrival retraining trigger counts, and the rows training would use
+  // now (the cloud weighs no update of this node above it).
+  agent_opts.metrics = [state, local_rows] {
     std::map<std::string, double> values;
     if (state->store != nullptr) {
       values["samples_total"] = static_cast<double>(state->store->TotalAdded());
     }
+    values["local_samples"] = static_cast<double>(local_rows());
     return values;
   };
   agent_opts.holdout_data = &impl->holdout;

@@ -1,5 +1,10 @@
 #include "cloud/api/rest_gateway.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <map>
 #include <memory>
@@ -245,6 +250,27 @@ TEST_F(RestGatewayTest, NotFoundBecomes404WithTheServiceMessage) {
   EXPECT_EQ(error.fields().at("code").number_value(), 5);
   EXPECT_EQ(error.fields().at("status").string_value(), "NOT_FOUND");
   EXPECT_EQ(error.fields().at("message").string_value(), "no version nope/3");
+}
+
+TEST_F(RestGatewayTest, SilentConnectionsDoNotHoldUpARequest) {
+  // 40 connections that never send a byte, as a slowloris client would open.
+  std::vector<int> silent;
+  for (int i = 0; i < 40; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(gateway_->port()));
+    ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    silent.push_back(fd);
+  }
+  // A request answers while they are all still open: within a second, half the time the
+  // gateway gives a silent connection before closing it.
+  client_->set_read_timeout(1, 0);
+  auto res = Post("GetVersion", R"({"model": "nope", "version": 3})");
+  ASSERT_TRUE(res) << "the request waited behind the silent connections";
+  EXPECT_EQ(res->status, 404);
+  for (int fd : silent) ::close(fd);
 }
 
 TEST_F(RestGatewayTest, PrincipalHeaderReachesTheService) {

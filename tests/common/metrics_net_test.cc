@@ -127,5 +127,16 @@ TEST(NetTest, NodeIdsAndAddressesAreValidated) {
   EXPECT_FALSE(net::ParseHostPort("h:x", &host, &port).ok());
 }
 
+TEST(NetTest, AnInvalidNodeIdIsQuotedShortAndEscapedNeverWhole) {
+  // A 1 MiB id with a forged log line in it.
+  const std::string hostile = "gw\nE1207 forged line" + std::string(1 << 20, 'a');
+  absl::Status st = net::ValidateNodeId(hostile);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LT(st.message().size(), 400u);
+  EXPECT_EQ(st.message().find('\n'), std::string::npos);
+  EXPECT_NE(st.message().find("\"gw\\nE1207 forged line"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("(1048596 bytes)"), std::string::npos) << st.message();
+}
+
 }  // namespace
 }  // namespace fedge

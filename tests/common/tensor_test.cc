@@ -1,6 +1,8 @@
 #include <cmath>
 #include <limits>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "common/status/grpc_status.h"
 #include "common/tensor/f32.h"
 #include "common/tensor/flat.h"
@@ -90,6 +92,18 @@ TEST(GrpcStatusTest, CodesMapOneToOne) {
   EXPECT_EQ(g.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(g.error_message(), "stale round");
   EXPECT_EQ(FromGrpcStatus(g), st);
+}
+
+TEST(GrpcStatusTest, AHugeMessageIsCutAndControlCharactersAreEscaped) {
+  grpc::Status g =
+      ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("id \x1b[2J", std::string(1 << 20, 'x'))));
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_LT(g.error_message().size(), kMaxStatusMessage + 64);
+  EXPECT_EQ(g.error_message().find('\x1b'), std::string::npos);
+  EXPECT_EQ(g.error_message().rfind("id \\x1b[2Jxxx", 0), 0u) << g.error_message().substr(0, 20);
+  EXPECT_NE(g.error_message().find("(message cut at 2048 bytes)"), std::string::npos);
+  // Newlines stay: some messages list several problems, one a line.
+  EXPECT_EQ(ToGrpcStatus(absl::InternalError("a\nb")).error_message(), "a\nb");
 }
 
 }  // namespace

@@ -47,16 +47,7 @@ class BadInputTest : public testing::CloudWithModelTest {
   int64_t NumElements() const { return num_elements_; }
 
   v1::UpdateHeader HeaderFor(const v1::TrainTask& task, const std::string& payload) {
-    v1::UpdateHeader h;
-    h.set_task_id(task.task_id());
-    h.set_job_id(task.job_id());
-    h.set_round(task.round());
-    h.set_schema_hash(task.schema_hash());
-    h.set_encoding(v1::F32);
-    h.set_num_samples(100);
-    h.set_total_size(static_cast<int64_t>(payload.size()));
-    h.set_sha256(Sha256Hex(payload));
-    return h;
+    return testing::HeaderFor(task, payload, v1::F32, 100);
   }
 
   // Sends a header and the payload in chunks of `chunk` bytes as `node`.

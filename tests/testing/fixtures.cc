@@ -165,6 +165,20 @@ grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
   return SendPayload(stub, node_id, task, EncodeF32(delta), v1::F32, num_samples, metrics);
 }
 
+v1::UpdateHeader HeaderFor(const v1::TrainTask& task, const std::string& payload,
+                           v1::Encoding encoding, int64_t num_samples) {
+  v1::UpdateHeader h;
+  h.set_task_id(task.task_id());
+  h.set_job_id(task.job_id());
+  h.set_round(task.round());
+  h.set_schema_hash(task.schema_hash());
+  h.set_encoding(encoding);
+  h.set_num_samples(num_samples);
+  h.set_total_size(static_cast<int64_t>(payload.size()));
+  h.set_sha256(Sha256Hex(payload));
+  return h;
+}
+
 grpc::Status SendPayload(v1::Fleet::Stub* stub, const std::string& node_id,
                          const v1::TrainTask& task, const std::string& payload,
                          v1::Encoding encoding, int64_t num_samples,
@@ -174,14 +188,7 @@ grpc::Status SendPayload(v1::Fleet::Stub* stub, const std::string& node_id,
   auto writer = stub->UploadUpdate(ctx.get(), &resp);
   v1::UploadRequest req;
   v1::UpdateHeader* h = req.mutable_header();
-  h->set_task_id(task.task_id());
-  h->set_job_id(task.job_id());
-  h->set_round(task.round());
-  h->set_schema_hash(task.schema_hash());
-  h->set_encoding(encoding);
-  h->set_num_samples(num_samples);
-  h->set_total_size(static_cast<int64_t>(payload.size()));
-  h->set_sha256(Sha256Hex(payload));
+  *h = HeaderFor(task, payload, encoding, num_samples);
   for (const auto& [name, value] : metrics) (*h->mutable_metrics())[name] = value;
   writer->Write(req);
   for (size_t off = 0; off < payload.size(); off += 1 << 20) {

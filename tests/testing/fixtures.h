@@ -63,6 +63,9 @@ absl::StatusOr<std::string> DownloadVersion(v1::Admin::Stub* admin, const std::s
 grpc::Status SendUpdate(v1::Fleet::Stub* stub, const std::string& node_id,
                         const v1::TrainTask& task, const std::vector<float>& delta,
                         int64_t num_samples, const std::map<std::string, double>& metrics = {});
+// The header of an update for `task` carrying `payload` (its size and digest).
+v1::UpdateHeader HeaderFor(const v1::TrainTask& task, const std::string& payload,
+                           v1::Encoding encoding, int64_t num_samples);
 // Uploads an already encoded payload, declaring `encoding` in the header.
 grpc::Status SendPayload(v1::Fleet::Stub* stub, const std::string& node_id,
                          const v1::TrainTask& task, const std::string& payload,

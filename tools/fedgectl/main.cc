@@ -37,7 +37,9 @@
 
 ABSL_FLAG(std::string, admin, "127.0.0.1:7071", "host:port of the cloud's Admin API.");
 ABSL_FLAG(std::string, output, "table", "table (for people) or json (for scripts).");
-ABSL_FLAG(int, timeout_s, 60, "Deadline of each call, in seconds.");
+// Longer than the coordinator's default model check (--model_check_timeout_s, 120 s), so that a
+// refused archive shows the check's reason rather than this deadline.
+ABSL_FLAG(int, timeout_s, 180, "Deadline of each call, in seconds.");
 ABSL_FLAG(std::string, token, "",
           "Admin API bearer token (sent as `authorization: Bearer <token>`). Default: the "
           "FEDGE_TOKEN environment variable. Prefer the variable: flags show in `ps`.");
@@ -341,7 +343,13 @@ int ModelsVersions(const std::string& model) {
   fedge::v1::ListVersionsRequest req;
   req.set_model(model);
   fedge::v1::ListVersionsResponse resp;
-  if (!CallAdmin("models versions", &Admin::Stub::ListVersions, req, &resp)) return 1;
+  while (true) {  // page by page, into one list
+    fedge::v1::ListVersionsResponse page;
+    if (!CallAdmin("models versions", &Admin::Stub::ListVersions, req, &page)) return 1;
+    for (auto& v : *page.mutable_versions()) *resp.add_versions() = std::move(v);
+    if (page.next_after_version() == 0) break;
+    req.set_after_version(page.next_after_version());
+  }
   if (Json()) return PrintJson(resp), 0;
   absl::PrintF("%-8s %-7s %-14s %-26s %-8s %-20s %s\n", "VERSION", "PARENT", "SHA256", "JOB",
                "VAL_ACC", "CREATED", "REASON");
