@@ -1,10 +1,13 @@
 // fedge-cloud: the coordinator. Serves the edge-facing Fleet API, the operators' Admin API, and
 // /metrics and /healthz on a plaintext port.
 
+#include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -46,6 +49,9 @@ ABSL_FLAG(double, node_calls_per_second, 10,
 ABSL_FLAG(double, node_call_burst, 100, "Calls a quiet node may make at once.");
 ABSL_FLAG(int, upload_idle_timeout_s, 60,
           "An upload stream that sends nothing for this many seconds is cancelled.");
+ABSL_FLAG(int, shutdown_grace_s, 25,
+          "After SIGTERM or SIGINT, the process exits within this many seconds even if the "
+          "orderly shutdown has not finished (keep it below Kubernetes' grace period).");
 ABSL_FLAG(int, max_connections, 0,
           "Connections the Fleet port (and, apart, the Admin port) takes at once; past it new "
           "ones are closed. 0: the open-file limit less a reserve.");
@@ -75,6 +81,11 @@ ABSL_FLAG(int64_t, model_check_memory_mb, 2048,
           "Address-space limit of fedge-model-check (RLIMIT_AS), in MiB.");
 ABSL_FLAG(int64_t, model_check_cpu_s, 60,
           "CPU-time limit of fedge-model-check (RLIMIT_CPU), in seconds.");
+ABSL_FLAG(int64_t, model_check_max_entries, 10000,
+          "A user's model archive holding more zip entries is refused before it is tried.");
+ABSL_FLAG(int64_t, model_check_max_unpacked_mb, 4096,
+          "A user's model archive unpacking to more than this (or to more than 4 times its size "
+          "plus 64 MiB) is refused before it is tried.");
 ABSL_FLAG(int, model_check_timeout_s, 120,
           "Wall-clock limit of one fedge-model-check run; then it is killed and the archive "
           "refused.");
@@ -135,6 +146,8 @@ int main(int argc, char** argv) {
   options.model_check.memory_mb = absl::GetFlag(FLAGS_model_check_memory_mb);
   options.model_check.cpu_seconds = absl::GetFlag(FLAGS_model_check_cpu_s);
   options.model_check.timeout = absl::Seconds(absl::GetFlag(FLAGS_model_check_timeout_s));
+  options.model_check.max_entries = absl::GetFlag(FLAGS_model_check_max_entries);
+  options.model_check.max_unpacked_mb = absl::GetFlag(FLAGS_model_check_max_unpacked_mb);
   if (!absl::GetFlag(FLAGS_webhook_secret_file).empty()) {
     std::ifstream in(absl::GetFlag(FLAGS_webhook_secret_file));
     if (!in || !std::getline(in, options.webhook_secret) || options.webhook_secret.empty()) {
@@ -163,6 +176,15 @@ int main(int argc, char** argv) {
   }
   int sig = fedge::app::WaitForTermination();
   LOG(INFO) << "signal " << sig << " received";
+  // Whatever a shutdown waits on, the process ends within its grace period: what it holds is
+  // on disk already (SQLite transactions, blobs renamed into place), and jobs resume.
+  const int grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
+  std::thread([grace_s] {
+    std::this_thread::sleep_for(std::chrono::seconds(grace_s));
+    LOG(ERROR) << "shutdown did not finish within --shutdown_grace_s=" << grace_s
+               << "; exiting now";
+    std::_Exit(1);
+  }).detach();
   (*server)->Shutdown();
   return 0;
 }

@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libtorch-dev libopenblas0-pthread prometheus-cpp-dev
-  libcpp-httplib-dev libsqlite3-dev libssl-dev libgoogle-glog-dev
+  libcpp-httplib-dev libsqlite3-dev libssl-dev libgoogle-glog-dev libzip-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # tools (dpkg-dev for the .deb packages, systemd for systemd-analyze in their tests)

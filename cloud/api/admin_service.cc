@@ -361,7 +361,8 @@ absl::StatusOr<v1::Version> AdminService::RunGate(const v1::Version& version,
                                                   const std::string& principal,
                                                   const std::string& reason) {
   FEDGE_ASSIGN_OR_RETURN(v1::Validation validation,
-                         models::Validate(*options_.registry, version, policy, options_.evaluator));
+                         models::Validate(*options_.registry, version, policy, options_.model_check,
+                                          options_.evaluator));
   validation.set_principal(principal);
   FEDGE_ASSIGN_OR_RETURN(v1::Version stored,
                          options_.registry->SetValidation(version.model(), version.version(),

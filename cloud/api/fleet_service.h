@@ -25,10 +25,12 @@ namespace fedge::cloud::api {
 // Bounds and pace of Session messages (see FleetService::Options::session).
 struct SessionLimits {
   limits::MessageBounds bounds = {64 * 1024, 1024, 0, 1024, 16};
-  double messages_per_second = 10;  // per kind (heartbeat, drift, health, ...)
-  double message_burst = 100;
-  double bytes_per_second = 64 * 1024;  // over all kinds
-  double byte_burst = 1024 * 1024;
+  // An honest edge sends a few messages a second, and replays its outbox after an outage: a
+  // burst absorbs a long backlog, and the rate drains the rest within seconds.
+  double messages_per_second = 100;  // per kind (heartbeat, drift, health, ...)
+  double message_burst = 1000;
+  double bytes_per_second = 256 * 1024;  // over all kinds
+  double byte_burst = 4 * 1024 * 1024;
 };
 
 // The edge-facing gRPC adapter. Every method uses the callback API, so no set of open streams,

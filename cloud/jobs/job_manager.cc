@@ -428,6 +428,7 @@ struct JobManager::Context {
   std::string global_sha;
   std::unique_ptr<torchlib::Model> model;
   data::Dataset holdout;
+  v1::ModelContract contract;  // the base version's: says how the model is scored
   fleet::NodeFilter filter;
   std::map<std::string, int64_t> participants;  // over the whole job: node -> samples
   std::function<absl::Status()> persist;          // the job, with global_sha
@@ -728,15 +729,19 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
             job->async ? aggregation::StalenessScale(job->round - header.round(),
                                                      job->staleness_exponent)
                        : 1.0;
-        // What the update weighs: its claim, but no more than its node reported having.
+        // What the update weighs: its claim, but no more than its node reported having when
+        // the task was given, with room for the data that arrived since (a quarter more).
         int64_t weight = header.num_samples();
-        auto cap = job->sample_caps.find(header.task_id());
-        if (cap != job->sample_caps.end() && cap->second > 0 && weight > cap->second) {
-          PoisonedCounter("num_samples", "clipped").Increment();
-          LOG(WARNING) << "node=" << node_id << " job=" << header.job_id() << " update claims "
-                       << weight << " samples but the node reported " << cap->second
-                       << " when its task was given; it weighs " << cap->second;
-          weight = cap->second;
+        auto reported = job->sample_caps.find(header.task_id());
+        if (reported != job->sample_caps.end() && reported->second > 0) {
+          const int64_t cap = reported->second + reported->second / 4;
+          if (weight > cap) {
+            PoisonedCounter("num_samples", "clipped").Increment();
+            LOG(WARNING) << "node=" << node_id << " job=" << header.job_id() << " update claims "
+                         << weight << " samples but the node reported " << reported->second
+                         << " when its task was given; it weighs " << cap;
+            weight = cap;
+          }
         }
         st = job->strategy->FoldEncoded(payload, job->codec, weight, scale * clip);
         if (st.ok()) {
@@ -839,6 +844,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
   auto holdout = models::LoadHoldout(spec.holdout(), base->contract());
   if (!holdout.ok()) return ctx.fail(holdout.status());
   ctx.holdout = std::move(*holdout);
+  ctx.contract = base->contract();
   rj->schema_hash = ctx.model->schema().Hash();
   rj->schema = ctx.model->schema();
   rj->num_elements = rj->schema.NumElements();
@@ -880,7 +886,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
     }
   }
   if (ctx.job.completed_rounds() == 0 && ctx.holdout.size() > 0) {
-    auto eval = ctx.model->Evaluate(ctx.holdout);
+    auto eval = models::ScoreModel(*ctx.model, ctx.contract, ctx.holdout, options_.model_check);
     if (eval.ok()) ctx.job.set_initial_val_accuracy(eval->accuracy);
   }
   ctx.job.set_state(v1::JOB_RUNNING);
@@ -1005,7 +1011,7 @@ absl::Status JobManager::CompleteRound(Context& ctx, v1::RoundInfo* info,
     ctx.job.set_server_state_sha256(state_sha);
   }
   if (ctx.holdout.size() > 0) {
-    auto eval = ctx.model->Evaluate(ctx.holdout);
+    auto eval = models::ScoreModel(*ctx.model, ctx.contract, ctx.holdout, options_.model_check);
     if (eval.ok()) {
       info->set_val_accuracy(eval->accuracy);
       info->set_val_loss(eval->loss);

@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "cloud/fleet/fleet.h"
+#include "cloud/models/sandbox.h"
 #include "cloud/registry/registry.h"
 #include "common/sync/mutex.h"
 #include "common/tensor/flat.h"
@@ -46,6 +47,9 @@ class JobManager {
     // most the local samples its node reported (Fleet::LocalSamples) when its task was given,
     // so that no node can make the round's mean its own by claiming a huge count.
     int64_t max_update_samples = 100'000'000;
+    // How user models (their contract's architecture "user") are scored on the holdout each
+    // round: in fedge-model-check, never in this process.
+    models::SandboxLimits model_check;
     events::EventLog* events = nullptr;  // optional
     // Called after a job registers its result (the coordinator runs the validation gate).
     std::function<void(const v1::Version&)> on_registered;

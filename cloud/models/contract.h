@@ -10,6 +10,11 @@
 
 namespace fedge::cloud::models {
 
+// The contract's architecture of every model registered from a user's archive (set at intake,
+// whatever the request said). Such a model's code runs only in fedge-model-check on the
+// coordinator.
+inline constexpr char kUserArchitecture[] = "user";
+
 // The contract as stored inside archives (protobuf JSON), and back. ContractFromJson refuses
 // anything that is not a ModelContract in protobuf JSON with INVALID_ARGUMENT.
 std::string ContractToJson(const v1::ModelContract& contract);

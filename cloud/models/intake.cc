@@ -72,25 +72,29 @@ absl::StatusOr<Intake> BuildVersion(const v1::RegisterModelHeader& header,
       return absl::InvalidArgumentError(
           "no model given: name a built-in architecture or send a torch.jit.save archive");
     }
-    if (contract.architecture().empty()) contract.set_architecture("user");
+    // Always "user", whatever the contract says: it is what keeps this model's code out of the
+    // coordinator's process (ScoreModel).
+    contract.set_architecture(kUserArchitecture);
     FEDGE_RETURN_IF_ERROR(CheckContract(contract));
     // LibTorch's loader checks no CRC and trusts the archive's code: only an archive that
-    // loaded and ran in the helper process is loaded here.
+    // loaded and ran in the helper process is loaded here, and only to be re-saved with its
+    // contract; its forward runs in the helper alone.
     FEDGE_RETURN_IF_ERROR(CheckArchiveInSandbox(user_archive, header.archive_sha256(),
                                                 contract.feature_names_size(),
                                                 contract.labels_size(), model_check));
-    FEDGE_ASSIGN_OR_RETURN(model, LoadAndCheckArchive(user_archive, contract.feature_names_size(),
-                                                      contract.labels_size()));
+    FEDGE_ASSIGN_OR_RETURN(model, torchlib::Model::Load(user_archive));
     if (contract.normalization().mean_size() > 0 && !contract.normalization().in_module()) {
       FEDGE_RETURN_IF_ERROR(model->SetInputNormalization(
           {contract.normalization().mean().begin(), contract.normalization().mean().end()},
           {contract.normalization().std().begin(), contract.normalization().std().end()}));
     }
   }
-  // The module must map [1, features] to [1, labels] (again, for a user's archive: its
-  // normalization is in place now).
-  FEDGE_RETURN_IF_ERROR(
-      CheckModelShape(*model, contract.feature_names_size(), contract.labels_size()));
+  // A built-in module must map [1, features] to [1, labels]; a user's archive was tried in the
+  // helper.
+  if (builtin) {
+    FEDGE_RETURN_IF_ERROR(
+        CheckModelShape(*model, contract.feature_names_size(), contract.labels_size()));
+  }
   model->SetExtraFile(torchlib::kContractFile, ContractToJson(contract));
   Intake out;
   FEDGE_ASSIGN_OR_RETURN(out.archive, model->Serialize());

@@ -24,7 +24,8 @@ struct Intake {
 // labels, normalization sizes) and that the module maps [1, features] to [1, labels].
 // A user archive is first checked against the header's archive_sha256 and tried in the
 // fedge-model-check helper under `model_check` (CheckArchiveInSandbox); only an archive the
-// helper accepts is loaded in this process. INVALID_ARGUMENT names what is wrong and how to fix
+// helper accepts is loaded in this process, to be saved again with its contract, and its
+// contract's architecture is kUserArchitecture. INVALID_ARGUMENT names what is wrong and how to fix
 // it; FAILED_PRECONDITION if the helper is not installed.
 absl::StatusOr<Intake> BuildVersion(const v1::RegisterModelHeader& header,
                                     absl::string_view user_archive,

@@ -1,11 +1,15 @@
-// fedge-model-check: loads a user's TorchScript archive and runs one forward pass on it, under
-// its own resource limits, so that the coordinator never loads an untried archive itself.
-// fedge-cloud starts it for every archive that RegisterModel receives (cloud/models/sandbox.h);
-// it is not meant to be run by hand, though it may be:
+// fedge-model-check: loads a user's TorchScript archive and runs it under its own resource
+// limits, so that the coordinator never runs a user's model code itself. fedge-cloud starts it
+// for every archive that RegisterModel receives, and to score user models on holdout data
+// (cloud/models/sandbox.h); it is not meant to be run by hand, though it may be:
 //   fedge-model-check --archive=model.pt --features=8 --labels=3
-// Exit 0 and "ok" on stdout: the archive maps [1, features] to [1, labels]. Otherwise stdout
-// holds the reason and the exit code is one of cloud/models/model_check_protocol.h. stdout must
-// be a pipe or terminal: with RLIMIT_FSIZE=0, writing to a regular file raises SIGXFSZ.
+//   fedge-model-check --archive=model.pt --features=8 --labels=3 --evaluate=holdout.csv
+// Exit 0 and "ok" on stdout: the archive maps [N, features] to [N, labels] at the batch sizes
+// the coordinator and edges use, evaluates and takes a training step; with --evaluate, "ok
+// accuracy=A loss=L samples=N" for the CSV (a "label" column of class indices). Otherwise
+// stdout holds the reason and the exit code is one of cloud/models/model_check_protocol.h.
+// stdout must be a pipe or terminal: with RLIMIT_FSIZE=0, writing to a regular file raises
+// SIGXFSZ.
 
 #include <sys/resource.h>
 
@@ -22,9 +26,11 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cloud/models/model_check_protocol.h"
 #include "cloud/models/model_probe.h"
 #include "common/app/app.h"
+#include "common/data/dataset.h"
 #include "common/torch/model.h"
 
 ABSL_FLAG(std::string, archive, "", "The torch.jit.save archive to check.");
@@ -32,6 +38,9 @@ ABSL_FLAG(int, features, 0, "Input width the model must accept.");
 ABSL_FLAG(int, labels, 0, "Output width (scores) the model must produce.");
 ABSL_FLAG(int64_t, memory_mb, 2048, "Address-space limit (RLIMIT_AS) in MiB; 0: unlimited.");
 ABSL_FLAG(int64_t, cpu_s, 60, "CPU-time limit (RLIMIT_CPU) in seconds; 0: unlimited.");
+ABSL_FLAG(std::string, evaluate, "",
+          "A CSV (feature columns, then \"label\" with class indices) to score the model on "
+          "instead of trying it.");
 
 namespace {
 
@@ -90,9 +99,27 @@ int main(int argc, char** argv) {
     std::ostringstream bytes;
     bytes << in.rdbuf();
     auto model = fedge::cloud::models::LoadAndCheckArchive(bytes.str(), features, labels);
-    if (!model.ok()) {
+    absl::Status st = model.status();
+    const std::string csv = absl::GetFlag(FLAGS_evaluate);
+    if (st.ok() && !csv.empty()) {
+      fedge::data::CsvOptions opt;
+      auto holdout = fedge::data::ReadCsv(csv, opt);
+      if (!holdout.ok()) {
+        return Report(kModelCheckUsage, absl::StrCat("the holdout: ", holdout.status().message()));
+      }
+      auto eval = (*model)->Evaluate(*holdout);
+      st = eval.status();
+      if (st.ok()) {
+        return Report(kModelCheckOk,
+                      absl::StrFormat("ok accuracy=%.17g loss=%.17g samples=%d", eval->accuracy,
+                                      eval->loss, eval->num_samples));
+      }
+    } else if (st.ok()) {
+      st = fedge::cloud::models::TryModelAsUsed(**model, features, labels);
+    }
+    if (!st.ok()) {
       // The loader turns an allocation failure into a status; under RLIMIT_AS that is the limit.
-      const std::string message(model.status().message());
+      const std::string message(st.message());
       const bool oom = absl::StrContains(message, "bad_alloc") ||
                        absl::StrContains(message, "can't allocate memory");
       return Report(oom ? kModelCheckOutOfMemory : kModelCheckRefused, message);

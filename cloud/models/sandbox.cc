@@ -8,20 +8,25 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zip.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "cloud/models/model_check_protocol.h"
+#include "common/status/status.h"
 #include "common/tensor/sha256.h"
 
 namespace fedge::cloud::models {
@@ -174,25 +179,31 @@ absl::StatusOr<std::string> FindModelCheckHelper(const std::string& helper_path)
       "--model_check_path"));
 }
 
-absl::Status CheckArchiveInSandbox(absl::string_view archive, absl::string_view expected_sha256_hex,
-                                   int features, int labels, const SandboxLimits& limits) {
-  if (!expected_sha256_hex.empty()) {
-    const std::string actual = Sha256Hex(archive);
-    if (actual != expected_sha256_hex) {
-      return absl::InvalidArgumentError(absl::StrCat("the archive's sha256 is ", actual, " but ",
-                                                     expected_sha256_hex, " was expected"));
-    }
-  }
+namespace {
+
+// The helpers running now, by process id, so that a shutdown can end them at once.
+std::mutex& RunningMu() {
+  static std::mutex mu;
+  return mu;
+}
+std::set<pid_t>& Running() {
+  static std::set<pid_t> pids;
+  return pids;
+}
+
+std::string TempDirOf(const SandboxLimits& limits) {
+  if (!limits.temp_dir.empty()) return limits.temp_dir;
+  const char* tmp = std::getenv("TMPDIR");
+  return (tmp != nullptr && *tmp != '\0') ? tmp : "/tmp";
+}
+
+// Runs fedge-model-check on the archive in `file` with `extra` arguments under `limits`, and
+// returns its stdout when it exits 0 (else the status MapExit gives).
+absl::StatusOr<std::string> RunHelper(const TempFile& file, int features, int labels,
+                                      const std::vector<std::string>& extra,
+                                      const SandboxLimits& limits) {
   auto helper = FindModelCheckHelper(limits.helper_path);
   if (!helper.ok()) return helper.status();
-
-  std::string dir = limits.temp_dir;
-  if (dir.empty()) {
-    const char* tmp = std::getenv("TMPDIR");
-    dir = (tmp != nullptr && *tmp != '\0') ? tmp : "/tmp";
-  }
-  TempFile file;
-  if (absl::Status st = file.Write(dir, archive); !st.ok()) return st;
 
   Fd read_end, write_end;
   int fds[2];
@@ -228,6 +239,7 @@ absl::Status CheckArchiveInSandbox(absl::string_view archive, absl::string_view 
       absl::StrCat("--memory_mb=", limits.memory_mb),
       absl::StrCat("--cpu_s=", limits.cpu_seconds),
   };
+  args.insert(args.end(), extra.begin(), extra.end());
   std::vector<std::string> env = {
       "PATH=/usr/bin:/bin",     "LC_ALL=C", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",
       "OPENBLAS_NUM_THREADS=1",
@@ -239,8 +251,12 @@ absl::Status CheckArchiveInSandbox(absl::string_view archive, absl::string_view 
   envp.push_back(nullptr);
 
   pid_t pid = -1;
-  const int spawn_error =
-      posix_spawn(&pid, helper->c_str(), &actions, &attr, argv.data(), envp.data());
+  int spawn_error;
+  {
+    std::lock_guard<std::mutex> lock(RunningMu());
+    spawn_error = posix_spawn(&pid, helper->c_str(), &actions, &attr, argv.data(), envp.data());
+    if (spawn_error == 0) Running().insert(pid);
+  }
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (spawn_error != 0) {
@@ -281,6 +297,8 @@ absl::Status CheckArchiveInSandbox(absl::string_view archive, absl::string_view 
     pid_t w = waitpid(pid, &wait_status, WNOHANG);
     if (w == pid) break;
     if (w < 0 && errno != EINTR) {
+      std::lock_guard<std::mutex> lock(RunningMu());
+      Running().erase(pid);
       return absl::InternalError(ErrnoText("waiting for fedge-model-check"));
     }
     if (absl::Now() >= deadline) {
@@ -294,11 +312,119 @@ absl::Status CheckArchiveInSandbox(absl::string_view archive, absl::string_view 
     kill(pid, SIGKILL);
     while (waitpid(pid, &wait_status, 0) < 0 && errno == EINTR) {
     }
+  }
+  {
+    std::lock_guard<std::mutex> lock(RunningMu());
+    Running().erase(pid);
+  }
+  if (timed_out) {
     return absl::InvalidArgumentError(
         absl::StrCat("model check timed out after ", absl::FormatDuration(limits.timeout),
                      " (killed); the archive took too long to load and run"));
   }
-  return MapExit(wait_status, output, limits);
+  FEDGE_RETURN_IF_ERROR(MapExit(wait_status, output, limits));
+  return output;
+}
+
+}  // namespace
+
+absl::Status CheckArchiveLimits(absl::string_view archive, const SandboxLimits& limits) {
+  zip_error_t error;
+  zip_error_init(&error);
+  zip_source_t* source = zip_source_buffer_create(archive.data(), archive.size(), 0, &error);
+  if (source == nullptr) {
+    zip_error_fini(&error);
+    return absl::InternalError("cannot read the archive's directory");
+  }
+  zip_t* zip = zip_open_from_source(source, ZIP_RDONLY, &error);
+  if (zip == nullptr) {
+    zip_source_free(source);
+    const std::string why = zip_error_strerror(&error);
+    zip_error_fini(&error);
+    return absl::InvalidArgumentError(
+        absl::StrCat("the archive is not a TorchScript archive (a torch.jit.save zip): ", why));
+  }
+  zip_error_fini(&error);
+  const zip_int64_t entries = zip_get_num_entries(zip, 0);
+  absl::Status st;
+  if (entries < 0 || entries > limits.max_entries) {
+    st = absl::InvalidArgumentError(
+        absl::StrCat("the archive holds ", entries, " entries; at most ", limits.max_entries));
+  }
+  // A TorchScript archive stores its tensors uncompressed, so it unpacks to about its own size;
+  // far more is a zip bomb.
+  const uint64_t cap = std::min<uint64_t>(
+      static_cast<uint64_t>(limits.max_unpacked_mb) << 20,
+      static_cast<uint64_t>(archive.size()) * kMaxUnpackRatio + (uint64_t{64} << 20));
+  uint64_t total = 0;
+  for (zip_int64_t i = 0; st.ok() && i < entries; ++i) {
+    zip_stat_t entry;
+    zip_stat_init(&entry);
+    if (zip_stat_index(zip, static_cast<zip_uint64_t>(i), 0, &entry) != 0 ||
+        (entry.valid & ZIP_STAT_SIZE) == 0) {
+      st = absl::InvalidArgumentError(absl::StrCat("the archive's entry ", i, " is unreadable"));
+      break;
+    }
+    total += entry.size;
+    if (total > cap) {
+      st = absl::InvalidArgumentError(
+          absl::StrCat("the archive (", archive.size(), " bytes) unpacks to more than ", cap,
+                       " bytes: a TorchScript archive unpacks to about its own size, and at most ",
+                       limits.max_unpacked_mb, " MB (--model_check_max_unpacked_mb)"));
+    }
+  }
+  zip_close(zip);  // frees the source too
+  return st;
+}
+
+absl::Status CheckArchiveInSandbox(absl::string_view archive, absl::string_view expected_sha256_hex,
+                                   int features, int labels, const SandboxLimits& limits) {
+  if (!expected_sha256_hex.empty()) {
+    const std::string actual = Sha256Hex(archive);
+    if (actual != expected_sha256_hex) {
+      return absl::InvalidArgumentError(absl::StrCat("the archive's sha256 is ", actual, " but ",
+                                                     expected_sha256_hex, " was expected"));
+    }
+  }
+  FEDGE_RETURN_IF_ERROR(CheckArchiveLimits(archive, limits));
+  TempFile file;
+  FEDGE_RETURN_IF_ERROR(file.Write(TempDirOf(limits), archive));
+  return RunHelper(file, features, labels, {}, limits).status();
+}
+
+absl::StatusOr<SandboxScore> EvaluateArchiveInSandbox(absl::string_view archive,
+                                                      const std::string& holdout_csv, int features,
+                                                      int labels, const SandboxLimits& limits) {
+  TempFile file;
+  FEDGE_RETURN_IF_ERROR(file.Write(TempDirOf(limits), archive));
+  TempFile data;
+  FEDGE_RETURN_IF_ERROR(data.Write(TempDirOf(limits), holdout_csv));
+  FEDGE_ASSIGN_OR_RETURN(
+      std::string out,
+      RunHelper(file, features, labels, {absl::StrCat("--evaluate=", data.path())}, limits));
+  // "ok accuracy=A loss=L samples=N"
+  SandboxScore score;
+  bool have[3] = {false, false, false};
+  for (absl::string_view word : absl::StrSplit(absl::StripAsciiWhitespace(out), ' ')) {
+    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(word, '=');
+    if (kv.first == "accuracy") have[0] = absl::SimpleAtod(kv.second, &score.accuracy);
+    if (kv.first == "loss") have[1] = absl::SimpleAtod(kv.second, &score.loss);
+    if (kv.first == "samples") have[2] = absl::SimpleAtoi(kv.second, &score.num_samples);
+  }
+  if (!have[0] || !have[1] || !have[2]) {
+    return absl::InternalError(
+        absl::StrCat("fedge-model-check answered ", out.substr(0, 200), " instead of a score"));
+  }
+  return score;
+}
+
+int KillRunningModelChecks() {
+  std::lock_guard<std::mutex> lock(RunningMu());
+  for (pid_t pid : Running()) {
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+  }
+  return static_cast<int>(Running().size());
 }
 
 }  // namespace fedge::cloud::models

@@ -1,11 +1,11 @@
 #include "cloud/models/validator.h"
 
-#include "cloud/evaluation/federated.h"
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "cloud/evaluation/federated.h"
+#include "cloud/models/contract.h"
 #include "common/data/synthetic.h"
 #include "common/status/status.h"
 #include "common/torch/model.h"
@@ -35,8 +35,8 @@ absl::StatusOr<data::Dataset> LoadHoldout(const v1::HoldoutSpec& spec,
 namespace {
 
 absl::StatusOr<torchlib::EvalResult> Score(const registry::Registry& registry,
-                                           const v1::Version& version,
-                                           const data::Dataset& holdout) {
+                                           const v1::Version& version, const data::Dataset& holdout,
+                                           const SandboxLimits& model_check) {
   FEDGE_ASSIGN_OR_RETURN(std::string archive, registry.ReadBlob(version.sha256()));
   FEDGE_ASSIGN_OR_RETURN(auto model, torchlib::Model::Load(archive));
   const auto& norm = version.contract().normalization();
@@ -44,7 +44,22 @@ absl::StatusOr<torchlib::EvalResult> Score(const registry::Registry& registry,
     FEDGE_RETURN_IF_ERROR(model->SetInputNormalization({norm.mean().begin(), norm.mean().end()},
                                                        {norm.std().begin(), norm.std().end()}));
   }
-  return model->Evaluate(holdout);
+  return ScoreModel(*model, version.contract(), holdout, model_check);
+}
+
+// The holdout as the helper reads it: feature columns f0..fN-1, then "label".
+std::string HoldoutCsv(const data::Dataset& holdout) {
+  const int64_t width = holdout.num_features();
+  std::string csv;
+  for (int64_t f = 0; f < width; ++f) absl::StrAppend(&csv, "f", f, ",");
+  csv += "label\n";
+  for (int64_t r = 0; r < holdout.size(); ++r) {
+    for (int64_t f = 0; f < width; ++f) {
+      absl::StrAppend(&csv, absl::StrFormat("%.9g", holdout.features[r * width + f]), ",");
+    }
+    absl::StrAppend(&csv, holdout.labels[r], "\n");
+  }
+  return csv;
 }
 
 std::string SourceOf(const v1::HoldoutSpec& spec) {
@@ -54,8 +69,26 @@ std::string SourceOf(const v1::HoldoutSpec& spec) {
 
 }  // namespace
 
+absl::StatusOr<torchlib::EvalResult> ScoreModel(const torchlib::Model& model,
+                                                const v1::ModelContract& contract,
+                                                const data::Dataset& holdout,
+                                                const SandboxLimits& model_check) {
+  if (contract.architecture() != kUserArchitecture) return model.Evaluate(holdout);
+  FEDGE_ASSIGN_OR_RETURN(std::string archive, model.Serialize());
+  FEDGE_ASSIGN_OR_RETURN(SandboxScore score,
+                         EvaluateArchiveInSandbox(archive, HoldoutCsv(holdout),
+                                                  static_cast<int>(holdout.num_features()),
+                                                  contract.labels_size(), model_check));
+  torchlib::EvalResult result;
+  result.accuracy = score.accuracy;
+  result.loss = score.loss;
+  result.num_samples = score.num_samples;
+  return result;
+}
+
 absl::StatusOr<v1::Validation> Validate(const registry::Registry& registry,
                                         const v1::Version& version, const v1::GatePolicy& policy,
+                                        const SandboxLimits& model_check,
                                         evaluation::FederatedEvaluator* federated) {
   const bool cloud = policy.holdout().has_synthetic() || !policy.holdout().csv_path().empty();
   if (!cloud && !policy.federated()) {
@@ -72,18 +105,20 @@ absl::StatusOr<v1::Validation> Validate(const registry::Registry& registry,
                                        policy.min_accuracy()));
     }
     if (policy.has_max_loss() && loss > policy.max_loss()) {
-      failed.push_back(absl::StrFormat("%sloss %.4f > maximum %.4f", where, loss, policy.max_loss()));
+      failed.push_back(
+          absl::StrFormat("%sloss %.4f > maximum %.4f", where, loss, policy.max_loss()));
     }
   };
   if (cloud) {
     FEDGE_ASSIGN_OR_RETURN(data::Dataset holdout,
                            LoadHoldout(policy.holdout(), version.contract()));
     if (holdout.num_features() != version.contract().feature_names_size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "holdout has ", holdout.num_features(), " features; ", version.model(), " v",
-          version.version(), " takes ", version.contract().feature_names_size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("holdout has ", holdout.num_features(), " features; ", version.model(), " v",
+                       version.version(), " takes ", version.contract().feature_names_size()));
     }
-    FEDGE_ASSIGN_OR_RETURN(torchlib::EvalResult eval, Score(registry, version, holdout));
+    FEDGE_ASSIGN_OR_RETURN(torchlib::EvalResult eval,
+                           Score(registry, version, holdout, model_check));
     v.set_accuracy(eval.accuracy);
     v.set_loss(eval.loss);
     v.set_samples(eval.num_samples);
@@ -95,13 +130,13 @@ absl::StatusOr<v1::Validation> Validate(const registry::Registry& registry,
         auto prod_version = registry.GetVersion(version.model(), *prod);
         if (prod_version.ok() && !prod_version->archived()) {
           FEDGE_ASSIGN_OR_RETURN(torchlib::EvalResult base,
-                                 Score(registry, *prod_version, holdout));
+                                 Score(registry, *prod_version, holdout, model_check));
           v.set_production_version(*prod);
           v.set_production_accuracy(base.accuracy);
           if (eval.accuracy < base.accuracy - policy.max_regression()) {
-            failed.push_back(absl::StrFormat(
-                "accuracy %.4f is more than %.4f below production v%d (%.4f)", eval.accuracy,
-                policy.max_regression(), *prod, base.accuracy));
+            failed.push_back(
+                absl::StrFormat("accuracy %.4f is more than %.4f below production v%d (%.4f)",
+                                eval.accuracy, policy.max_regression(), *prod, base.accuracy));
           }
         }
       }

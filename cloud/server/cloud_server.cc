@@ -17,6 +17,7 @@
 #include "cloud/events/event_log.h"
 #include "cloud/fleet/fleet.h"
 #include "cloud/jobs/job_manager.h"
+#include "cloud/models/sandbox.h"
 #include "cloud/registry/registry.h"
 #include "common/auth/token_store.h"
 #include "common/net/servers.h"
@@ -209,6 +210,8 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   job_opts.clock = options.clock;
   job_opts.max_update_norm = options.max_update_norm;
   job_opts.max_update_samples = options.max_update_samples;
+  job_opts.model_check = options.model_check;
+  if (job_opts.model_check.temp_dir.empty()) job_opts.model_check.temp_dir = options.data_dir;
   job_opts.events = event_log;
   Impl* raw = impl.get();
   // A model with a gate policy has every new version validated as it is registered.
@@ -331,6 +334,11 @@ void CloudServer::Shutdown() {
   if (impl_->shut_down) return;
   impl_->shut_down = true;
   LOG(INFO) << "fedge-cloud shutting down";
+  // A model check or a user model's evaluation could run for minutes: end them now, so that
+  // the threads waiting on them return.
+  if (int killed = models::KillRunningModelChecks(); killed > 0) {
+    LOG(INFO) << "ended " << killed << " running model check(s)";
+  }
   impl_->retrainer->Stop();
   impl_->evaluator->Shutdown();
   impl_->jobs->Shutdown();

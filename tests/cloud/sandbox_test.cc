@@ -15,9 +15,11 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "cloud/models/model_check_protocol.h"
 #include "common/tensor/sha256.h"
@@ -138,6 +140,119 @@ TEST_F(SandboxTest, RefusesAModelOfTheWrongShapeWithTheHelpersMessage) {
   absl::Status st = CheckArchiveInSandbox(*good_, "", 4, 2, limits_);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
   EXPECT_THAT(st.message(), HasSubstr("outputs 3 scores but the contract has 2 labels"));
+}
+
+// Runs Python's torch (Debian's) with `code`, where PATH names the archive to write.
+std::string SavePython(const std::string& dir, const std::string& name, const std::string& code) {
+  const std::string path = dir + "/" + name;
+  const std::string script = dir + "/" + name + ".py";
+  std::ofstream(script) << "import torch, zipfile\nPATH = '" << path << "'\n" << code << "\n";
+  const std::string cmd = absl::StrCat("/usr/bin/python3 ", script);
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  return ReadFile(path);
+}
+
+TEST_F(SandboxTest, RefusesAModelThatLoopsOnlyOnBatchesLargerThanOne) {
+  // Passes a one-row probe; spins forever on the batches evaluation and training use.
+  const std::string looping = SavePython(work_.path(), "loop.pt", R"(
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = torch.nn.Linear(4, 3)
+    def forward(self, x):
+        n = 0
+        while x.size(0) > 1:
+            n += 1
+        return self.l(x)
+torch.jit.save(torch.jit.script(M()), PATH))");
+  ASSERT_FALSE(looping.empty());
+  limits_.cpu_seconds = 2;
+  absl::Status st = CheckArchiveInSandbox(looping, "", 4, 3, limits_);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_THAT(st.message(), HasSubstr("CPU limit of 2 s"));
+  EXPECT_TRUE(NoChildren());
+}
+
+TEST_F(SandboxTest, RefusesAZipBombBeforeStartingAnyProcess) {
+  // The good model with a 300 MB entry of zeros that deflates to a few hundred KB.
+  const std::string bomb = SavePython(work_.path(), "bomb.pt", R"(
+torch.jit.save(torch.jit.script(torch.nn.Linear(4, 3)), PATH)
+with zipfile.ZipFile(PATH, 'a', compression=zipfile.ZIP_DEFLATED) as z:
+    z.writestr('archive/extra/padding', bytes(300 * 1000 * 1000)))");
+  ASSERT_FALSE(bomb.empty());
+  EXPECT_LT(bomb.size(), 2u << 20);
+  const std::string marker = work_.path() + "/helper-ran";
+  limits_.helper_path = Script("helper.sh", absl::StrCat("touch ", marker));
+  absl::Status st = CheckArchiveInSandbox(bomb, "", 4, 3, limits_);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_THAT(st.message(), HasSubstr("unpacks to more than"));
+  EXPECT_NE(access(marker.c_str(), F_OK), 0) << "the helper ran";
+  // Entry counts are bounded too.
+  limits_.max_entries = 3;
+  st = CheckArchiveLimits(*good_, limits_);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_THAT(st.message(), HasSubstr("entries; at most 3"));
+}
+
+TEST_F(SandboxTest, ScoresAUserModelInTheHelperAsTorchItselfDoes) {
+  // 200 rows of seeded data, written as the CSV the helper reads.
+  std::string csv = "f0,f1,f2,f3,label\n";
+  uint32_t x = 7;
+  auto next = [&x] {
+    x = x * 1664525u + 1013904223u;
+    return static_cast<double>(x >> 8) / static_cast<double>(1u << 24) * 4.0 - 2.0;
+  };
+  for (int r = 0; r < 200; ++r) {
+    for (int f = 0; f < 4; ++f) absl::StrAppend(&csv, absl::StrFormat("%.6f", next()), ",");
+    absl::StrAppend(&csv, r % 3, "\n");
+  }
+  const std::string data = work_.path() + "/holdout.csv";
+  std::ofstream(data) << csv;
+  auto score = EvaluateArchiveInSandbox(*good_, csv, 4, 3, limits_);
+  ASSERT_TRUE(score.ok()) << score.status();
+  EXPECT_EQ(score->num_samples, 200);
+  // The same archive and rows scored by Python's torch.
+  const std::string out = work_.path() + "/expected.txt";
+  const std::string cmd = absl::StrCat(
+      "/usr/bin/python3 -c 'import torch, csv\n"
+      "rows = list(csv.reader(open(\"",
+      data,
+      "\")))[1:]\n"
+      "x = torch.tensor([[float(v) for v in r[:4]] for r in rows])\n"
+      "y = torch.tensor([int(r[4]) for r in rows])\n"
+      "m = torch.jit.load(\"",
+      archive_dir_->path(),
+      "/good.pt\")\n"
+      "z = m(x)\n"
+      "print(float((z.argmax(1) == y).float().mean()), float(torch.nn.functional.cross_entropy(z, "
+      "y)))' > ",
+      out);
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  double accuracy = -1, loss = -1;
+  std::ifstream(out) >> accuracy >> loss;
+  EXPECT_NEAR(score->accuracy, accuracy, 1e-6);  // Python averages in float32
+  EXPECT_NEAR(score->loss, loss, 1e-4);
+  EXPECT_EQ(CountEntries(limits_.temp_dir), 0);
+  EXPECT_TRUE(NoChildren());
+}
+
+TEST_F(SandboxTest, KillRunningModelChecksEndsAHelperAtOnce) {
+  limits_.helper_path = Script("sleeper.sh", "exec sleep 60");
+  absl::Status st;
+  std::thread runner([&] { st = CheckArchiveInSandbox(*good_, "", 4, 3, limits_); });
+  const absl::Time start = absl::Now();
+  int killed = 0;
+  while (killed == 0 && absl::Now() - start < absl::Seconds(10)) {
+    killed = KillRunningModelChecks();
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  runner.join();
+  EXPECT_EQ(killed, 1);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  // Ended by the kill, not by the 30 s timeout.
+  EXPECT_THAT(st.message(), HasSubstr("was killed"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+  EXPECT_TRUE(NoChildren());
 }
 
 TEST_F(SandboxTest, ReportsTheMemoryLimit) {

@@ -44,11 +44,12 @@ class Fleet:
             time.sleep(0.05)
         raise RuntimeError("no ports file %s; logs in %s" % (path, self.work))
 
-    def start_cloud(self, fleet_port=0, extra=()):
+    def start_cloud(self, fleet_port=0, extra=(), wrapper=()):
+        """`wrapper` runs before the binary, e.g. ("prlimit", "--nofile=1024:1024")."""
         ports_file = os.path.join(self.work, "cloud.ports")
         if os.path.exists(ports_file):
             os.remove(ports_file)
-        self._start("cloud", [
+        self._start("cloud", list(wrapper) + [
             os.path.join(self.build, "cloud/fedge-cloud"),
             "--data_dir=" + os.path.join(self.work, "cloud"),
             "--fleet_address=127.0.0.1:%d" % fleet_port,

@@ -118,8 +118,9 @@ TEST_F(HostileFleetTest, AnUpdateWeighsNoMoreThanTheSamplesItsNodeReported) {
   ASSERT_TRUE(done.ok()) << done.status();
   ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->error();
   ASSERT_EQ(done->rounds_size(), 1);
-  // Both weigh 100: the round counts 200 samples, not ten million.
-  EXPECT_EQ(done->rounds(0).samples(), 200);
+  // The liar weighs what it reported plus a quarter for new data: the round counts 225
+  // samples, not ten million.
+  EXPECT_EQ(done->rounds(0).samples(), 225);
   auto ctx = testing::Context();
   v1::GetVersionRequest req;
   req.set_model("m");
@@ -128,7 +129,7 @@ TEST_F(HostileFleetTest, AnUpdateWeighsNoMoreThanTheSamplesItsNodeReported) {
   ASSERT_TRUE(admin_->GetVersion(ctx.get(), req, &version).ok());
   std::map<std::string, int64_t> samples;
   for (const auto& p : version.participants()) samples[p.node_id()] = p.num_samples();
-  EXPECT_EQ(samples["liar"], 100);
+  EXPECT_EQ(samples["liar"], 125);
   EXPECT_EQ(samples["honest"], 100);
 }
 
@@ -236,15 +237,29 @@ TEST_F(HostileFleetTest, OversizedSessionReportsAreDroppedAndListsStillWork) {
   EXPECT_LT(std::stoll(rows[0][1]), 1000);
 }
 
-TEST_F(HostileFleetTest, ASessionFloodIsSlowedToTheRateNotApplied) {
-  testing::FakeEdge* node = AddEdge("chatty", 100);
+TEST_F(HostileFleetTest, ASessionFloodIsSlowedToTheRateThenServed) {
+  testing::FakeEdge* node = AddEdge("chatty", 100, "epoch-1");
   const std::string paced = R"(fedge_cloud_calls_limited_total{limit="session_rate"})";
   const double before = testing::MetricValue(paced);
-  // 300 heartbeats at once: the first 100 (the burst) are read at once, the rest at 10/s.
+  // 1200 heartbeats at once: the first 1000 (the burst) are read at once, the rest at 100/s.
   v1::EdgeMessage hb;
   hb.mutable_heartbeat()->set_sent_unix_ms(1);
-  for (int i = 0; i < 300; ++i) ASSERT_TRUE(node->Send(hb)) << i;
-  EXPECT_TRUE(testing::WaitUntil([&] { return testing::MetricValue(paced) > before; }));
+  for (int i = 0; i < 1200; ++i) ASSERT_TRUE(node->Send(hb)) << i;
+  // A report behind them is still read and applied, once the flood has been paced through.
+  v1::EdgeMessage report;
+  report.set_message_id(1);
+  (*report.mutable_metrics()->mutable_values())["samples_total"] = 5;
+  ASSERT_TRUE(node->Send(report));
+  const absl::Time start = absl::Now();
+  uint64_t acked = 0;
+  v1::CloudMessage m;
+  while (acked < 1 && node->Next(&m)) {
+    if (m.has_ack()) acked = m.ack().applied_message_id();
+  }
+  EXPECT_EQ(acked, 1u);
+  EXPECT_GT(testing::MetricValue(paced), before);
+  // Paced, not refused: about 200 heartbeats at 100/s.
+  EXPECT_GE(absl::Now() - start, absl::Seconds(1));
 }
 
 TEST_F(HostileFleetTest, TagsAreBoundedAndVersionsArePaged) {

@@ -114,6 +114,10 @@ fedge-cloud
 --heartbeat_interval_ms={{ .Values.config.heartbeatIntervalMs | int64 }}
 --liveness_timeout_ms={{ .Values.config.livenessTimeoutMs | int64 }}
 --max_update_norm={{ .Values.config.maxUpdateNorm }}
+--max_connections={{ .Values.config.maxConnections | int64 }}
+--max_connections_per_address={{ .Values.config.maxConnectionsPerAddress | int64 }}
+--node_transfers={{ .Values.config.nodeTransfers | int64 }}
+--shutdown_grace_s={{ max 1 (sub (.Values.terminationGracePeriodSeconds | int64) 5) }}
 --verbosity={{ .Values.config.verbosity | int64 }}
 {{- with .Values.webhook.urls }}
 --webhook_urls={{ join "," . }}
