@@ -4,14 +4,16 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cloud/api/blob_stream.h"
 #include "cloud/models/intake.h"
 #include "cloud/models/validator.h"
 #include "common/net/identity.h"
-#include "common/status/status.h"
 #include "common/status/grpc_status.h"
+#include "common/status/status.h"
 #include "common/tensor/sha256.h"
 #include "glog/logging.h"
 
@@ -24,6 +26,34 @@ namespace fedge::cloud::api {
   auto var##_or = Authorize(*context, __func__);              \
   if (!var##_or.ok()) return ToGrpcStatus(var##_or.status()); \
   const std::string var = std::move(*var##_or)
+
+namespace {
+
+constexpr int kMaxPage = 1000;
+constexpr size_t kMaxPageBytes = 2 << 20;
+
+// One page of a list response (admin.proto): the items whose key is past `after`, in key
+// order, at most `limit` of them (0 or more than kMaxPage: kMaxPage) and about kMaxPageBytes.
+// Returns the key to ask after for the next page, or the empty key when the list ends here.
+template <typename T, typename Key, typename KeyOf>
+Key TakePage(std::vector<T> items, const Key& after, int limit, KeyOf key_of,
+             google::protobuf::RepeatedPtrField<T>* out) {
+  std::sort(items.begin(), items.end(),
+            [&key_of](const T& a, const T& b) { return key_of(a) < key_of(b); });
+  const int max = limit > 0 && limit < kMaxPage ? limit : kMaxPage;
+  size_t bytes = 0;
+  for (T& item : items) {
+    if (!(after < key_of(item))) continue;
+    bytes += item.ByteSizeLong();
+    if (out->size() >= max || (out->size() > 0 && bytes > kMaxPageBytes)) {
+      return key_of(*out->rbegin());
+    }
+    *out->Add() = std::move(item);
+  }
+  return Key{};
+}
+
+}  // namespace
 
 absl::StatusOr<std::string> AdminService::Authorize(const grpc::ServerContextBase& context,
                                                     absl::string_view method) const {
@@ -55,14 +85,14 @@ grpc::Status AdminService::RegisterModel(grpc::ServerContext* context,
     }
     const v1::Chunk& chunk = msg.chunk();
     if (chunk.offset() != static_cast<int64_t>(archive.size())) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("chunk at offset ", chunk.offset(), ", expected ",
-                                       archive.size()));
+      return grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("chunk at offset ", chunk.offset(), ", expected ", archive.size()));
     }
     if (static_cast<int64_t>(archive.size() + chunk.data().size()) > header.archive_size()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("archive exceeds its declared size of ",
-                                       header.archive_size(), " bytes"));
+      return grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("archive exceeds its declared size of ", header.archive_size(), " bytes"));
     }
     digest.Update(chunk.data());
     archive.append(chunk.data());
@@ -100,8 +130,8 @@ grpc::Status AdminService::RegisterModel(grpc::ServerContext* context,
     e.set_type("version.registered");
     e.set_model(added->model());
     e.set_version(added->version());
-    e.set_message(absl::StrCat(added->model(), " v", added->version(), " registered by ",
-                               added->creator()));
+    e.set_message(
+        absl::StrCat(added->model(), " v", added->version(), " registered by ", added->creator()));
     options_.events->Append(std::move(e));
   }
   *response = *added;
@@ -123,26 +153,20 @@ grpc::Status AdminService::ListVersions(grpc::ServerContext* context,
   FEDGE_ADMIN_AUTHORIZE(caller);
   auto versions = options_.registry->ListVersions(request->model());
   if (!versions.ok()) return ToGrpcStatus(versions.status());
-  // A page: bounded in count and bytes, so that no set of stored versions can make the
-  // response too large to receive.
-  constexpr size_t kMaxPageBytes = 2 << 20;
-  const int limit = request->limit() > 0 ? std::min(request->limit(), 1000) : 1000;
-  size_t bytes = 0;
-  for (auto& v : *versions) {
-    if (v.version() <= request->after_version()) continue;
-    bytes += v.ByteSizeLong();
-    if (response->versions_size() >= limit ||
-        (response->versions_size() > 0 && bytes > kMaxPageBytes)) {
-      response->set_next_after_version(response->versions().rbegin()->version());
-      break;
-    }
-    *response->add_versions() = std::move(v);
+  int64_t after = 0;
+  if (!request->page_token().empty() && !absl::SimpleAtoi(request->page_token(), &after)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "page_token is not one a ListVersions response gave");
   }
+  const int64_t next = TakePage(
+      std::move(*versions), after, request->limit(),
+      [](const v1::Version& v) { return v.version(); }, response->mutable_versions());
+  if (next != 0) response->set_next_page_token(absl::StrCat(next));
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetVersion(grpc::ServerContext* context, const v1::GetVersionRequest* request,
-                                      v1::Version* response) {
+grpc::Status AdminService::GetVersion(grpc::ServerContext* context,
+                                      const v1::GetVersionRequest* request, v1::Version* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
   auto version = options_.registry->GetVersion(request->model(), request->version());
   if (!version.ok()) return ToGrpcStatus(version.status());
@@ -177,19 +201,25 @@ grpc::Status AdminService::GetJob(grpc::ServerContext* context, const v1::GetJob
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest*,
+grpc::Status AdminService::ListJobs(grpc::ServerContext* context,
+                                    const v1::ListJobsRequest* request,
                                     v1::ListJobsResponse* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
   auto jobs = options_.jobs->List();
   if (!jobs.ok()) return ToGrpcStatus(jobs.status());
-  for (auto& j : *jobs) *response->add_jobs() = std::move(j);
+  response->set_next_page_token(TakePage(
+      std::move(*jobs), request->page_token(), request->limit(),
+      [](const v1::Job& j) { return j.id(); }, response->mutable_jobs()));
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListNodes(grpc::ServerContext* context, const v1::ListNodesRequest*,
+grpc::Status AdminService::ListNodes(grpc::ServerContext* context,
+                                     const v1::ListNodesRequest* request,
                                      v1::ListNodesResponse* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
-  for (auto& n : options_.fleet->List()) *response->add_nodes() = std::move(n);
+  response->set_next_page_token(TakePage(
+      options_.fleet->List(), request->page_token(), request->limit(),
+      [](const v1::Node& n) { return n.node_id(); }, response->mutable_nodes()));
   return grpc::Status::OK;
 }
 
@@ -225,8 +255,7 @@ grpc::Status AdminService::Deploy(grpc::ServerContext* context, const v1::Deploy
 grpc::Status AdminService::CancelJob(grpc::ServerContext* context,
                                      const v1::CancelJobRequest* request, v1::Job* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
-  auto job = options_.jobs->Cancel(request->id(), caller,
-                                   request->reason());
+  auto job = options_.jobs->Cancel(request->id(), caller, request->reason());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *job;
   return grpc::Status::OK;
@@ -250,16 +279,15 @@ registry::Registry::Audit AuditOf(const std::string& principal, const std::strin
 
 }  // namespace
 
-grpc::Status AdminService::GetModel(grpc::ServerContext* context, const v1::GetModelRequest* request,
-                                    v1::Model* response) {
+grpc::Status AdminService::GetModel(grpc::ServerContext* context,
+                                    const v1::GetModelRequest* request, v1::Model* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
   FEDGE_GRPC_ASSIGN(*response, options_.registry->GetModel(request->name()));
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::UpdateModel(grpc::ServerContext* context,
-                                       const v1::UpdateModelRequest* request,
-                                       v1::Model* response) {
+                                       const v1::UpdateModelRequest* request, v1::Model* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
   std::optional<std::string> description;
   if (request->has_description()) description = request->description();
@@ -280,25 +308,22 @@ grpc::Status AdminService::SetAlias(grpc::ServerContext* context,
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "the production alias moves only through Promote, which checks the gate");
   }
-  FEDGE_GRPC_ASSIGN(*response,
-                    options_.registry->SetAlias(request->model(), request->alias(),
-                                                request->version(),
-                                                AuditOf(caller, request->reason())));
+  FEDGE_GRPC_ASSIGN(
+      *response, options_.registry->SetAlias(request->model(), request->alias(), request->version(),
+                                             AuditOf(caller, request->reason())));
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::DeleteAlias(grpc::ServerContext* context,
-                                       const v1::DeleteAliasRequest* request,
-                                       v1::Model* response) {
+                                       const v1::DeleteAliasRequest* request, v1::Model* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
-  FEDGE_GRPC_ASSIGN(*response, options_.registry->DeleteAlias(
-                                   request->model(), request->alias(),
-                                   AuditOf(caller, request->reason())));
+  FEDGE_GRPC_ASSIGN(*response, options_.registry->DeleteAlias(request->model(), request->alias(),
+                                                              AuditOf(caller, request->reason())));
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::Promote(grpc::ServerContext* context,
-                                   const v1::PromoteRequest* request, v1::Version* response) {
+grpc::Status AdminService::Promote(grpc::ServerContext* context, const v1::PromoteRequest* request,
+                                   v1::Version* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
   const std::string alias = request->alias().empty() ? "production" : request->alias();
   v1::Version version;
@@ -310,10 +335,10 @@ grpc::Status AdminService::Promote(grpc::ServerContext* context,
             ? absl::StrCat("it failed its validation gate (", version.validation().reason(), ")")
             : "it has not been validated";
     if (!request->force()) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                          absl::StrCat(version.model(), " v", version.version(),
-                                       " cannot be promoted: ", why,
-                                       ". Validate it, or pass force with a reason."));
+      return grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          absl::StrCat(version.model(), " v", version.version(), " cannot be promoted: ", why,
+                       ". Validate it, or pass force with a reason."));
     }
     if (request->reason().empty()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -321,10 +346,9 @@ grpc::Status AdminService::Promote(grpc::ServerContext* context,
     }
     action = "promote_forced";
   }
-  FEDGE_GRPC_ASSIGN(*response, options_.registry->SetAlias(version.model(), alias,
-                                                           version.version(),
-                                                           AuditOf(caller, request->reason()),
-                                                           action));
+  FEDGE_GRPC_ASSIGN(*response,
+                    options_.registry->SetAlias(version.model(), alias, version.version(),
+                                                AuditOf(caller, request->reason()), action));
   if (options_.events != nullptr) {
     v1::Event e;
     e.set_type("version.promoted");
@@ -338,8 +362,8 @@ grpc::Status AdminService::Promote(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::SetTags(grpc::ServerContext* context,
-                                   const v1::SetTagsRequest* request, v1::Version* response) {
+grpc::Status AdminService::SetTags(grpc::ServerContext* context, const v1::SetTagsRequest* request,
+                                   v1::Version* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
   std::map<std::string, std::string> tags(request->tags().begin(), request->tags().end());
   FEDGE_GRPC_ASSIGN(*response,
@@ -348,11 +372,10 @@ grpc::Status AdminService::SetTags(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetLineage(grpc::ServerContext* context, const v1::GetVersionRequest* request,
-                                      v1::Lineage* response) {
+grpc::Status AdminService::GetLineage(grpc::ServerContext* context,
+                                      const v1::GetVersionRequest* request, v1::Lineage* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
-  FEDGE_GRPC_ASSIGN(*response,
-                    options_.registry->GetLineage(request->model(), request->version()));
+  FEDGE_GRPC_ASSIGN(*response, options_.registry->GetLineage(request->model(), request->version()));
   return grpc::Status::OK;
 }
 
@@ -372,9 +395,9 @@ absl::StatusOr<v1::Version> AdminService::RunGate(const v1::Version& version,
     e.set_type(validation.passed() ? "validation.passed" : "validation.failed");
     e.set_model(version.model());
     e.set_version(version.version());
-    e.set_message(validation.passed()
-                      ? absl::StrCat("accuracy ", validation.accuracy(), " on ", validation.source())
-                      : validation.reason());
+    e.set_message(validation.passed() ? absl::StrCat("accuracy ", validation.accuracy(), " on ",
+                                                     validation.source())
+                                      : validation.reason());
     options_.events->Append(std::move(e));
   }
   LOG(INFO) << "validation of " << version.model() << " v" << version.version() << ": "
@@ -394,8 +417,7 @@ grpc::Status AdminService::ValidateVersion(grpc::ServerContext* context,
     FEDGE_GRPC_ASSIGN(model, options_.registry->GetModel(version.model()));
     policy = model.gate_policy();
   }
-  FEDGE_GRPC_ASSIGN(*response, RunGate(version, policy, caller,
-                                       request->reason()));
+  FEDGE_GRPC_ASSIGN(*response, RunGate(version, policy, caller, request->reason()));
   return grpc::Status::OK;
 }
 
@@ -432,7 +454,8 @@ grpc::Status AdminService::ApplyRetention(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListAudit(grpc::ServerContext* context, const v1::ListAuditRequest* request,
+grpc::Status AdminService::ListAudit(grpc::ServerContext* context,
+                                     const v1::ListAuditRequest* request,
                                      v1::ListAuditResponse* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
   std::vector<v1::AuditEntry> entries;
@@ -462,7 +485,8 @@ grpc::Status AdminService::WatchEvents(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListEvents(grpc::ServerContext* context, const v1::WatchEventsRequest* request,
+grpc::Status AdminService::ListEvents(grpc::ServerContext* context,
+                                      const v1::WatchEventsRequest* request,
                                       v1::ListEventsResponse* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
   if (options_.events == nullptr) return grpc::Status::OK;
@@ -489,18 +513,19 @@ grpc::Status AdminService::CreateDeployment(grpc::ServerContext* context,
                                             const v1::CreateDeploymentRequest* request,
                                             v1::Deployment* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
-  FEDGE_GRPC_ASSIGN(*response,
-                    options_.deploy->Create(*request, caller));
+  FEDGE_GRPC_ASSIGN(*response, options_.deploy->Create(*request, caller));
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::ListDeployments(grpc::ServerContext* context,
-                                           const v1::ListDeploymentsRequest*,
+                                           const v1::ListDeploymentsRequest* request,
                                            v1::ListDeploymentsResponse* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
   std::vector<v1::Deployment> all;
   FEDGE_GRPC_ASSIGN(all, options_.deploy->List());
-  for (auto& d : all) *response->add_deployments() = std::move(d);
+  response->set_next_page_token(TakePage(
+      std::move(all), request->page_token(), request->limit(),
+      [](const v1::Deployment& d) { return d.id(); }, response->mutable_deployments()));
   return grpc::Status::OK;
 }
 
@@ -516,9 +541,7 @@ grpc::Status AdminService::PauseDeployment(grpc::ServerContext* context,
                                            const v1::DeploymentActionRequest* request,
                                            v1::Deployment* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
-  FEDGE_GRPC_ASSIGN(*response, options_.deploy->Pause(request->id(),
-                                                      caller,
-                                                      request->reason()));
+  FEDGE_GRPC_ASSIGN(*response, options_.deploy->Pause(request->id(), caller, request->reason()));
   return grpc::Status::OK;
 }
 
@@ -526,9 +549,7 @@ grpc::Status AdminService::ResumeDeployment(grpc::ServerContext* context,
                                             const v1::DeploymentActionRequest* request,
                                             v1::Deployment* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
-  FEDGE_GRPC_ASSIGN(*response, options_.deploy->Resume(request->id(),
-                                                       caller,
-                                                       request->reason()));
+  FEDGE_GRPC_ASSIGN(*response, options_.deploy->Resume(request->id(), caller, request->reason()));
   return grpc::Status::OK;
 }
 
@@ -536,9 +557,7 @@ grpc::Status AdminService::RollbackDeployment(grpc::ServerContext* context,
                                               const v1::DeploymentActionRequest* request,
                                               v1::Deployment* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
-  FEDGE_GRPC_ASSIGN(*response, options_.deploy->Rollback(request->id(),
-                                                         caller,
-                                                         request->reason()));
+  FEDGE_GRPC_ASSIGN(*response, options_.deploy->Rollback(request->id(), caller, request->reason()));
   return grpc::Status::OK;
 }
 
@@ -561,8 +580,8 @@ grpc::Status AdminService::SetRetrainPolicy(grpc::ServerContext* context,
                         "new-samples count (the manual trigger works without a policy being "
                         "enabled)");
   }
-  absl::Status st = options_.registry->PutRetrainPolicy(
-      request->model(), p, {caller, request->reason()});
+  absl::Status st =
+      options_.registry->PutRetrainPolicy(request->model(), p, {caller, request->reason()});
   if (!st.ok()) return ToGrpcStatus(st);
   *response = p;
   return grpc::Status::OK;
@@ -590,12 +609,12 @@ grpc::Status AdminService::TriggerRetrain(grpc::ServerContext* context,
   if (options_.retrainer == nullptr) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "retraining is not configured");
   }
-  FEDGE_GRPC_ASSIGN(*response, options_.retrainer->Trigger(
-                                   request->model(),
-                                   request->reason().empty()
-                                       ? "manual"
-                                       : absl::StrCat("manual: ", request->reason()),
-                                   caller));
+  FEDGE_GRPC_ASSIGN(
+      *response,
+      options_.retrainer->Trigger(
+          request->model(),
+          request->reason().empty() ? "manual" : absl::StrCat("manual: ", request->reason()),
+          caller));
   return grpc::Status::OK;
 }
 
@@ -676,13 +695,15 @@ grpc::Status AdminService::RevokeNode(grpc::ServerContext* context,
 }
 
 grpc::Status AdminService::ListNodeAccess(grpc::ServerContext* context,
-                                          const v1::ListNodeAccessRequest*,
+                                          const v1::ListNodeAccessRequest* request,
                                           v1::ListNodeAccessResponse* response) {
   FEDGE_ADMIN_AUTHORIZE(caller);
   if (options_.enrollment == nullptr) return NoEnrollment();
   std::vector<v1::NodeAccess> nodes;
   FEDGE_GRPC_ASSIGN(nodes, options_.enrollment->ListNodes());
-  for (auto& n : nodes) *response->add_nodes() = std::move(n);
+  response->set_next_page_token(TakePage(
+      std::move(nodes), request->page_token(), request->limit(),
+      [](const v1::NodeAccess& n) { return n.node_id(); }, response->mutable_nodes()));
   return grpc::Status::OK;
 }
 

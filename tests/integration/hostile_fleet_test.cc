@@ -131,6 +131,21 @@ TEST_F(HostileFleetTest, AnUpdateWeighsNoMoreThanTheSamplesItsNodeReported) {
   for (const auto& p : version.participants()) samples[p.node_id()] = p.num_samples();
   EXPECT_EQ(samples["liar"], 125);
   EXPECT_EQ(samples["honest"], 100);
+  // Nodes list a page at a time, in id order, with what each reported.
+  std::vector<std::string> listed;
+  v1::ListNodesRequest nodes_req;
+  nodes_req.set_limit(1);
+  for (int page = 0; page < 3; ++page) {
+    v1::ListNodesResponse nodes;
+    ctx = testing::Context();
+    ASSERT_TRUE(admin_->ListNodes(ctx.get(), nodes_req, &nodes).ok());
+    ASSERT_EQ(nodes.nodes_size(), 1);
+    listed.push_back(nodes.nodes(0).node_id());
+    EXPECT_EQ(nodes.nodes(0).local_samples(), 100);
+    if (nodes.next_page_token().empty()) break;
+    nodes_req.set_page_token(nodes.next_page_token());
+  }
+  EXPECT_EQ(listed, (std::vector<std::string>{"honest", "liar"}));
 }
 
 TEST_F(HostileFleetTest, OneNodesIdleStreamsDoNotStarveAnotherNodesUpload) {
@@ -303,13 +318,18 @@ TEST_F(HostileFleetTest, TagsAreBoundedAndVersionsArePaged) {
   ASSERT_EQ(page.versions_size(), 1);
   EXPECT_EQ(page.versions(0).version(), 1);
   EXPECT_EQ(page.versions(0).tags().at("owner"), "ml-team");
-  EXPECT_EQ(page.next_after_version(), 1);
-  list.set_after_version(1);
+  EXPECT_EQ(page.next_page_token(), "1");
+  list.set_page_token(page.next_page_token());
   ctx = testing::Context();
   ASSERT_TRUE(admin_->ListVersions(ctx.get(), list, &page).ok());
   ASSERT_EQ(page.versions_size(), 1);
   EXPECT_EQ(page.versions(0).version(), 2);
-  EXPECT_EQ(page.next_after_version(), 0);
+  EXPECT_TRUE(page.next_page_token().empty());
+  // A token no response gave is refused.
+  list.set_page_token("not-a-version");
+  ctx = testing::Context();
+  EXPECT_EQ(admin_->ListVersions(ctx.get(), list, &page).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(HostileFleetTest, AnArtifactThatRottedOnDiskIsNeverExportedAsComplete) {

@@ -52,8 +52,7 @@ std::string Time(int64_t unix_ms);
 // One unary Admin call; on failure prints why (with a hint) and returns false.
 template <typename Request, typename Response>
 bool CallAdmin(const char* what,
-               grpc::Status (Admin::Stub::*method)(grpc::ClientContext*, const Request&,
-                                                   Response*),
+               grpc::Status (Admin::Stub::*method)(grpc::ClientContext*, const Request&, Response*),
                const Request& request, Response* response) {
   auto stub = Stub();
   auto ctx = Context();
@@ -63,6 +62,22 @@ bool CallAdmin(const char* what,
     return false;
   }
   return true;
+}
+
+// A paged list call (admin.proto) page by page to its end, gathering what `items` names of each
+// page into `all`; on failure prints why and returns false.
+template <typename Request, typename Response, typename Items>
+bool CallAdminAllPages(const char* what,
+                       grpc::Status (Admin::Stub::*method)(grpc::ClientContext*, const Request&,
+                                                           Response*),
+                       Request request, Response* all, Items items) {
+  while (true) {
+    Response page;
+    if (!CallAdmin(what, method, request, &page)) return false;
+    for (auto& item : *items(&page)) *items(all)->Add() = std::move(item);
+    if (page.next_page_token().empty()) return true;
+    request.set_page_token(page.next_page_token());
+  }
 }
 
 // Lifecycle commands (lifecycle.cc). `args` are the positional words after the command.

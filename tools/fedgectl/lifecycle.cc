@@ -504,8 +504,9 @@ int DeployCreate() {
 
 int DeployList() {
   v1::ListDeploymentsResponse resp;
-  if (!CallAdmin("deploy list", &Admin::Stub::ListDeployments, v1::ListDeploymentsRequest(),
-                 &resp)) {
+  if (!CallAdminAllPages(
+          "deploy list", &Admin::Stub::ListDeployments, v1::ListDeploymentsRequest(), &resp,
+          [](v1::ListDeploymentsResponse* r) { return r->mutable_deployments(); })) {
     return kFailed;
   }
   if (Json()) return PrintJson(resp), kOk;

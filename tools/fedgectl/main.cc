@@ -343,12 +343,9 @@ int ModelsVersions(const std::string& model) {
   fedge::v1::ListVersionsRequest req;
   req.set_model(model);
   fedge::v1::ListVersionsResponse resp;
-  while (true) {  // page by page, into one list
-    fedge::v1::ListVersionsResponse page;
-    if (!CallAdmin("models versions", &Admin::Stub::ListVersions, req, &page)) return 1;
-    for (auto& v : *page.mutable_versions()) *resp.add_versions() = std::move(v);
-    if (page.next_after_version() == 0) break;
-    req.set_after_version(page.next_after_version());
+  if (!CallAdminAllPages("models versions", &Admin::Stub::ListVersions, req, &resp,
+                         [](fedge::v1::ListVersionsResponse* r) { return r->mutable_versions(); })) {
+    return 1;
   }
   if (Json()) return PrintJson(resp), 0;
   absl::PrintF("%-8s %-7s %-14s %-26s %-8s %-20s %s\n", "VERSION", "PARENT", "SHA256", "JOB",
@@ -568,7 +565,10 @@ int JobsStatus(const std::string& id) {
 
 int JobsList() {
   fedge::v1::ListJobsResponse resp;
-  if (!CallAdmin("jobs list", &Admin::Stub::ListJobs, fedge::v1::ListJobsRequest(), &resp)) return 1;
+  if (!CallAdminAllPages("jobs list", &Admin::Stub::ListJobs, fedge::v1::ListJobsRequest(), &resp,
+                         [](fedge::v1::ListJobsResponse* r) { return r->mutable_jobs(); })) {
+    return 1;
+  }
   if (Json()) return PrintJson(resp), 0;
   absl::PrintF("%-26s %-16s %-14s %-9s %-20s\n", "JOB", "MODEL", "STATE", "ROUNDS", "CREATED");
   for (const auto& j : resp.jobs()) {
@@ -584,7 +584,9 @@ int JobsList() {
 
 int NodesList() {
   fedge::v1::ListNodesResponse resp;
-  if (!CallAdmin("nodes list", &Admin::Stub::ListNodes, fedge::v1::ListNodesRequest(), &resp)) {
+  if (!CallAdminAllPages("nodes list", &Admin::Stub::ListNodes, fedge::v1::ListNodesRequest(),
+                         &resp,
+                         [](fedge::v1::ListNodesResponse* r) { return r->mutable_nodes(); })) {
     return kFailed;
   }
   if (Json()) return PrintJson(resp), kOk;
@@ -690,8 +692,9 @@ void PrintAccess(const fedge::v1::NodeAccess& n) {
 
 int NodesAccess() {
   fedge::v1::ListNodeAccessResponse resp;
-  if (!CallAdmin("nodes access", &Admin::Stub::ListNodeAccess,
-                 fedge::v1::ListNodeAccessRequest(), &resp)) {
+  if (!CallAdminAllPages("nodes access", &Admin::Stub::ListNodeAccess,
+                         fedge::v1::ListNodeAccessRequest(), &resp,
+                         [](fedge::v1::ListNodeAccessResponse* r) { return r->mutable_nodes(); })) {
     return kFailed;
   }
   if (Json()) return PrintJson(resp), kOk;
