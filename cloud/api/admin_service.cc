@@ -53,6 +53,24 @@ Key TakePage(std::vector<T> items, const Key& after, int limit, KeyOf key_of,
   return Key{};
 }
 
+// The key of lists shown newest first (jobs, deployments): (-created_unix_ms, id), and its page
+// token "created_unix_ms/id".
+using NewestFirst = std::pair<int64_t, std::string>;
+
+absl::StatusOr<NewestFirst> ParseNewestFirst(const std::string& token) {
+  if (token.empty()) return NewestFirst{std::numeric_limits<int64_t>::min(), ""};
+  const size_t slash = token.find('/');
+  int64_t created = 0;
+  if (slash == std::string::npos || !absl::SimpleAtoi(token.substr(0, slash), &created)) {
+    return absl::InvalidArgumentError("page_token is not one a list response gave");
+  }
+  return NewestFirst{-created, token.substr(slash + 1)};
+}
+
+std::string NewestFirstToken(const NewestFirst& key) {
+  return key.second.empty() ? "" : absl::StrCat(-key.first, "/", key.second);
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> AdminService::Authorize(const grpc::ServerContextBase& context,
@@ -207,9 +225,14 @@ grpc::Status AdminService::ListJobs(grpc::ServerContext* context,
   FEDGE_ADMIN_AUTHORIZE(caller);
   auto jobs = options_.jobs->List();
   if (!jobs.ok()) return ToGrpcStatus(jobs.status());
-  response->set_next_page_token(TakePage(
-      std::move(*jobs), request->page_token(), request->limit(),
-      [](const v1::Job& j) { return j.id(); }, response->mutable_jobs()));
+  auto after = ParseNewestFirst(request->page_token());
+  if (!after.ok()) return ToGrpcStatus(after.status());
+  response->set_next_page_token(NewestFirstToken(TakePage(
+      std::move(*jobs), *after, request->limit(),
+      [](const v1::Job& j) {
+        return NewestFirst{-j.created_unix_ms(), j.id()};
+      },
+      response->mutable_jobs())));
   return grpc::Status::OK;
 }
 
@@ -523,9 +546,14 @@ grpc::Status AdminService::ListDeployments(grpc::ServerContext* context,
   FEDGE_ADMIN_AUTHORIZE(caller);
   std::vector<v1::Deployment> all;
   FEDGE_GRPC_ASSIGN(all, options_.deploy->List());
-  response->set_next_page_token(TakePage(
-      std::move(all), request->page_token(), request->limit(),
-      [](const v1::Deployment& d) { return d.id(); }, response->mutable_deployments()));
+  auto after = ParseNewestFirst(request->page_token());
+  if (!after.ok()) return ToGrpcStatus(after.status());
+  response->set_next_page_token(NewestFirstToken(TakePage(
+      std::move(all), *after, request->limit(),
+      [](const v1::Deployment& d) {
+        return NewestFirst{-d.created_unix_ms(), d.id()};
+      },
+      response->mutable_deployments())));
   return grpc::Status::OK;
 }
 

@@ -55,7 +55,7 @@ constexpr char kNdjson[] = "application/x-ndjson";
 // Each connection holds a worker while it is read, so silent connections cost workers: many
 // workers, and short read and keep-alive timeouts, let such connections pass without delaying
 // the requests behind them.
-constexpr size_t kWorkerThreads = 64;
+constexpr size_t kWorkerThreads = 256;
 constexpr int kReadTimeoutSeconds = 2;
 // Request bodies are single JSON messages; gRPC refuses larger messages by default anyway.
 constexpr size_t kMaxBodyBytes = 4 << 20;

@@ -285,6 +285,8 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
       static_cast<int>(absl::ToInt64Milliseconds(options.handshake_timeout));
   fleet_opts.max_connection_idle_ms =
       static_cast<int>(absl::ToInt64Milliseconds(options.idle_connection_timeout));
+  // A Session and the node's transfers, with room to spare; more are refused by HTTP/2.
+  fleet_opts.max_concurrent_streams = 64;
   FEDGE_ASSIGN_OR_RETURN(impl->fleet_server, net::StartGrpcServer(fleet_opts));
   net::GrpcServerOptions admin_opts;
   admin_opts.address = options.admin_address;
@@ -294,6 +296,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Start(Options options)
   admin_opts.tls = impl->tls;
   admin_opts.connections = fleet_opts.connections;
   admin_opts.handshake_timeout_ms = fleet_opts.handshake_timeout_ms;
+  admin_opts.max_concurrent_streams = 256;
   FEDGE_ASSIGN_OR_RETURN(impl->admin_server, net::StartGrpcServer(admin_opts));
   std::string host;
   int port = 0;

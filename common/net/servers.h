@@ -63,6 +63,9 @@ struct GrpcServerOptions {
   int handshake_timeout_ms = 0;
   // A connection with no call open for this long is closed (0: never).
   int max_connection_idle_ms = 0;
+  // Calls one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS; 0:
+  // gRPC's default, unlimited). An edge needs its Session and a few transfers.
+  int max_concurrent_streams = 0;
 };
 
 // A started gRPC server with the health service and server reflection.

@@ -104,9 +104,9 @@ def test(fleet):
         w.writerow(FEATURES + ["label"])
         for i in range(50):
             w.writerow([1e7 if i == 0 else 0.5, 0.1, 0.2, 0.3, LABELS[i % 3]])
-    fleet.ctl("models", "policy", "trap", "--holdout_csv=" + holdout)
     start = time.time()
-    res = fleet.ctl("models", "validate", "trap", check=False, json_output=False)
+    res = fleet.ctl("models", "validate", "trap", "--holdout_csv=" + holdout, check=False,
+                    json_output=False)
     took = time.time() - start
     assert res.returncode != 0, res.stdout
     assert "CPU limit" in res.stderr or "killed" in res.stderr, res.stderr

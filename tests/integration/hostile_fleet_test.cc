@@ -15,6 +15,7 @@
 #include "common/tensor/sha256.h"
 #include "fedge/v1/admin.grpc.pb.h"
 #include "fedge/v1/fleet.grpc.pb.h"
+#include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/test_cloud.h"
@@ -154,8 +155,12 @@ TEST_F(HostileFleetTest, OneNodesIdleStreamsDoNotStarveAnotherNodesUpload) {
   auto task = honest->NextTask();
   ASSERT_TRUE(task.ok()) << task.status();
 
-  // The hostile node opens 200 upload streams and sends nothing on any of them.
-  auto stub = v1::Fleet::NewStub(channel_);
+  // The hostile node opens 200 upload streams and sends nothing on any of them, over a
+  // connection of its own.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto stub = v1::Fleet::NewStub(grpc::CreateCustomChannel(
+      absl::StrCat("127.0.0.1:", cloud_->fleet_port()), grpc::InsecureChannelCredentials(), args));
   struct Idle {
     std::unique_ptr<grpc::ClientContext> ctx;
     v1::UploadResponse resp;

@@ -120,15 +120,15 @@ void PrintDeployment(const v1::Deployment& d) {
                "ACTIVE", "PREVIOUS", "PREDICTS", "ERRORS", "FB_ACC", "MESSAGE");
   for (const auto& n : d.nodes()) {
     const auto& h = n.health();
-    absl::PrintF("  %-16s %-5d %-12s %-10s %-10s %8d %8d %10s %s\n", n.node_id(), n.wave(),
-                 n.state(), n.has_active() ? absl::StrCat("v", n.active().version()) : "-",
-                 n.has_previous() ? absl::StrCat("v", n.previous().version()) : "-",
-                 h.predictions(), h.errors(),
-                 h.feedback() > 0
-                     ? absl::StrFormat("%.3f", static_cast<double>(h.feedback_correct()) /
-                                                   h.feedback())
-                     : "-",
-                 n.message());
+    absl::PrintF(
+        "  %-16s %-5d %-12s %-10s %-10s %8d %8d %10s %s\n", n.node_id(), n.wave(), n.state(),
+        n.has_active() ? absl::StrCat("v", n.active().version()) : "-",
+        n.has_previous() ? absl::StrCat("v", n.previous().version()) : "-", h.predictions(),
+        h.errors(),
+        h.feedback() > 0
+            ? absl::StrFormat("%.3f", static_cast<double>(h.feedback_correct()) / h.feedback())
+            : "-",
+        n.message());
   }
 }
 
@@ -144,9 +144,9 @@ int WatchDeployment(const std::string& id) {
     req.set_id(id);
     v1::Deployment d;
     if (!CallAdmin("deploy status", &Admin::Stub::GetDeployment, req, &d)) return kFailed;
-    const std::string line = absl::StrCat(v1::DeploymentState_Name(d.state()), " wave ",
-                                          d.current_wave(), "/", d.strategy().waves_size(), ": ",
-                                          d.status_message());
+    const std::string line =
+        absl::StrCat(v1::DeploymentState_Name(d.state()), " wave ", d.current_wave(), "/",
+                     d.strategy().waves_size(), ": ", d.status_message());
     if (line != last) {
       std::cout << line << std::endl;
       last = line;
@@ -255,23 +255,20 @@ int ModelsTag(const std::string& model) {
   return kOk;
 }
 
-int ModelsPolicy(const std::string& model) {
-  v1::UpdateModelRequest req;
-  req.set_name(model);
-  req.set_reason(absl::GetFlag(FLAGS_reason));
-  if (!absl::GetFlag(FLAGS_description).empty()) {
-    req.set_description(absl::GetFlag(FLAGS_description));
-  }
-  if (absl::GetFlag(FLAGS_keep_versions) >= 0) {
-    req.set_keep_versions(absl::GetFlag(FLAGS_keep_versions));
-  }
-  const bool gate = absl::GetFlag(FLAGS_min_accuracy) >= 0 || absl::GetFlag(FLAGS_max_loss) >= 0 ||
-                    absl::GetFlag(FLAGS_max_regression) >= 0 ||
-                    absl::GetFlag(FLAGS_holdout_synthetic) || absl::GetFlag(FLAGS_federated) ||
-                    !absl::GetFlag(FLAGS_holdout_csv).empty();
-  if (gate) {
-    v1::GatePolicy* p = req.mutable_gate_policy();
-    if (absl::GetFlag(FLAGS_min_accuracy) >= 0) p->set_min_accuracy(absl::GetFlag(FLAGS_min_accuracy));
+namespace {
+
+// True if any gate-policy flag is given.
+bool GateFlagsGiven() {
+  return absl::GetFlag(FLAGS_min_accuracy) >= 0 || absl::GetFlag(FLAGS_max_loss) >= 0 ||
+         absl::GetFlag(FLAGS_max_regression) >= 0 || absl::GetFlag(FLAGS_holdout_synthetic) ||
+         absl::GetFlag(FLAGS_federated) || !absl::GetFlag(FLAGS_holdout_csv).empty();
+}
+
+// The gate policy the flags give; false (after printing why) if they name no data.
+bool GateFromFlags(v1::GatePolicy* p) {
+  {
+    if (absl::GetFlag(FLAGS_min_accuracy) >= 0)
+      p->set_min_accuracy(absl::GetFlag(FLAGS_min_accuracy));
     if (absl::GetFlag(FLAGS_max_loss) >= 0) p->set_max_loss(absl::GetFlag(FLAGS_max_loss));
     if (absl::GetFlag(FLAGS_max_regression) >= 0) {
       p->set_max_regression(absl::GetFlag(FLAGS_max_regression));
@@ -285,13 +282,30 @@ int ModelsPolicy(const std::string& model) {
       syn->set_num_sites(absl::GetFlag(FLAGS_synthetic_sites));
       syn->set_window(absl::GetFlag(FLAGS_synthetic_window));
     } else if (!absl::GetFlag(FLAGS_federated)) {
-      return Usage(
+      Usage(
           "a gate policy needs holdout data: --holdout_synthetic, --holdout_csv=PATH or "
           "--federated");
+      return false;
     }
     p->set_federated(absl::GetFlag(FLAGS_federated));
     p->set_federated_min_nodes(absl::GetFlag(FLAGS_federated_min_nodes));
   }
+  return true;
+}
+
+}  // namespace
+
+int ModelsPolicy(const std::string& model) {
+  v1::UpdateModelRequest req;
+  req.set_name(model);
+  req.set_reason(absl::GetFlag(FLAGS_reason));
+  if (!absl::GetFlag(FLAGS_description).empty()) {
+    req.set_description(absl::GetFlag(FLAGS_description));
+  }
+  if (absl::GetFlag(FLAGS_keep_versions) >= 0) {
+    req.set_keep_versions(absl::GetFlag(FLAGS_keep_versions));
+  }
+  if (GateFlagsGiven() && !GateFromFlags(req.mutable_gate_policy())) return kUsage;
   v1::Model m;
   if (!CallAdmin("models policy", &Admin::Stub::UpdateModel, req, &m)) return kFailed;
   if (Json()) return PrintJson(m), kOk;
@@ -309,6 +323,8 @@ int ModelsValidate(const std::string& model) {
   req.set_model(model);
   req.set_version(absl::GetFlag(FLAGS_version));
   req.set_reason(absl::GetFlag(FLAGS_reason));
+  // Gate flags validate against that policy this once, instead of the model's.
+  if (GateFlagsGiven() && !GateFromFlags(req.mutable_policy())) return kUsage;
   v1::Version v;
   if (!CallAdmin("models validate", &Admin::Stub::ValidateVersion, req, &v)) return kFailed;
   if (Json()) return PrintJson(v), v.validation().passed() ? kOk : kFailed;
@@ -338,7 +354,8 @@ int ModelsRetention(const std::string& model) {
   v1::ApplyRetentionResponse resp;
   if (!CallAdmin("models retention", &Admin::Stub::ApplyRetention, req, &resp)) return kFailed;
   if (Json()) return PrintJson(resp), kOk;
-  std::cout << "archived: " << (resp.archived().empty() ? "none" : absl::StrJoin(resp.archived(), ","))
+  std::cout << "archived: "
+            << (resp.archived().empty() ? "none" : absl::StrJoin(resp.archived(), ","))
             << "\nkept: " << absl::StrJoin(resp.kept(), ",") << "\n";
   return kOk;
 }
@@ -442,7 +459,8 @@ int ModelsRetrainPolicy(const std::string& model) {
   FillStrategy(job);
   if (absl::GetFlag(FLAGS_holdout_synthetic)) {
     job->mutable_holdout()->mutable_synthetic()->set_seed(absl::GetFlag(FLAGS_synthetic_seed));
-    job->mutable_holdout()->mutable_synthetic()->set_num_sites(absl::GetFlag(FLAGS_synthetic_sites));
+    job->mutable_holdout()->mutable_synthetic()->set_num_sites(
+        absl::GetFlag(FLAGS_synthetic_sites));
   } else if (!absl::GetFlag(FLAGS_holdout_csv).empty()) {
     job->mutable_holdout()->set_csv_path(absl::GetFlag(FLAGS_holdout_csv));
     job->mutable_holdout()->set_label_column(absl::GetFlag(FLAGS_label_column));
@@ -496,22 +514,21 @@ int DeployCreate() {
     return WatchDeployment(d.id());
   }
   if (Json()) return PrintJson(d), kOk;
-  std::cout << "deployment " << d.id() << " started: " << d.model() << " v" << d.version()
-            << " to " << d.nodes_size() << " node(s) in " << d.strategy().waves_size()
-            << " wave(s)\n";
+  std::cout << "deployment " << d.id() << " started: " << d.model() << " v" << d.version() << " to "
+            << d.nodes_size() << " node(s) in " << d.strategy().waves_size() << " wave(s)\n";
   return kOk;
 }
 
 int DeployList() {
   v1::ListDeploymentsResponse resp;
-  if (!CallAdminAllPages(
-          "deploy list", &Admin::Stub::ListDeployments, v1::ListDeploymentsRequest(), &resp,
-          [](v1::ListDeploymentsResponse* r) { return r->mutable_deployments(); })) {
+  if (!CallAdminAllPages("deploy list", &Admin::Stub::ListDeployments, v1::ListDeploymentsRequest(),
+                         &resp,
+                         [](v1::ListDeploymentsResponse* r) { return r->mutable_deployments(); })) {
     return kFailed;
   }
   if (Json()) return PrintJson(resp), kOk;
-  absl::PrintF("%-26s %-16s %-8s %-22s %-6s %-20s %s\n", "DEPLOYMENT", "MODEL", "VERSION",
-               "STATE", "WAVE", "CREATED", "STATUS");
+  absl::PrintF("%-26s %-16s %-8s %-22s %-6s %-20s %s\n", "DEPLOYMENT", "MODEL", "VERSION", "STATE",
+               "WAVE", "CREATED", "STATUS");
   for (const auto& d : resp.deployments()) {
     absl::PrintF("%-26s %-16s %-8s %-22s %-6s %-20s %s\n", d.id(), d.model(),
                  absl::StrCat("v", d.version()), v1::DeploymentState_Name(d.state()),
@@ -547,8 +564,8 @@ int DeployAction(const std::string& action, const std::string& id) {
   }
   if (!ok) return kFailed;
   if (Json()) return PrintJson(d), kOk;
-  std::cout << d.id() << ": " << v1::DeploymentState_Name(d.state()) << " - "
-            << d.status_message() << "\n";
+  std::cout << d.id() << ": " << v1::DeploymentState_Name(d.state()) << " - " << d.status_message()
+            << "\n";
   return kOk;
 }
 
@@ -575,8 +592,8 @@ int EventsDeliveries() {
                "DELIVERED", "URL / ERROR");
   for (const auto& d : resp.deliveries()) {
     absl::PrintF("%-6d %-6d %-20s %-8d %-6d %-10s %s %s\n", d.id(), d.event_id(),
-                 Time(d.time_unix_ms()), d.attempt(), d.http_status(),
-                 d.delivered() ? "yes" : "no", d.url(), d.error());
+                 Time(d.time_unix_ms()), d.attempt(), d.http_status(), d.delivered() ? "yes" : "no",
+                 d.url(), d.error());
   }
   return kOk;
 }
@@ -603,8 +620,8 @@ int EventsWatch(bool follow) {
     if (!e.deployment_id().empty()) where.push_back(e.deployment_id());
     if (!e.node_id().empty()) where.push_back(e.node_id());
     if (e.round() > 0) where.push_back(absl::StrCat("round ", e.round()));
-    std::cout << absl::StrFormat("%-6d %s %-24s %-40s %s", e.id(), Time(e.time_unix_ms()),
-                                 e.type(), absl::StrJoin(where, " "), e.message())
+    std::cout << absl::StrFormat("%-6d %s %-24s %-40s %s", e.id(), Time(e.time_unix_ms()), e.type(),
+                                 absl::StrJoin(where, " "), e.message())
               << std::endl;
   };
   if (!follow) {
