@@ -361,7 +361,8 @@ grpc::Status AdminService::Promote(grpc::ServerContext* context, const v1::Promo
       return grpc::Status(
           grpc::StatusCode::FAILED_PRECONDITION,
           absl::StrCat(version.model(), " v", version.version(), " cannot be promoted: ", why,
-                       ". Validate it, or pass force with a reason."));
+                       ". Validate it (fedgectl models validate), or promote it anyway with "
+                       "--force --reason=WHY (force and reason in the request)."));
     }
     if (request->reason().empty()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,

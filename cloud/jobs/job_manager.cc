@@ -300,6 +300,7 @@ absl::Status ValidateSpec(v1::JobSpec* spec) {
   if (spec->local_epochs() == 0) spec->set_local_epochs(1);
   if (spec->batch_size() == 0) spec->set_batch_size(32);
   if (spec->optimizer().empty()) spec->set_optimizer("sgd");
+  if (!spec->has_momentum()) spec->set_momentum(0.9);
   if (spec->model().empty()) return absl::InvalidArgumentError("job needs a model name");
   if (spec->rounds() < 0 || spec->rounds() > 10000) {
     return absl::InvalidArgumentError(
@@ -333,6 +334,10 @@ absl::Status ValidateSpec(v1::JobSpec* spec) {
       spec->proximal_mu() > 1000) {
     return absl::InvalidArgumentError(
         absl::StrCat("proximal_mu is ", spec->proximal_mu(), "; use a value in [0, 1000]"));
+  }
+  if (!(spec->momentum() >= 0 && spec->momentum() < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "momentum is ", spec->momentum(), "; use a value in [0, 1) (0: plain SGD, --momentum)"));
   }
   if (spec->optimizer() != "sgd" && spec->optimizer() != "adam") {
     return absl::InvalidArgumentError(
@@ -430,7 +435,9 @@ struct JobManager::Context {
   data::Dataset holdout;
   v1::ModelContract contract;  // the base version's: says how the model is scored
   fleet::NodeFilter filter;
-  std::map<std::string, int64_t> participants;  // over the whole job: node -> samples
+  // Every node that took part in the job -> the samples its update weighed in the last round
+  // it took part in (its data, not a sum over rounds).
+  std::map<std::string, int64_t> participants;
   std::function<absl::Status()> persist;          // the job, with global_sha
   std::function<void(const absl::Status&)> fail;  // ends the job JOB_FAILED
 };
@@ -985,6 +992,7 @@ v1::CloudMessage JobManager::NewTask(const Context& ctx, int round, const std::s
   task->set_epochs(spec.local_epochs());
   task->set_batch_size(spec.batch_size());
   task->set_proximal_mu(spec.proximal_mu());
+  task->set_momentum(spec.momentum());
   task->set_accept_partial_work(spec.selection().accept_partial_work());
   task->set_encoding(static_cast<v1::Encoding>(ctx.rj->codec.encoding));
   task->set_topk_fraction(ctx.rj->codec.topk_fraction);
@@ -1161,7 +1169,7 @@ JobManager::Outcome JobManager::RunRounds(Context& ctx) {
           ctx.fail(st);
           return Outcome::kFailed;
         }
-        for (const auto& [node, n] : round_samples) ctx.participants[node] += n;
+        for (const auto& [node, n] : round_samples) ctx.participants[node] = n;
         done = true;
         break;
       }
@@ -1320,7 +1328,7 @@ JobManager::Outcome JobManager::RunAsync(Context& ctx) {
         ctx.fail(st);
         return Outcome::kFailed;
       }
-      for (const auto& [node, n] : round_samples) ctx.participants[node] += n;
+      for (const auto& [node, n] : round_samples) ctx.participants[node] = n;
       break;
     }
   }

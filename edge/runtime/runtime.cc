@@ -362,6 +362,7 @@ absl::StatusOr<LocalUpdate> Runtime::TrainHere(const v1::TrainTask& task,
   opt.batch_size = task.batch_size();
   opt.seed = task.seed();
   opt.proximal_mu = task.proximal_mu();
+  if (task.has_momentum()) opt.momentum = task.momentum();
   opt.threads = limits.threads;
   DutyCycle duty(limits.cpu_share);
   if (limits.cpu_share < 1.0) opt.between_batches = [&duty] { duty.Pace(); };

@@ -5,6 +5,7 @@ the helper, which is killed, not in the coordinator; and SIGTERM still stops the
 within its grace period."""
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -85,6 +86,15 @@ def test(fleet):
     job = fleet.ctl("jobs", "start", "--model=pump", "--rounds=1", "--min_clients=2")
     done = fleet.wait_job(job["id"], timeout=120)
     assert done["state"] == "JOB_SUCCEEDED", done
+    # fedgectl's JSON names zero fields too, so scripts can read them.
+    assert done["rounds"][0]["partial"] == 0 and done["rounds"][0]["dropped"] == 0, done
+    # The README's REST call, over HTTPS with the coordinator's CA.
+    ctx = ssl.create_default_context(cafile=fleet.ca_file())
+    req = urllib.request.Request(
+        "https://localhost:%d/v1/admin/GetJob" % ports["rest"], method="POST",
+        data=json.dumps({"id": job["id"]}).encode(), headers={"X-Fedge-Principal": "ci"})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as res:
+        assert json.loads(res.read())["state"] == "JOB_SUCCEEDED"
     refused = metric(ports["metrics"], "fedge_cloud_connections_refused_total")
     assert refused > 0, "the flood was not limited"
     print("connections refused or closed by the limits:", refused)

@@ -82,6 +82,7 @@ def run(fleet, server, secret_file):
     assert res.returncode == 1 and "FAILED" in res.stdout, res.stdout + res.stderr
     res = fleet.ctl("models", "promote", "pump", "--version=1", check=False, json_output=False)
     assert res.returncode == 1 and "cannot be promoted" in res.stderr, res.stderr
+    assert "--force --reason=WHY" in res.stderr, res.stderr  # names the flags to pass
     fleet.ctl("models", "promote", "pump", "--version=2", "--reason=passed the gate")
     assert fleet.ctl("models", "show", "pump", "--version=2")["aliases"] == ["production"]
     lineage = fleet.ctl("models", "lineage", "pump", "--version=2")

@@ -100,7 +100,8 @@ TEST_F(BadInputTest, EveryBadUpdateIsRefusedAndTheRoundStillCompletesCleanly) {
             grpc::StatusCode::INVALID_ARGUMENT);
 
   // NaN and Inf.
-  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+  for (float bad :
+       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
     FlatTensor v(static_cast<size_t>(NumElements()), 0.01f);
     v[v.size() / 2] = bad;
     const std::string p = EncodeF32(v);
@@ -182,7 +183,8 @@ TEST_F(BadInputTest, AJobThatClipsScalesAnUpdateAboveItsBoundDownToIt) {
   aggregation.set_max_update_norm(2.0);
   aggregation.set_over_norm("clip");
   const v1::TrainTask task = StartRound(1, aggregation);
-  const std::string clipped = R"(fedge_cloud_poisoned_updates_total{action="clipped",reason="norm"})";
+  const std::string clipped =
+      R"(fedge_cloud_poisoned_updates_total{action="clipped",reason="norm"})";
   const std::string refused =
       R"(fedge_cloud_poisoned_updates_total{action="refused",reason="non_finite"})";
   const double clipped_before = testing::MetricValue(clipped);
@@ -402,12 +404,10 @@ TEST_F(BadInputTest, UnknownVersionsModelsAndDigestsAreNotFound) {
     v1::Chunk chunk;
     while (reader->Read(&chunk)) {
     }
-    EXPECT_EQ(reader->Finish().error_code(), sha.size() == 64
-                                                 ? grpc::StatusCode::PERMISSION_DENIED
-                                                 : grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(reader->Finish().error_code(), sha.size() == 64 ? grpc::StatusCode::PERMISSION_DENIED
+                                                              : grpc::StatusCode::INVALID_ARGUMENT);
   }
 }
-
 
 TEST_F(BadInputTest, BadJobSpecsAreInvalidArgument) {
   auto start = [&](auto mutate) {
@@ -531,6 +531,41 @@ TEST_F(BadInputTest, ANodeDownloadsOnlyTheModelsOfItsOwnTasks) {
   st = reader->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
   EXPECT_NE(st.error_message().find("intruder"), std::string::npos) << st.error_message();
+}
+
+TEST_F(BadInputTest, TheJobsMomentumReachesTheEdgesTasksAndIsBounded) {
+  // Unset, it is recorded as the edges' default.
+  const v1::TrainTask task = StartRound();
+  EXPECT_TRUE(task.has_momentum());
+  EXPECT_DOUBLE_EQ(task.momentum(), 0.9);
+  EXPECT_DOUBLE_EQ(job_.spec().momentum(), 0.9);
+  // Out of [0, 1): refused, naming the flag.
+  for (double bad : {1.0, -0.1, std::numeric_limits<double>::quiet_NaN()}) {
+    v1::StartJobRequest req;
+    req.mutable_spec()->set_model("m");
+    req.mutable_spec()->set_momentum(bad);
+    v1::Job job;
+    auto ctx = testing::Context();
+    grpc::Status st = admin_->StartJob(ctx.get(), req, &job);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_NE(st.error_message().find("--momentum"), std::string::npos) << st.error_message();
+  }
+  // Plain SGD reaches the edge as 0, not as "unset".
+  v1::StartJobRequest req;
+  req.mutable_spec()->set_model("m");
+  req.mutable_spec()->set_momentum(0);
+  req.mutable_spec()->set_rounds(1);
+  req.mutable_spec()->set_round_timeout_ms(60000);
+  v1::Job job;
+  auto ctx = testing::Context();
+  ASSERT_TRUE(admin_->StartJob(ctx.get(), req, &job).ok());
+  EXPECT_TRUE(job.spec().has_momentum());
+  EXPECT_DOUBLE_EQ(job.spec().momentum(), 0);
+  auto second = edge_->NextTask();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->job_id(), job.id());
+  EXPECT_TRUE(second->has_momentum());
+  EXPECT_DOUBLE_EQ(second->momentum(), 0);
 }
 
 }  // namespace

@@ -140,7 +140,7 @@ TEST(FederatedLoopTest, RegisteredVersionEqualsSampleWeightedMeanOfCapturedUpdat
   for (const auto& p : v2.participants()) samples += p.num_samples();
   int64_t local = 0;
   for (const auto& e : edges) local += e->train_samples();
-  EXPECT_EQ(samples, 3 * local);  // every node, every round
+  EXPECT_EQ(samples, local);  // each node's samples per round, not summed over the 3 rounds
   EXPECT_GT(v2.metrics().at("val_accuracy"), done->initial_val_accuracy());
 
   // Deploy it and have an edge answer a Predict with it.

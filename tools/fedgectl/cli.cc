@@ -61,6 +61,8 @@ void PrintJson(const google::protobuf::Message& m) {
   google::protobuf::util::JsonPrintOptions opt;
   opt.add_whitespace = true;
   opt.preserve_proto_field_names = true;
+  // Every field, zero and empty ones too (a label 0, a count 0): scripts read them by name.
+  opt.always_print_primitive_fields = true;
   (void)google::protobuf::util::MessageToJsonString(m, &json, opt);
   std::cout << json;
 }

@@ -35,6 +35,7 @@ ABSL_DECLARE_FLAG(int, epochs);
 ABSL_DECLARE_FLAG(int, batch_size);
 ABSL_DECLARE_FLAG(std::string, optimizer);
 ABSL_DECLARE_FLAG(double, proximal_mu);
+ABSL_DECLARE_FLAG(double, momentum);
 ABSL_DECLARE_FLAG(std::string, aggregation);
 ABSL_DECLARE_FLAG(double, trim_fraction);
 ABSL_DECLARE_FLAG(int, byzantine);
@@ -185,7 +186,8 @@ int ModelsLineage(const std::string& model) {
     }
   }
   for (const auto& p : v.participants()) {
-    std::cout << "participant " << p.node_id() << ": " << p.num_samples() << " samples\n";
+    std::cout << "participant " << p.node_id() << ": " << p.num_samples()
+              << " samples per round\n";
   }
   for (const auto& [k, val] : v.metrics()) std::cout << "metric " << k << " = " << val << "\n";
   return kOk;
@@ -456,6 +458,7 @@ int ModelsRetrainPolicy(const std::string& model) {
   job->set_batch_size(absl::GetFlag(FLAGS_batch_size));
   job->set_optimizer(absl::GetFlag(FLAGS_optimizer));
   job->set_proximal_mu(absl::GetFlag(FLAGS_proximal_mu));
+  job->set_momentum(absl::GetFlag(FLAGS_momentum));
   FillStrategy(job);
   if (absl::GetFlag(FLAGS_holdout_synthetic)) {
     job->mutable_holdout()->mutable_synthetic()->set_seed(absl::GetFlag(FLAGS_synthetic_seed));

@@ -91,6 +91,9 @@ ABSL_FLAG(double, lr, 0.05, "Local learning rate.");
 ABSL_FLAG(int, epochs, 1, "Local epochs per round.");
 ABSL_FLAG(int, batch_size, 32, "Local batch size.");
 ABSL_FLAG(std::string, optimizer, "sgd", "Local optimizer: sgd or adam.");
+ABSL_FLAG(double, momentum, 0.9,
+          "The edges' SGD momentum, in [0, 1); 0 is plain SGD (FedAvg's local solver as "
+          "published). Ignored by adam.");
 ABSL_FLAG(double, proximal_mu, 0,
           "FedProx: edges add mu/2 * ||w - w_round||^2 to their local loss (0: off).");
 ABSL_FLAG(std::string, aggregation, "fedavg",
@@ -164,6 +167,8 @@ constexpr char kUsageText[] =
     "  models export NAME [--version=V] --out=FILE   (opens with torch.jit.load)\n"
     "Training:\n"
     "  jobs start --model=N [--rounds=10 --clients_per_round=K --min_clients=M ...] [--watch]\n"
+    "             local training: [--lr=0.05 --epochs=1 --batch_size=32 --optimizer=sgd|adam\n"
+    "             --momentum=0.9]\n"
     "             strategy: [--proximal_mu=MU] [--aggregation=fedavg|median|trimmed_mean|krum|\n"
     "             multi_krum --byzantine=F --multi_krum=M --trim_fraction=T] [--clip_norm=C]\n"
     "             [--max_update_norm=B --over_norm=reject|clip]\n"
@@ -520,6 +525,7 @@ int JobsStart() {
   s->set_batch_size(absl::GetFlag(FLAGS_batch_size));
   s->set_optimizer(absl::GetFlag(FLAGS_optimizer));
   s->set_proximal_mu(absl::GetFlag(FLAGS_proximal_mu));
+  s->set_momentum(absl::GetFlag(FLAGS_momentum));
   FillStrategy(s);
   s->set_seed(absl::GetFlag(FLAGS_seed));
   s->set_reason(absl::GetFlag(FLAGS_reason));
