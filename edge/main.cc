@@ -43,7 +43,9 @@ ABSL_FLAG(uint64_t, synthetic_seed, 1, "Seed of the synthetic fleet (the same on
 ABSL_FLAG(int64_t, synthetic_samples, 2000, "Samples this site generates.");
 ABSL_FLAG(double, synthetic_drift, 0.0, "Covariate drift of the synthetic data (0 = none).");
 ABSL_FLAG(int, synthetic_window, 0, "> 0: raw sensor windows of this length (for conv1d).");
-ABSL_FLAG(double, holdout_fraction, 0.2, "Share of local data kept out of training.");
+ABSL_FLAG(double, holdout_fraction, 0.2,
+          "Share of the local data kept out of training, for federated evaluation and drift "
+          "references; 0 trains on all of it.");
 ABSL_FLAG(int64_t, max_samples, 20000,
           "Labelled samples (Ingest, and Feedback on recent predictions) kept in "
           "<state_dir>/samples.db for fine-tuning, oldest dropped first. 0: keep none.");
