@@ -6,8 +6,10 @@
 #include <set>
 
 #include "absl/random/random.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "cloud/aggregation/strategy.h"
 #include "cloud/events/event_log.h"
 #include "cloud/models/validator.h"
@@ -132,13 +134,12 @@ void RegisterJobMetrics() {
   RunningJobsGauge();
 }
 
-
 std::string NewJobId(Clock* clock) {
   static absl::BitGen* gen = new absl::BitGen;
   static Mutex* mu = new Mutex;
   MutexLock lock(mu);
-  return absl::StrFormat("job-%s-%04x", absl::FormatTime("%Y%m%d-%H%M%S", clock->Now(),
-                                                         absl::UTCTimeZone()),
+  return absl::StrFormat("job-%s-%04x",
+                         absl::FormatTime("%Y%m%d-%H%M%S", clock->Now(), absl::UTCTimeZone()),
                          absl::Uniform<uint32_t>(*gen, 0, 0x10000));
 }
 
@@ -155,13 +156,13 @@ absl::Status FillAggregation(v1::AggregationSpec* a) {
     if (a->tau() == 0) a->set_tau(defaults.tau);
   }
   if (a->byzantine() < 0 || a->multi_krum() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "aggregation.byzantine (", a->byzantine(), ") and aggregation.multi_krum (",
-        a->multi_krum(), ") must be >= 0"));
+    return absl::InvalidArgumentError(absl::StrCat("aggregation.byzantine (", a->byzantine(),
+                                                   ") and aggregation.multi_krum (",
+                                                   a->multi_krum(), ") must be >= 0"));
   }
   if (!std::isfinite(a->clip_norm()) || a->clip_norm() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "aggregation.clip_norm is ", a->clip_norm(), "; use a positive norm, or 0 for none"));
+    return absl::InvalidArgumentError(absl::StrCat("aggregation.clip_norm is ", a->clip_norm(),
+                                                   "; use a positive norm, or 0 for none"));
   }
   if (!std::isfinite(a->max_update_norm()) || a->max_update_norm() < 0) {
     return absl::InvalidArgumentError(
@@ -240,8 +241,8 @@ std::string Locate(const Schema& schema, int64_t index) {
 absl::Status ValidateSelection(v1::JobSpec* spec) {
   const v1::SelectionSpec& sel = spec->selection();
   if (!std::isfinite(sel.fraction()) || sel.fraction() < 0 || sel.fraction() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "selection.fraction is ", sel.fraction(), "; use a share in (0, 1], or 0 for none"));
+    return absl::InvalidArgumentError(absl::StrCat("selection.fraction is ", sel.fraction(),
+                                                   "; use a share in (0, 1], or 0 for none"));
   }
   if (sel.min_cpu_cores() < 0 || sel.min_memory_mb() < 0) {
     return absl::InvalidArgumentError("selection.min_cpu_cores and min_memory_mb must be >= 0");
@@ -255,8 +256,8 @@ absl::Status ValidateSelection(v1::JobSpec* spec) {
     auto it = spec->selector().find("cohort");
     if (it != spec->selector().end() && it->second != sel.cohort()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("selection.cohort is '", sel.cohort(), "' but the selector asks for cohort=",
-                       it->second, "; give one of them"));
+          absl::StrCat("selection.cohort is '", sel.cohort(),
+                       "' but the selector asks for cohort=", it->second, "; give one of them"));
     }
     (*spec->mutable_selector())["cohort"] = sel.cohort();
   }
@@ -283,9 +284,9 @@ absl::Status ValidateAsync(v1::JobSpec* spec) {
   }
   const std::string& rule = spec->aggregation().rule();
   if (rule != "fedavg" && rule != "mean") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "async jobs aggregate with the weighted mean; aggregation.rule '", rule,
-        "' needs synchronous rounds"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("async jobs aggregate with the weighted mean; aggregation.rule '", rule,
+                     "' needs synchronous rounds"));
   }
   return absl::OkStatus();
 }
@@ -310,9 +311,9 @@ absl::Status ValidateSpec(v1::JobSpec* spec) {
     return absl::InvalidArgumentError("clients_per_round and min_clients must be >= 0");
   }
   if (spec->clients_per_round() > 0 && spec->min_clients() > spec->clients_per_round()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("min_clients (", spec->min_clients(), ") exceeds clients_per_round (",
-                     spec->clients_per_round(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat("min_clients (", spec->min_clients(),
+                                                   ") exceeds clients_per_round (",
+                                                   spec->clients_per_round(), ")"));
   }
   if (spec->round_timeout_ms() < 0 || spec->wait_for_clients_ms() < 0 ||
       spec->max_round_retries() < 0) {
@@ -371,7 +372,7 @@ struct JobManager::Running {
   bool async = false;
   double staleness_exponent = 0;
   int max_staleness = 0;
-  double max_norm = 0;     // the job's bound; 0: the coordinator's
+  double max_norm = 0;  // the job's bound; 0: the coordinator's
   bool clip_over_norm = false;
   int64_t max_samples = 0;  // the coordinator's bound on num_samples
 
@@ -380,6 +381,9 @@ struct JobManager::Running {
   bool accepting ABSL_GUARDED_BY(mu) = false;
   // Task id -> node: the round's tasks (async: the tasks still out).
   std::map<std::string, std::string> tasks ABSL_GUARDED_BY(mu);
+  // Task id -> what happened to it when not folded ("refused: ...", "failed: ..."), for the
+  // round's outcomes and its failure reason.
+  std::map<std::string, std::string> why ABSL_GUARDED_BY(mu);
   // Task id -> the local samples its node reported when the task was given (0: unknown): the
   // most its update weighs.
   std::map<std::string, int64_t> sample_caps ABSL_GUARDED_BY(mu);
@@ -414,6 +418,36 @@ struct JobManager::Running {
   }
 
   // Starts a round's bookkeeping (not the task lists, which sync and async keep differently).
+  // What each node of the round's tasks did, into info->outcomes, in node order. `timed_out`:
+  // the round waited its whole timeout.
+  void RecordOutcomes(bool timed_out, int64_t timeout_ms, v1::RoundInfo* info)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::map<std::string, v1::NodeOutcome> by_node;
+    for (const auto& [task, node] : tasks) {
+      v1::NodeOutcome& o = by_node[node];
+      o.set_node_id(node);
+      if (received.count(task) > 0) {
+        o.set_outcome("folded");
+        continue;
+      }
+      auto w = why.find(task);
+      if (w != why.end()) {
+        const size_t colon = w->second.find(':');
+        o.set_outcome(w->second.substr(0, colon));
+        o.set_reason(colon == std::string::npos ? w->second : w->second.substr(colon + 2));
+      } else if (dropped.count(task) > 0) {
+        o.set_outcome("dropped");
+        o.set_reason("its update was partial (selection.accept_partial_work is off) or stale");
+      } else {
+        o.set_outcome("late");
+        o.set_reason(timed_out
+                         ? absl::StrCat("no update within the round's ", timeout_ms / 1000.0, " s")
+                         : "no update yet when the round closed");
+      }
+    }
+    for (auto& [node, o] : by_node) *info->add_outcomes() = std::move(o);
+  }
+
   void ResetRoundTotals() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     strategy->BeginRound();
     partial = 0;
@@ -452,12 +486,13 @@ absl::StatusOr<v1::Job> JobManager::Start(v1::JobSpec spec, const std::string& c
                          options_.registry->GetVersion(spec.model(), spec.base_version()));
   spec.set_base_version(base.version());
   // Load the holdout now so that a bad path or file fails the request, not the job later.
-  FEDGE_ASSIGN_OR_RETURN(data::Dataset holdout, models::LoadHoldout(spec.holdout(), base.contract()));
+  FEDGE_ASSIGN_OR_RETURN(data::Dataset holdout,
+                         models::LoadHoldout(spec.holdout(), base.contract()));
   if (holdout.size() > 0 && base.contract().feature_names_size() > 0 &&
       holdout.num_features() != base.contract().feature_names_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "holdout has ", holdout.num_features(), " features; model ", spec.model(), " v",
-        base.version(), " takes ", base.contract().feature_names_size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("holdout has ", holdout.num_features(), " features; model ", spec.model(),
+                     " v", base.version(), " takes ", base.contract().feature_names_size()));
   }
   v1::Job job;
   job.set_id(NewJobId(options_.clock));
@@ -475,8 +510,8 @@ absl::StatusOr<v1::Job> JobManager::Start(v1::JobSpec spec, const std::string& c
     MutexLock lock(&running->mu);
     running->job = job;
   }
-  LOG(INFO) << "job=" << job.id() << " created by " << creator << ": model " << spec.model()
-            << " v" << base.version() << ", " << spec.rounds() << " rounds";
+  LOG(INFO) << "job=" << job.id() << " created by " << creator << ": model " << spec.model() << " v"
+            << base.version() << ", " << spec.rounds() << " rounds";
   v1::AuditEntry audit;
   audit.set_action("job_start");
   audit.set_principal(creator);
@@ -510,8 +545,8 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id, const std::str
   std::shared_ptr<Running> job = Find(id);
   if (job == nullptr) {
     FEDGE_ASSIGN_OR_RETURN(auto record, options_.registry->GetJob(id));
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job ", id, " is ", v1::JobState_Name(record.job.state()), ", not running"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " is ", v1::JobState_Name(record.job.state()), ", not running"));
   }
   v1::AuditEntry audit;
   audit.set_action("job_cancel");
@@ -602,9 +637,9 @@ absl::Status JobManager::CheckUpload(const std::string& node_id,
   if (job == nullptr) {
     auto record = options_.registry->GetJob(header.job_id());
     if (record.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("job ", Quote(header.job_id()), " is ",
-                       v1::JobState_Name(record->job.state()), " and takes no more updates"));
+      return absl::FailedPreconditionError(absl::StrCat("job ", Quote(header.job_id()), " is ",
+                                                        v1::JobState_Name(record->job.state()),
+                                                        " and takes no more updates"));
     }
     return absl::NotFoundError(absl::StrCat("job ", Quote(header.job_id()), " does not exist"));
   }
@@ -613,29 +648,31 @@ absl::Status JobManager::CheckUpload(const std::string& node_id,
 }
 
 absl::Status JobManager::Running::CheckUploadLocked(const std::string& node_id,
-                                                   const v1::UpdateHeader& header) {
+                                                    const v1::UpdateHeader& header) {
   if (async) {
     if (!accepting) {
       return absl::FailedPreconditionError(
           absl::StrCat("job ", id, " is not accepting updates now"));
     }
     if (header.round() > round || header.round() < 1) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "update for step ", header.round(), " of job ", id, " does not match a task: the "
-          "job is forming step ", round));
+      return absl::FailedPreconditionError(absl::StrCat("update for step ", header.round(),
+                                                        " of job ", id,
+                                                        " does not match a task: the "
+                                                        "job is forming step ",
+                                                        round));
     }
     const int staleness = round - header.round();
     if (staleness > max_staleness) {
       if (tasks.erase(header.task_id()) > 0) dropped.insert(header.task_id());
-      return absl::FailedPreconditionError(absl::StrCat(
-          "update is ", staleness, " server steps stale; job ", id, " takes at most ",
-          max_staleness));
+      return absl::FailedPreconditionError(absl::StrCat("update is ", staleness,
+                                                        " server steps stale; job ", id,
+                                                        " takes at most ", max_staleness));
     }
   } else if (header.round() != round || !accepting) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "update for round ", header.round(), " of job ", id, " is stale: the job is ",
-        accepting ? "in round " : "not accepting updates (round ", round,
-        accepting ? "" : " is closed)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("update for round ", header.round(), " of job ", id, " is stale: the job is ",
+                     accepting ? "in round " : "not accepting updates (round ", round,
+                     accepting ? "" : " is closed)"));
   }
   auto task = tasks.find(header.task_id());
   if (task == tasks.end()) {
@@ -643,9 +680,8 @@ absl::Status JobManager::Running::CheckUploadLocked(const std::string& node_id,
         "task ", Quote(header.task_id()), " is not part of round ", round, " of job ", id));
   }
   if (task->second != node_id) {
-    return absl::PermissionDeniedError(absl::StrCat("task '", header.task_id(),
-                                                    "' was assigned to another node, not ",
-                                                    node_id));
+    return absl::PermissionDeniedError(
+        absl::StrCat("task '", header.task_id(), "' was assigned to another node, not ", node_id));
   }
   if (received.count(header.task_id()) > 0) {
     return absl::AlreadyExistsError(
@@ -664,9 +700,9 @@ absl::Status JobManager::Running::CheckUploadLocked(const std::string& node_id,
   }
   auto expected = codec::EncodedSize(codec, num_elements);
   if (expected.ok() && header.total_size() != *expected) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "update declares ", header.total_size(), " bytes; a ", codec::EncodingName(codec.encoding),
-        " update of this model has ", *expected));
+    return absl::InvalidArgumentError(
+        absl::StrCat("update declares ", header.total_size(), " bytes; a ",
+                     codec::EncodingName(codec.encoding), " update of this model has ", *expected));
   }
   if (header.num_samples() <= 0 || header.num_samples() > max_samples) {
     PoisonedCounter("num_samples", "refused").Increment();
@@ -675,18 +711,16 @@ absl::Status JobManager::Running::CheckUploadLocked(const std::string& node_id,
                                                    " (--max_update_samples)"));
   }
   auto epochs = header.metrics().find("epochs");
-  if (epochs != header.metrics().end() && epochs->second < local_epochs &&
-      !accept_partial) {
+  if (epochs != header.metrics().end() && epochs->second < local_epochs && !accept_partial) {
     dropped.insert(header.task_id());
     if (async) tasks.erase(header.task_id());
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the update ran ", epochs->second, " of ", local_epochs, " local epochs; job ",
-        id, " does not accept partial work (selection.accept_partial_work)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the update ran ", epochs->second, " of ", local_epochs, " local epochs; job ",
+                     id, " does not accept partial work (selection.accept_partial_work)"));
   }
   if (!async && target > 0 && static_cast<int>(received.size()) >= target) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "round ", round, " of job ", id, " already has its ", target,
-        " update(s)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("round ", round, " of job ", id, " already has its ", target, " update(s)"));
   }
   return absl::OkStatus();
 }
@@ -700,6 +734,10 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
     st = absl::FailedPreconditionError(
         absl::StrCat("job '", header.job_id(), "' ended before the update was folded"));
   }
+  // True while a refusal is about the update itself (its values, norm or encoding), not about
+  // the round: the round's outcomes name it. The task stays open (a node may send a better
+  // update); an edge reports the task failed after such a refusal, which closes it.
+  bool judged = st.ok();
   if (st.ok()) {
     // One streaming pass checks the values and the norm; the fold decodes again, block by
     // block, into the aggregate, so no second full-size copy of the update is made.
@@ -707,9 +745,9 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
     st = stats.status();
     if (st.ok() && !stats->all_finite) {
       PoisonedCounter("non_finite", "refused").Increment();
-      st = absl::InvalidArgumentError(absl::StrCat(
-          "update holds a non-finite value at ", Locate(job->schema, stats->first_non_finite),
-          "; the edge's training diverged"));
+      st = absl::InvalidArgumentError(absl::StrCat("update holds a non-finite value at ",
+                                                   Locate(job->schema, stats->first_non_finite),
+                                                   "; the edge's training diverged"));
     }
     const double bound = job->max_norm > 0 ? job->max_norm : options_.max_update_norm;
     double clip = 1.0;  // scales an update clipped to the bound
@@ -731,11 +769,11 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
       // Re-check under the lock: the round may have closed (or, async, the step moved on)
       // while the payload was validated.
       st = job->CheckUploadLocked(node_id, header);
+      judged = st.ok();
       if (st.ok()) {
-        const double scale =
-            job->async ? aggregation::StalenessScale(job->round - header.round(),
-                                                     job->staleness_exponent)
-                       : 1.0;
+        const double scale = job->async ? aggregation::StalenessScale(job->round - header.round(),
+                                                                      job->staleness_exponent)
+                                        : 1.0;
         // What the update weighs: its claim, but no more than its node reported having when
         // the task was given, with room for the data that arrived since (a quarter more).
         int64_t weight = header.num_samples();
@@ -780,8 +818,15 @@ absl::Status JobManager::SubmitUpdate(const std::string& node_id, const v1::Upda
               << " update folded (" << header.num_samples() << " samples)";
   } else {
     UpdatesCounter("rejected").Increment();
-    LOG(WARNING) << "node=" << node_id << " job=" << header.job_id()
-                 << " round=" << header.round() << " update rejected: " << st;
+    LOG(WARNING) << "node=" << node_id << " job=" << header.job_id() << " round=" << header.round()
+                 << " update rejected: " << st;
+    if (judged && job != nullptr) {
+      MutexLock lock(&job->mu);
+      if (!job->async && job->round == header.round() &&
+          job->received.count(header.task_id()) == 0) {
+        job->why[header.task_id()] = absl::StrCat("refused: ", st.message());
+      }
+    }
   }
   return st;
 }
@@ -797,6 +842,9 @@ void JobManager::OnTaskStatus(const std::string& node_id, const v1::TaskStatus& 
       LOG(WARNING) << "node=" << node_id << " job=" << id << " round=" << job->round
                    << " task failed: " << Quote(status.message(), 512);
       job->failed.insert(status.task_id());
+      // A refusal the coordinator recorded says more than the node's echo of it.
+      job->why.emplace(status.task_id(),
+                       absl::StrCat("failed: ", absl::CHexEscape(status.message().substr(0, 300))));
       if (job->async) job->tasks.erase(it);  // the node is free for another task
       job->cv.SignalAll();
     }
@@ -870,9 +918,9 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
     auto state = registry->ReadBlob(ctx.job.server_state_sha256());
     absl::Status st = state.ok() ? (*strategy)->LoadState(*state) : state.status();
     if (!st.ok()) {
-      return ctx.fail(absl::DataLossError(absl::StrCat(
-          "cannot restore the server optimizer's state after round ", ctx.job.completed_rounds(),
-          ": ", st.message())));
+      return ctx.fail(absl::DataLossError(
+          absl::StrCat("cannot restore the server optimizer's state after round ",
+                       ctx.job.completed_rounds(), ": ", st.message())));
     }
   }
   ctx.job.set_strategy((*strategy)->name());
@@ -915,8 +963,7 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
       JobsFinishedCounter("cancelled").Increment();
       LOG(INFO) << "job=" << id << " " << cancelled;
     } else {
-      LOG(INFO) << "job=" << id << " paused at shutdown after round "
-                << ctx.job.completed_rounds();
+      LOG(INFO) << "job=" << id << " paused at shutdown after round " << ctx.job.completed_rounds();
     }
     RunningJobsGauge().Decrement();
     return;
@@ -933,9 +980,9 @@ void JobManager::Run(std::shared_ptr<Running> rj) {
   version.set_creator(ctx.job.creator());
   version.set_reason(spec.reason().empty() ? absl::StrCat("federated training job ", id)
                                            : spec.reason());
-  version.set_strategy(rj->async ? absl::StrCat("fedbuff(k=", spec.async().buffer_size(),
-                                                ")+", ctx.job.strategy())
-                                 : ctx.job.strategy());
+  version.set_strategy(
+      rj->async ? absl::StrCat("fedbuff(k=", spec.async().buffer_size(), ")+", ctx.job.strategy())
+                : ctx.job.strategy());
   *version.mutable_contract() = base->contract();
   *version.mutable_schema() = ctx.model->schema().ToProto();
   for (const auto& [node, n] : ctx.participants) {
@@ -1002,8 +1049,8 @@ v1::CloudMessage JobManager::NewTask(const Context& ctx, int round, const std::s
   return msg;
 }
 
-absl::Status JobManager::CompleteRound(Context& ctx, v1::RoundInfo* info,
-                                       const FlatTensor& next, absl::Time started) {
+absl::Status JobManager::CompleteRound(Context& ctx, v1::RoundInfo* info, const FlatTensor& next,
+                                       absl::Time started) {
   registry::Registry* registry = options_.registry;
   const std::string& id = ctx.job.id();
   FEDGE_RETURN_IF_ERROR(ctx.model->SetFlat(next));
@@ -1042,8 +1089,8 @@ absl::Status JobManager::CompleteRound(Context& ctx, v1::RoundInfo* info,
        absl::StrFormat("%d update(s), %d samples, val_accuracy %.4f", info->participants(),
                        info->samples(), info->val_accuracy()));
   LOG(INFO) << "job=" << id << " round=" << info->round() << " done: " << info->participants()
-            << " update(s) (" << info->partial() << " partial, " << info->dropped()
-            << " dropped), " << info->samples() << " samples, train_loss=" << info->train_loss()
+            << " update(s) (" << info->partial() << " partial, " << info->dropped() << " dropped), "
+            << info->samples() << " samples, train_loss=" << info->train_loss()
             << " val_accuracy=" << info->val_accuracy();
   return absl::OkStatus();
 }
@@ -1106,11 +1153,12 @@ JobManager::Outcome JobManager::RunRounds(Context& ctx) {
         rj.sample_caps.clear();
         rj.received.clear();
         rj.failed.clear();
+        rj.why.clear();
         rj.target = size.asked > size.target ? size.target : 0;
         rj.ResetRoundTotals();
         for (const std::string& node : eligible) {
-          v1::CloudMessage msg =
-              NewTask(ctx, round, absl::StrCat(id, "-r", round, "-a", attempt, "-", node), deadline);
+          v1::CloudMessage msg = NewTask(
+              ctx, round, absl::StrCat(id, "-r", round, "-a", attempt, "-", node), deadline);
           rj.tasks[msg.train_task().task_id()] = node;
           rj.sample_caps[msg.train_task().task_id()] = caps[node];
           sends.emplace_back(node, std::move(msg));
@@ -1121,25 +1169,30 @@ JobManager::Outcome JobManager::RunRounds(Context& ctx) {
       info->set_selected(size.asked);
       ctx.persist().IgnoreError();  // logged; the next persist retries
       LOG(INFO) << "job=" << id << " round=" << round << " started with " << size.asked
-                << " node(s)" << (size.asked > size.target
-                                      ? absl::StrCat(" for ", size.target, " update(s)")
-                                      : "");
+                << " node(s)"
+                << (size.asked > size.target ? absl::StrCat(" for ", size.target, " update(s)")
+                                             : "");
       for (auto& [node, msg] : sends) {
         if (!options_.fleet->Send(node, msg)) {
           LOG(WARNING) << "job=" << id << " round=" << round << " node=" << node
                        << " went away before its task was sent";
           MutexLock lock(&rj.mu);
           rj.failed.insert(msg.train_task().task_id());
+          rj.why[msg.train_task().task_id()] = "lost: the node went away before its task was sent";
         }
       }
-      // 3. Wait for every update (or the over-selected round's target), or the deadline.
+      // 3. Wait for every update (or the over-selected round's target), or the deadline, or
+      // until the tasks still out cannot make up the minimum.
       absl::StatusOr<FlatTensor> next = absl::UnknownError("");
       std::map<std::string, int64_t> round_samples;
       {
         MutexLock lock(&rj.mu);
-        auto answered = [&rj]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(rj.mu) {
-          return rj.received.size() + rj.failed.size() + rj.dropped.size() >= rj.tasks.size() ||
-                 (rj.target > 0 && static_cast<int>(rj.received.size()) >= rj.target);
+        auto answered = [&rj, &spec]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(rj.mu) {
+          const size_t out_of_play = rj.failed.size() + rj.dropped.size();
+          const size_t possible = rj.tasks.size() > out_of_play ? rj.tasks.size() - out_of_play : 0;
+          return rj.received.size() + out_of_play >= rj.tasks.size() ||
+                 (rj.target > 0 && static_cast<int>(rj.received.size()) >= rj.target) ||
+                 static_cast<int>(possible) < spec.min_clients();
         };
         while (!rj.stop && !answered() && clock->Now() < deadline) {
           rj.cv.WaitWithTimeout(&rj.mu, absl::Milliseconds(50));
@@ -1150,6 +1203,7 @@ JobManager::Outcome JobManager::RunRounds(Context& ctx) {
         }
         rj.accepting = false;
         round_samples = rj.TakeRoundTotals(info);
+        rj.RecordOutcomes(clock->Now() >= deadline, spec.round_timeout_ms(), info);
         if (info->participants() >= spec.min_clients()) {
           const absl::Time begin = absl::Now();
           next = rj.strategy->Finish(base_flat);
@@ -1157,9 +1211,15 @@ JobManager::Outcome JobManager::RunRounds(Context& ctx) {
         }
       }
       if (info->participants() < spec.min_clients()) {
-        reason = absl::StrCat("only ", info->participants(), " of the minimum ",
-                              spec.min_clients(), " update(s) arrived by the deadline (",
-                              spec.round_timeout_ms() / 1000.0, " s)");
+        std::vector<std::string> nodes;
+        for (const v1::NodeOutcome& o : info->outcomes()) {
+          if (o.outcome() != "folded") {
+            nodes.push_back(absl::StrCat(o.node_id(), " ", o.outcome(), ": ", o.reason()));
+          }
+        }
+        reason = absl::StrCat("only ", info->participants(), " of the minimum ", spec.min_clients(),
+                              " update(s) arrived", nodes.empty() ? "" : ": ",
+                              absl::StrJoin(nodes, "; "));
       } else if (!next.ok()) {
         reason = std::string(next.status().message());
       } else {
@@ -1294,9 +1354,9 @@ JobManager::Outcome JobManager::RunAsync(Context& ctx) {
         }
         if (folded < buffer && now - last_progress > patience) {
           rj.accepting = false;
-          next = absl::DeadlineExceededError(
-              absl::StrCat("step ", step, " folded ", folded, " of ", buffer,
-                           " update(s) and none came in ", absl::FormatDuration(patience)));
+          next = absl::DeadlineExceededError(absl::StrCat("step ", step, " folded ", folded, " of ",
+                                                          buffer, " update(s) and none came in ",
+                                                          absl::FormatDuration(patience)));
         } else if (folded < buffer) {
           rj.cv.WaitWithTimeout(&rj.mu, absl::Milliseconds(50));
           continue;

@@ -4,6 +4,7 @@
 #include <dirent.h>
 
 #include <chrono>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -360,6 +361,66 @@ TEST_F(HostileFleetTest, AnArtifactThatRottedOnDiskIsNeverExportedAsComplete) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::DATA_LOSS);
   EXPECT_NE(st.error_message().find("corrupt"), std::string::npos) << st.error_message();
   EXPECT_NE(st.error_message().find("retrying cannot help"), std::string::npos);
+}
+
+TEST_F(HostileFleetTest, ARoundThatCannotReachItsMinimumFailsAtOnceNamingEachNode) {
+  testing::FakeEdge* broken = AddEdge("broken", 100);
+  testing::FakeEdge* quiet = AddEdge("quiet", 100);
+  testing::FakeEdge* steady = AddEdge("steady", 100);
+  v1::JobSpec spec = OneRound(3);
+  spec.set_min_clients(2);
+  spec.set_max_round_retries(0);  // one attempt: its timeout is a minute
+  const v1::Job job = StartJob(spec);
+  auto broken_task = broken->NextTask();
+  auto quiet_task = quiet->NextTask();
+  auto steady_task = steady->NextTask();
+  ASSERT_TRUE(broken_task.ok() && quiet_task.ok() && steady_task.ok());
+  const absl::Time start = absl::Now();
+  // One update diverged and was refused, and its node reports the task failed, as an edge
+  // does; the other node reports that its training failed.
+  FlatTensor nan(static_cast<size_t>(num_elements_), 0.01f);
+  nan[3] = std::numeric_limits<float>::quiet_NaN();
+  grpc::Status st =
+      testing::SendPayload(broken->stub(), "broken", *broken_task, EncodeF32(nan), v1::F32, 100);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  auto report_failed = [](testing::FakeEdge* edge, const std::string& task,
+                          const std::string& message) {
+    v1::EdgeMessage failed;
+    failed.mutable_task_status()->set_task_id(task);
+    failed.mutable_task_status()->set_state(v1::TASK_FAILED);
+    failed.mutable_task_status()->set_message(message);
+    return edge->Send(failed);
+  };
+  ASSERT_TRUE(report_failed(broken, broken_task->task_id(), st.error_message()));
+  ASSERT_TRUE(report_failed(steady, steady_task->task_id(), "loss is NaN at epoch 0, batch 5"));
+  auto done = testing::WaitForJob(admin_.get(), job.id(), absl::Seconds(50));
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->state(), v1::JOB_FAILED);
+  // It failed as soon as the minimum was out of reach, not at the round's 60 s deadline.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_NE(done->error().find("only 0 of the minimum 2 update(s) arrived"), std::string::npos)
+      << done->error();
+  EXPECT_NE(done->error().find("broken refused: update holds a non-finite value"),
+            std::string::npos)
+      << done->error();
+  EXPECT_NE(done->error().find("steady failed: loss is NaN at epoch 0, batch 5"), std::string::npos)
+      << done->error();
+  ASSERT_EQ(done->rounds_size(), 1);
+  // Once two of three were out, the third could not make up the minimum of two.
+  EXPECT_NE(done->error().find("quiet late: no update yet when the round closed"),
+            std::string::npos)
+      << done->error();
+  ASSERT_EQ(done->rounds(0).outcomes_size(), 3);
+  EXPECT_EQ(done->rounds(0).outcomes(0).node_id(), "broken");
+  EXPECT_EQ(done->rounds(0).outcomes(0).outcome(), "refused");
+  EXPECT_EQ(done->rounds(0).outcomes(1).node_id(), "quiet");
+  EXPECT_EQ(done->rounds(0).outcomes(1).outcome(), "late");
+  EXPECT_EQ(done->rounds(0).outcomes(2).node_id(), "steady");
+  EXPECT_EQ(done->rounds(0).outcomes(2).outcome(), "failed");
+  // The job.failed event says the same.
+  std::vector<v1::Event> events = testing::ListEvents(admin_.get(), {"job.failed"});
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_NE(events[0].message().find("broken refused"), std::string::npos) << events[0].message();
 }
 
 }  // namespace
